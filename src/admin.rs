@@ -1,0 +1,104 @@
+//! The admin HTTP server for orchestrators: `/healthz` (the process runs) and `/readyz` (the
+//! upstream link is up and a verified snapshot is in service).
+//!
+//! It speaks just enough HTTP/1.1 for probes: one GET per connection, bounded request size,
+//! a short deadline, `Connection: close`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info};
+
+use crate::config::Config;
+use crate::relay::{LinkState, Relay};
+
+const MAX_REQUEST: usize = 8 * 1024;
+
+pub async fn bind(config: &Config) -> Result<Option<TcpListener>> {
+    if config.metrics_port == 0 {
+        return Ok(None);
+    }
+    let addr = (config.metrics_bind.as_str(), config.metrics_port);
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "admin server on {}:{} (--metrics-port 0 disables it)",
+            addr.0, addr.1
+        )
+    })?;
+    info!("Admin HTTP server on {}:{}", addr.0, addr.1);
+    Ok(Some(listener))
+}
+
+pub async fn serve(relay: Arc<Relay>, listener: Option<TcpListener>) {
+    let Some(listener) = listener else { return };
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = relay.shutdown.cancelled() => return,
+        };
+        if let Ok((sock, peer)) = accepted {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(Duration::from_secs(5), answer(&relay, sock)).await;
+                if !matches!(r, Ok(Ok(()))) {
+                    debug!("Admin request from {peer} failed or timed out");
+                }
+            });
+        }
+    }
+}
+
+async fn answer(relay: &Relay, mut sock: TcpStream) -> std::io::Result<()> {
+    let mut req = Vec::with_capacity(1024);
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST {
+        if sock.read_buf(&mut req).await? == 0 {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&req[..req.iter().position(|&b| b == b'\r').unwrap_or(0)])
+        .into_owned();
+    let path = match line.split(' ').collect::<Vec<_>>()[..] {
+        ["GET" | "HEAD", path, _] => path.split('?').next().unwrap_or(path).to_string(),
+        _ => return respond(&mut sock, 405, "only GET is served\n").await,
+    };
+    match path.as_str() {
+        "/healthz" | "/live" => respond(&mut sock, 200, "ok\n").await,
+        "/readyz" | "/ready" => match not_ready(relay) {
+            None => respond(&mut sock, 200, "ready\n").await,
+            Some(why) => respond(&mut sock, 503, &format!("not ready: {why}\n")).await,
+        },
+        _ => respond(&mut sock, 404, "not found; try /healthz or /readyz\n").await,
+    }
+}
+
+/// Why the relay should not receive replicas yet, if it should not.
+pub fn not_ready(relay: &Relay) -> Option<String> {
+    let link = relay.link();
+    if relay.store.view().ident.is_none() {
+        return Some("no verified snapshot in service yet".into());
+    }
+    match (relay.master_addr(), link.state) {
+        (None, _) => Some("no master configured (REPLICAOF NO ONE)".into()),
+        (Some(_), LinkState::Connected) => None,
+        (Some(m), state) => Some(format!("link with master {m} is {}", state.role_name())),
+    }
+}
+
+async fn respond(sock: &mut TcpStream, code: u16, body: &str) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await?;
+    sock.write_all(body.as_bytes()).await?;
+    sock.shutdown().await
+}

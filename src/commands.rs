@@ -1,0 +1,335 @@
+//! The commands the relay answers as a master: the replication handshake (PING, AUTH, REPLCONF,
+//! PSYNC, SYNC), administration (INFO, ROLE, REPLICAOF/SLAVEOF, CONFIG GET, CLIENT, COMMAND,
+//! HELLO, QUIT). Anything else gets an error that says what the relay is and where the data is.
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use crate::config::MasterAddr;
+use crate::downstream::Client;
+use crate::info;
+use crate::relay::Relay;
+use crate::resp::Reply;
+
+/// What the connection does after a command.
+#[derive(Debug)]
+pub enum Action {
+    Reply(Reply),
+    /// `REPLCONF ACK` and friends: no reply at all.
+    NoReply,
+    Quit,
+    Close,
+    /// PSYNC or SYNC: the connection becomes a replica session.
+    Sync(SyncRequest),
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    /// `(replid, offset)` from PSYNC; `None` for the legacy SYNC.
+    pub psync: Option<(String, i64)>,
+}
+
+fn err(msg: impl Into<String>) -> Action {
+    Action::Reply(Reply::err(msg))
+}
+
+fn wrong_args(cmd: &str) -> Action {
+    err(format!("ERR wrong number of arguments for '{cmd}' command"))
+}
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn dispatch(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
+    let name = text(&args[0]).to_ascii_lowercase();
+    if !client.authed && !matches!(name.as_str(), "auth" | "hello" | "quit") {
+        return err("NOAUTH Authentication required.");
+    }
+    match name.as_str() {
+        "ping" => match args.len() {
+            1 => Action::Reply(Reply::Simple("PONG".into())),
+            2 => Action::Reply(Reply::Bulk(args[1].clone())),
+            _ => wrong_args("ping"),
+        },
+        "echo" if args.len() == 2 => Action::Reply(Reply::Bulk(args[1].clone())),
+        "auth" => auth(relay, client, &args[1..]),
+        "hello" => hello(relay, client, &args[1..]),
+        "quit" => Action::Quit,
+        "replconf" => replconf(client, args),
+        "psync" => psync(args),
+        "sync" => Action::Sync(SyncRequest { psync: None }),
+        "info" => Action::Reply(Reply::Bulk(info::info(relay, &args[1..]).into())),
+        "role" => Action::Reply(info::role(relay)),
+        "replicaof" | "slaveof" => replicaof(relay, client, args),
+        "config" => config(relay, args),
+        "client" => client_command(client, args),
+        "command" => command(args),
+        _ => err(not_served(relay, &name)),
+    }
+}
+
+/// The error for data commands: the relay holds no keys.
+fn not_served(relay: &Relay, name: &str) -> String {
+    let master = match relay.master_addr() {
+        Some(m) => format!("master {m}"),
+        None => "no master (REPLICAOF NO ONE)".into(),
+    };
+    format!(
+        "ERR replica-relay is a replication relay for {master}; it holds no keys and does not serve '{name}'. Send data commands to the master or a replica."
+    )
+}
+
+fn auth(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
+    let (user, pass) = match args {
+        [pass] => ("default".to_string(), pass),
+        [user, pass] => (text(user), pass),
+        _ => return wrong_args("auth"),
+    };
+    match check_password(relay, &user, pass) {
+        Ok(()) => {
+            client.authed = true;
+            Action::Reply(Reply::ok())
+        }
+        Err(e) => {
+            warn!("Failed AUTH from {} (user '{user}')", client.peer);
+            e
+        }
+    }
+}
+
+/// Without requirepass every AUTH succeeds: a replica configured with a masterauth must still
+/// be able to attach (PROTOCOL §4.1, the auth trap).
+fn check_password(relay: &Relay, user: &str, pass: &[u8]) -> Result<(), Action> {
+    let Some(expected) = &relay.config.requirepass else {
+        return Ok(());
+    };
+    if user == "default" && constant_time_eq(expected.as_bytes(), pass) {
+        Ok(())
+    } else {
+        Err(err(
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hello(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
+    let mut rest = args;
+    if let [ver, tail @ ..] = args {
+        if text(ver) != "2" {
+            return err("NOPROTO unsupported protocol version; replica-relay speaks RESP2 only");
+        }
+        rest = tail;
+    }
+    while let [opt, tail @ ..] = rest {
+        match (text(opt).to_ascii_lowercase().as_str(), tail) {
+            ("auth", [user, pass, more @ ..]) => {
+                if let Err(e) = check_password(relay, &text(user), pass) {
+                    return e;
+                }
+                client.authed = true;
+                rest = more;
+            }
+            ("setname", [name, more @ ..]) => {
+                client.name = Some(text(name));
+                rest = more;
+            }
+            _ => return err(format!("ERR Syntax error in HELLO option '{}'", text(opt))),
+        }
+    }
+    if !client.authed {
+        return err(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
+    }
+    let role = if relay.master_addr().is_some() {
+        "replica"
+    } else {
+        "master"
+    };
+    let fields = [
+        ("server", Reply::bulk("replica-relay")),
+        ("version", Reply::bulk(env!("CARGO_PKG_VERSION"))),
+        ("proto", Reply::Int(2)),
+        ("id", Reply::Int(client.id as i64)),
+        ("mode", Reply::bulk("standalone")),
+        ("role", Reply::bulk(role)),
+        ("modules", Reply::Array(vec![])),
+    ];
+    Action::Reply(Reply::Array(
+        fields
+            .into_iter()
+            .flat_map(|(k, v)| [Reply::bulk(k), v])
+            .collect(),
+    ))
+}
+
+fn replconf(client: &mut Client, args: &[Bytes]) -> Action {
+    if args.len().is_multiple_of(2) {
+        return err("ERR syntax error");
+    }
+    for pair in args[1..].chunks(2) {
+        let (opt, val) = (text(&pair[0]).to_ascii_lowercase(), text(&pair[1]));
+        match opt.as_str() {
+            "ack" | "getack" | "fack" => return Action::NoReply,
+            "listening-port" => match val.parse() {
+                Ok(p) => client.listening_port = Some(p),
+                Err(_) => return err("ERR value is not an integer or out of range"),
+            },
+            "ip-address" if val.len() <= 255 => client.announced_ip = Some(val),
+            "ip-address" => {
+                return err(
+                    "ERR REPLCONF ip-address provided by replica instance is too long: 256 bytes maximum",
+                );
+            }
+            "capa" => client.capa_psync2 |= val.eq_ignore_ascii_case("psync2"),
+            "rdb-only" => client.rdb_only = val == "1",
+            // Accepted and ignored: the relay always offers the classic single-channel full sync,
+            // which every replica falls back to (PROTOCOL §1.3).
+            "rdb-filter-only"
+            | "version"
+            | "set-cluster-node-id"
+            | "rdb-channel"
+            | "main-ch-client-id"
+            | "set-rdb-client-id" => {}
+            _ => {
+                return err(format!(
+                    "ERR Unrecognized REPLCONF option: {}",
+                    text(&pair[0])
+                ));
+            }
+        }
+    }
+    Action::Reply(Reply::ok())
+}
+
+fn psync(args: &[Bytes]) -> Action {
+    match args {
+        [_, replid, offset] => match text(offset).parse::<i64>() {
+            Ok(off) => Action::Sync(SyncRequest {
+                psync: Some((text(replid), off)),
+            }),
+            Err(_) => err("ERR value is not an integer or out of range"),
+        },
+        [_, _, _, opt] if opt.eq_ignore_ascii_case(b"failover") => {
+            err("ERR PSYNC FAILOVER is not supported: replica-relay cannot be promoted")
+        }
+        _ => wrong_args("psync"),
+    }
+}
+
+fn replicaof(relay: &Relay, client: &Client, args: &[Bytes]) -> Action {
+    let [_, host, port] = args else {
+        return wrong_args("replicaof");
+    };
+    let (host, port) = (text(host), text(port));
+    if host.eq_ignore_ascii_case("no") && port.eq_ignore_ascii_case("one") {
+        if relay.master.send_replace(None).is_some() {
+            info!(
+                "MASTER MODE enabled (REPLICAOF NO ONE from {}): the stored data stays served",
+                client.peer
+            );
+        }
+        return Action::Reply(Reply::ok());
+    }
+    let master = match MasterAddr::parse(&host, &port) {
+        Ok(m) => m,
+        Err(e) => return err(format!("ERR {e}")),
+    };
+    if relay.master_addr().as_ref() == Some(&master) {
+        return Action::Reply(Reply::Simple(
+            "OK Already connected to specified master".into(),
+        ));
+    }
+    info!(
+        "REPLICAOF {master} enabled (user request from {})",
+        client.peer
+    );
+    relay.master.send_replace(Some(master));
+    Action::Reply(Reply::ok())
+}
+
+fn config(relay: &Relay, args: &[Bytes]) -> Action {
+    let sub = args.get(1).map(|s| text(s).to_ascii_lowercase());
+    if sub.as_deref() != Some("get") || args.len() < 3 {
+        return err(
+            "ERR replica-relay supports only CONFIG GET <pattern> [pattern ...]; change settings with flags or the config file",
+        );
+    }
+    let values = info::config_values(relay);
+    let mut out = Vec::new();
+    for (key, value) in &values {
+        if args[2..]
+            .iter()
+            .any(|p| glob_match(&text(p).to_ascii_lowercase(), key))
+        {
+            out.push(Reply::bulk(key.to_string()));
+            out.push(Reply::bulk(value.clone()));
+        }
+    }
+    Action::Reply(Reply::Array(out))
+}
+
+/// Redis-style glob with `*` and `?`, enough for CONFIG GET patterns.
+fn glob_match(pattern: &str, s: &str) -> bool {
+    match (pattern.chars().next(), s.chars().next()) {
+        (None, None) => true,
+        (Some('*'), _) => {
+            glob_match(&pattern[1..], s) || (!s.is_empty() && glob_match(pattern, &s[1..]))
+        }
+        (Some('?'), Some(_)) => glob_match(&pattern[1..], &s[1..]),
+        (Some(p), Some(c)) if p == c => glob_match(&pattern[p.len_utf8()..], &s[c.len_utf8()..]),
+        _ => false,
+    }
+}
+
+fn client_command(client: &mut Client, args: &[Bytes]) -> Action {
+    let sub = args
+        .get(1)
+        .map(|s| text(s).to_ascii_lowercase())
+        .unwrap_or_default();
+    match (sub.as_str(), args.len()) {
+        ("setname", 3) => {
+            client.name = Some(text(&args[2]));
+            Action::Reply(Reply::ok())
+        }
+        ("getname", 2) => Action::Reply(client.name.clone().map_or(Reply::Nil, Reply::bulk)),
+        ("id", 2) => Action::Reply(Reply::Int(client.id as i64)),
+        ("setinfo", 4) => Action::Reply(Reply::ok()),
+        ("list", 2) => Action::Reply(Reply::bulk(info::client_list(client))),
+        _ => err("ERR replica-relay supports CLIENT SETNAME, GETNAME, ID, LIST and SETINFO"),
+    }
+}
+
+/// redis-cli asks for command docs on start; the relay has none to offer.
+fn command(args: &[Bytes]) -> Action {
+    match args.get(1).map(|s| text(s).to_ascii_lowercase()).as_deref() {
+        Some("count") => Action::Reply(Reply::Int(0)),
+        _ => Action::Reply(Reply::Array(vec![])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob_match("*", "port"));
+        assert!(glob_match("repl-*", "repl-timeout"));
+        assert!(glob_match("p?rt", "port"));
+        assert!(!glob_match("repl-*", "port"));
+        assert!(glob_match("port", "port"));
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,368 @@
+//! Configuration: redis-server-style flags, `REPLICA_RELAY_*` environment variables and a TOML
+//! file, resolved into one validated `Config`.
+//!
+//! Precedence is flag, then environment, then file, then default. Names follow redis.conf
+//! (`replicaof`, `masterauth`, `repl-timeout`, `appendfsync`) so Redis operators know them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use crate::store::Fsync;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl MasterAddr {
+    pub fn parse(host: &str, port: &str) -> Result<MasterAddr> {
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .with_context(|| format!("invalid master port {port:?}"))?;
+        if host.is_empty() || host.len() > 255 || host.contains(char::is_whitespace) {
+            bail!("invalid master host {host:?}");
+        }
+        Ok(MasterAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for MasterAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum YesNo {
+    Yes,
+    No,
+}
+
+/// Flags of the relay itself. Every one can also come from the environment or the config file.
+#[derive(Debug, Default, Args)]
+pub struct RelayArgs {
+    /// TOML config file (see config/relay.toml); flags and environment override it.
+    #[arg(long, env = "REPLICA_RELAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Port replicas connect to [default: 6380].
+    #[arg(long, env = "REPLICA_RELAY_PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on for replicas [default: 127.0.0.1].
+    #[arg(long, env = "REPLICA_RELAY_BIND")]
+    pub bind: Option<String>,
+    /// The master to replicate from. Also settable at run time with REPLICAOF/SLAVEOF.
+    #[arg(
+        long,
+        alias = "slaveof",
+        num_args = 2,
+        value_names = ["HOST", "PORT"],
+        env = "REPLICA_RELAY_REPLICAOF",
+        value_delimiter = ' '
+    )]
+    pub replicaof: Option<Vec<String>>,
+    /// Password for the master (its requirepass, or the password of --masteruser).
+    #[arg(long, env = "REPLICA_RELAY_MASTERAUTH", hide_env_values = true)]
+    pub masterauth: Option<String>,
+    /// ACL user on the master (AUTH <masteruser> <masterauth>).
+    #[arg(long, env = "REPLICA_RELAY_MASTERUSER")]
+    pub masteruser: Option<String>,
+    /// Password replicas and clients must AUTH with (replicas set it as their masterauth).
+    #[arg(long, env = "REPLICA_RELAY_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// Refuse non-loopback clients when no requirepass is set and bind is not loopback
+    /// [default: yes].
+    #[arg(long, env = "REPLICA_RELAY_PROTECTED_MODE")]
+    pub protected_mode: Option<YesNo>,
+    /// Directory of the store: snapshot, stream log, identity [default: ./replica-relay-data].
+    #[arg(long, env = "REPLICA_RELAY_DIR")]
+    pub dir: Option<PathBuf>,
+    /// When stream bytes are fsynced: always, everysec or no [default: everysec].
+    #[arg(long, env = "REPLICA_RELAY_APPENDFSYNC")]
+    pub appendfsync: Option<Fsync>,
+    /// Size at which a new log segment is started, like 64mb [default: 64mb].
+    #[arg(long, env = "REPLICA_RELAY_LOG_SEGMENT_SIZE")]
+    pub log_segment_size: Option<String>,
+    /// Seconds without data before a link is considered dead, like repl-timeout [default: 60].
+    #[arg(long, env = "REPLICA_RELAY_REPL_TIMEOUT")]
+    pub repl_timeout: Option<u64>,
+    /// Most client connections at once [default: 10000].
+    #[arg(long, env = "REPLICA_RELAY_MAXCLIENTS")]
+    pub maxclients: Option<usize>,
+    /// Port of the admin HTTP server (/healthz, /readyz); 0 disables it [default: 9480].
+    #[arg(long, env = "REPLICA_RELAY_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Address of the admin HTTP server [default: 127.0.0.1].
+    #[arg(long, env = "REPLICA_RELAY_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
+    #[arg(long, env = "REPLICA_RELAY_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log line format [default: text].
+    #[arg(long, env = "REPLICA_RELAY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The TOML file: the same options, with redis.conf-style names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    port: Option<u16>,
+    bind: Option<String>,
+    /// `"HOST PORT"`, as in redis.conf.
+    replicaof: Option<String>,
+    masterauth: Option<String>,
+    masteruser: Option<String>,
+    requirepass: Option<String>,
+    protected_mode: Option<YesNo>,
+    dir: Option<PathBuf>,
+    appendfsync: Option<Fsync>,
+    log_segment_size: Option<String>,
+    repl_timeout: Option<u64>,
+    maxclients: Option<usize>,
+    metrics_port: Option<u16>,
+    metrics_bind: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub config_file: Option<PathBuf>,
+    pub port: u16,
+    pub bind: String,
+    pub replicaof: Option<MasterAddr>,
+    pub masterauth: Option<String>,
+    pub masteruser: Option<String>,
+    pub requirepass: Option<String>,
+    pub protected_mode: bool,
+    pub dir: PathBuf,
+    pub appendfsync: Fsync,
+    pub log_segment_size: u64,
+    pub repl_timeout: Duration,
+    pub maxclients: usize,
+    pub metrics_port: u16,
+    pub metrics_bind: String,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn resolve(args: RelayArgs) -> Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let replicaof = match (args.replicaof, file.replicaof) {
+            (Some(v), _) => Some(MasterAddr::parse(&v[0], &v[1])?),
+            (None, Some(s)) => Some(parse_replicaof(&s)?),
+            (None, None) => None,
+        };
+        let segment = args.log_segment_size.or(file.log_segment_size);
+        let config = Config {
+            config_file: args.config.clone(),
+            port: args.port.or(file.port).unwrap_or(6380),
+            bind: args
+                .bind
+                .or(file.bind)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            replicaof,
+            masterauth: args
+                .masterauth
+                .or(file.masterauth)
+                .filter(|s| !s.is_empty()),
+            masteruser: args
+                .masteruser
+                .or(file.masteruser)
+                .filter(|s| !s.is_empty()),
+            requirepass: args
+                .requirepass
+                .or(file.requirepass)
+                .filter(|s| !s.is_empty()),
+            protected_mode: args.protected_mode.or(file.protected_mode) != Some(YesNo::No),
+            dir: args
+                .dir
+                .or(file.dir)
+                .unwrap_or_else(|| "replica-relay-data".into()),
+            appendfsync: args
+                .appendfsync
+                .or(file.appendfsync)
+                .unwrap_or(Fsync::Everysec),
+            log_segment_size: segment
+                .as_deref()
+                .map(parse_size)
+                .transpose()?
+                .unwrap_or(64 << 20),
+            repl_timeout: Duration::from_secs(
+                args.repl_timeout.or(file.repl_timeout).unwrap_or(60),
+            ),
+            maxclients: args.maxclients.or(file.maxclients).unwrap_or(10_000),
+            metrics_port: args.metrics_port.or(file.metrics_port).unwrap_or(9480),
+            metrics_bind: args
+                .metrics_bind
+                .or(file.metrics_bind)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            log_level: args
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.port == 0 {
+            bail!("port must be between 1 and 65535");
+        }
+        if self.masteruser.is_some() && self.masterauth.is_none() {
+            bail!("masteruser needs masterauth (the user's password)");
+        }
+        if self.log_segment_size < 4096 {
+            bail!("log-segment-size must be at least 4kb");
+        }
+        if self.repl_timeout.is_zero() {
+            bail!("repl-timeout must be at least 1 second");
+        }
+        if self.maxclients == 0 {
+            bail!("maxclients must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn parse_replicaof(s: &str) -> Result<MasterAddr> {
+    match s.split_whitespace().collect::<Vec<_>>()[..] {
+        [host, port] => MasterAddr::parse(host, port),
+        _ => bail!("replicaof must be \"HOST PORT\", got {s:?}"),
+    }
+}
+
+/// A size like redis.conf writes them: `1gb`, `64mb`, `512k`, `4096`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match &lower[digits.len()..] {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1 << 10,
+        "m" => 1000 * 1000,
+        "mb" => 1 << 20,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1 << 30,
+        other => bail!("unknown size unit {other:?} in {s:?}"),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("invalid size {s:?}"))?;
+    n.checked_mul(unit)
+        .with_context(|| format!("size {s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_redis_conf() {
+        assert_eq!(parse_size("1gb").unwrap(), 1 << 30);
+        assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1k").unwrap(), 1000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12xb").is_err());
+        assert!(parse_size("mb").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "port = 7000\nreplicaof = \"10.0.0.1 6379\"\nrepl-timeout = 5\n",
+        )
+        .unwrap();
+        let args = RelayArgs {
+            config: Some(path.clone()),
+            port: Some(7100),
+            ..Default::default()
+        };
+        let c = Config::resolve(args).unwrap();
+        assert_eq!(c.port, 7100);
+        assert_eq!(
+            c.replicaof,
+            Some(MasterAddr {
+                host: "10.0.0.1".into(),
+                port: 6379
+            })
+        );
+        assert_eq!(c.repl_timeout, Duration::from_secs(5));
+        std::fs::write(&path, "prot = 1\n").unwrap();
+        let err = Config::resolve(RelayArgs {
+            config: Some(path),
+            ..Default::default()
+        });
+        assert!(format!("{:#}", err.unwrap_err()).contains("unknown field"));
+    }
+
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
+        let c = Config::resolve(RelayArgs {
+            config: Some(path.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.port, 6380);
+        assert_eq!(
+            c.replicaof,
+            Some(MasterAddr {
+                host: "127.0.0.1".into(),
+                port: 6379
+            })
+        );
+    }
+
+    #[test]
+    fn bad_master_addresses_are_refused() {
+        assert!(parse_replicaof("host").is_err());
+        assert!(MasterAddr::parse("h", "0").is_err());
+        assert!(MasterAddr::parse("h", "70000").is_err());
+        assert_eq!(
+            MasterAddr::parse("::1", "6379").unwrap().to_string(),
+            "[::1]:6379"
+        );
+    }
+}

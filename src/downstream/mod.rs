@@ -1,0 +1,265 @@
+//! The master side: accepts clients, answers their commands, and turns a connection that sends
+//! PSYNC or SYNC into a replica session (`replica`).
+//!
+//! Each connection is its own task with a bounded query buffer; a client that sends garbage gets
+//! a protocol error and is closed without affecting anyone else.
+
+mod psync;
+mod replica;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::commands::{self, Action};
+use crate::relay::{Relay, Stats};
+use crate::resp::{self, Reply};
+
+pub use psync::{Decision, decide};
+
+/// Most bytes buffered from a client that has not completed a command.
+const MAX_QUERY: usize = 256 * 1024;
+
+/// Per-connection state that commands read and change.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub authed: bool,
+    pub name: Option<String>,
+    /// From `REPLCONF listening-port`.
+    pub listening_port: Option<u16>,
+    /// From `REPLCONF ip-address`.
+    pub announced_ip: Option<String>,
+    pub capa_psync2: bool,
+    pub rdb_only: bool,
+    pub created: Instant,
+}
+
+impl Client {
+    /// `ip:port` as Redis names a replica: announced address, else the peer's.
+    pub fn replica_name(&self) -> String {
+        let ip = self
+            .announced_ip
+            .clone()
+            .unwrap_or_else(|| self.peer.ip().to_string());
+        match self.listening_port {
+            Some(p) => format!("{ip}:{p}"),
+            None => self.peer.to_string(),
+        }
+    }
+}
+
+/// A replica's state, as INFO reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    WaitBgsave,
+    SendBulk,
+    Online,
+}
+
+impl ReplicaState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicaState::WaitBgsave => "wait_bgsave",
+            ReplicaState::SendBulk => "send_bulk",
+            ReplicaState::Online => "online",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicaInfo {
+    pub ip: String,
+    pub port: u16,
+    pub state: ReplicaState,
+    pub ack_offset: u64,
+    pub ack_time: Instant,
+}
+
+/// The replicas attached now, for INFO and ROLE.
+#[derive(Default)]
+pub struct Replicas {
+    next_id: AtomicU64,
+    map: Mutex<BTreeMap<u64, ReplicaInfo>>,
+}
+
+impl Replicas {
+    pub fn list(&self) -> Vec<ReplicaInfo> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ReplicaInfo>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, info: ReplicaInfo) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, info);
+        id
+    }
+
+    fn update(&self, id: u64, f: impl FnOnce(&mut ReplicaInfo)) {
+        if let Some(r) = self.lock().get_mut(&id) {
+            f(r);
+        }
+    }
+
+    /// Time since the replica last sent an ACK or a newline.
+    fn ack_age(&self, id: u64) -> std::time::Duration {
+        self.lock()
+            .get(&id)
+            .map(|r| r.ack_time.elapsed())
+            .unwrap_or_default()
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+}
+
+pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
+    let slots = Arc::new(Semaphore::new(relay.config.maxclients));
+    let next_id = AtomicU64::new(1);
+    loop {
+        let (mut sock, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("Accepting client connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = relay.shutdown.cancelled() => return,
+        };
+        Stats::incr(&relay.stats.connections_received);
+        let refusal = match slots.clone().try_acquire_owned() {
+            Err(_) => Some("ERR max number of clients reached".to_string()),
+            Ok(slot) => match protected_mode_refusal(&relay, &peer) {
+                Some(denied) => Some(denied),
+                None => {
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(connection(relay.clone(), sock, peer, id, slot));
+                    continue;
+                }
+            },
+        };
+        Stats::incr(&relay.stats.rejected_connections);
+        warn!(
+            "Refusing connection from {peer}: {}",
+            refusal.as_deref().unwrap_or_default()
+        );
+        tokio::spawn(async move {
+            let mut out = BytesMut::new();
+            Reply::err(refusal.unwrap_or_default()).encode(&mut out);
+            let _ = sock.write_all(&out).await;
+        });
+    }
+}
+
+/// Redis' protected mode: without a password, only loopback clients may connect.
+fn protected_mode_refusal(relay: &Relay, peer: &SocketAddr) -> Option<String> {
+    let cfg = &relay.config;
+    let loopback_bind = cfg.bind == "localhost"
+        || cfg
+            .bind
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !cfg.protected_mode || cfg.requirepass.is_some() || loopback_bind || peer.ip().is_loopback()
+    {
+        return None;
+    }
+    Some("DENIED replica-relay is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers, either set a password with --requirepass (replicas then use it as their masterauth), bind to the loopback interface only, or disable protected mode with --protected-mode no.".into())
+}
+
+async fn connection(
+    relay: Arc<Relay>,
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let _ = sock.set_nodelay(true);
+    let mut client = Client {
+        id,
+        peer,
+        authed: relay.config.requirepass.is_none(),
+        name: None,
+        listening_port: None,
+        announced_ip: None,
+        capa_psync2: false,
+        rdb_only: false,
+        created: Instant::now(),
+    };
+    debug!("Accepted {peer}");
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut out = BytesMut::new();
+    loop {
+        let action = next_action(&relay, &mut client, &mut buf, &mut out);
+        if !out.is_empty() && sock.write_all(&out.split()).await.is_err() {
+            return;
+        }
+        match action {
+            Ok(Some(Action::Sync(request))) => {
+                return replica::serve(relay, sock, client, buf, request).await;
+            }
+            Ok(Some(Action::Close)) => return,
+            Ok(_) => {}
+            Err(why) => {
+                info!("Closing client {peer}: {why}");
+                return;
+            }
+        }
+        if buf.len() > MAX_QUERY {
+            info!("Closing client {peer}: query buffer over {MAX_QUERY} bytes");
+            return;
+        }
+        match sock.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Answers every complete command in `buf` into `out`; stops at one that ends the
+/// conversation (QUIT, PSYNC/SYNC) or at a protocol error, which is answered and closes.
+fn next_action(
+    relay: &Relay,
+    client: &mut Client,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+) -> Result<Option<Action>, resp::ProtocolError> {
+    loop {
+        let args = match resp::parse_command(buf) {
+            Ok(Some(args)) if args.is_empty() => continue,
+            Ok(Some(args)) => args,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                Reply::err(format!("ERR {e}")).encode(out);
+                return Err(e);
+            }
+        };
+        match commands::dispatch(relay, client, &args) {
+            Action::Reply(reply) => reply.encode(out),
+            Action::NoReply => {}
+            Action::Quit => {
+                Reply::ok().encode(out);
+                return Ok(Some(Action::Close));
+            }
+            action => return Ok(Some(action)),
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! A replica session: the PSYNC answer, the snapshot for a full sync, then the stream from the
+//! replica's cursor until it leaves, falls out of the backlog, or the history changes.
+//!
+//! The writing half only reads the store: from the shared memory tail when the replica keeps up,
+//! from segment files when it lags. The reading half takes the replica's `REPLCONF ACK`s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tracing::{info, warn};
+
+use super::{Client, Decision, ReplicaInfo, ReplicaState, decide};
+use crate::commands::SyncRequest;
+use crate::relay::{Relay, Stats};
+use crate::resp;
+use crate::store::State;
+
+/// Buffer for reading the snapshot file.
+const SNAPSHOT_READ: usize = 256 * 1024;
+
+pub async fn serve(
+    relay: Arc<Relay>,
+    sock: TcpStream,
+    client: Client,
+    leftover: BytesMut,
+    request: SyncRequest,
+) {
+    let name = client.replica_name();
+    let info = ReplicaInfo {
+        ip: client
+            .announced_ip
+            .clone()
+            .unwrap_or_else(|| client.peer.ip().to_string()),
+        port: client.listening_port.unwrap_or(client.peer.port()),
+        state: ReplicaState::WaitBgsave,
+        ack_offset: 0,
+        ack_time: Instant::now(),
+    };
+    let id = relay.replicas.add(info);
+    info!("Replica {name} asks for synchronization");
+    let (rd, wr) = sock.into_split();
+    let mut session = Session {
+        relay,
+        id,
+        name,
+        client,
+        wr,
+        request,
+    };
+    match session.run(rd, leftover).await {
+        Ok(why) => info!("Connection with replica {} lost: {why}", session.name),
+        Err(e) => warn!("Connection with replica {} lost: {e:#}", session.name),
+    }
+}
+
+struct Session {
+    relay: Arc<Relay>,
+    /// The replica's entry in the registry, removed when the session ends.
+    id: u64,
+    name: String,
+    client: Client,
+    wr: OwnedWriteHalf,
+    request: SyncRequest,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.relay.replicas.remove(self.id);
+    }
+}
+
+impl Session {
+    async fn run(&mut self, rd: OwnedReadHalf, leftover: BytesMut) -> Result<String> {
+        let state = self.wait_for_snapshot().await?;
+        let request = self
+            .request
+            .psync
+            .as_ref()
+            .map(|(id, off)| (id.as_str(), *off));
+        let cursor = match decide(&state, request) {
+            Decision::NoMasterLink => {
+                self.write(b"-NOMASTERLINK Can't SYNC while not connected with my master\r\n")
+                    .await?;
+                return Ok("refused with -NOMASTERLINK: no snapshot in service yet".into());
+            }
+            Decision::Continue => self.partial(&state).await?,
+            Decision::Full(reason) => self.full(&state, &reason).await?,
+        };
+        if self.client.rdb_only {
+            return Ok("snapshot delivered (rdb-only)".into());
+        }
+        self.set_state(ReplicaState::Online);
+        let mut acks = tokio::spawn(read_acks(self.relay.clone(), self.id, rd, leftover));
+        let result = self.stream(cursor, state.epoch, &mut acks).await;
+        acks.abort();
+        result
+    }
+
+    /// Like a master during BGSAVE: while the relay's own snapshot is on its way, the replica
+    /// gets a newline every second and its PSYNC is answered once the snapshot is in service.
+    async fn wait_for_snapshot(&mut self) -> Result<State> {
+        let mut changes = self.relay.store.subscribe();
+        let mut keepalive = tokio::time::interval(Duration::from_secs(1));
+        keepalive.tick().await;
+        loop {
+            changes.borrow_and_update();
+            let state = self.relay.store.view();
+            if state.receiving.is_none() && !self.relay.link().snapshot_pending {
+                return Ok(state);
+            }
+            tokio::select! {
+                r = changes.changed() => r.context("store closed")?,
+                _ = keepalive.tick() => self.write(b"\n").await?,
+                _ = self.relay.shutdown.cancelled() => bail!("shutting down"),
+            }
+        }
+    }
+
+    async fn partial(&mut self, state: &State) -> Result<u64> {
+        let (_, offset) = self
+            .request
+            .psync
+            .clone()
+            .context("partial resync without PSYNC")?;
+        let ident = state.ident.as_ref().context("no identity")?;
+        let line = if self.client.capa_psync2 {
+            format!("+CONTINUE {}\r\n", ident.replid)
+        } else {
+            "+CONTINUE\r\n".to_string()
+        };
+        self.write(line.as_bytes()).await?;
+        Stats::incr(&self.relay.stats.sync_partial_ok);
+        info!(
+            "Partial resynchronization request from {} accepted. Sending {} bytes of backlog starting from offset {offset}.",
+            self.name,
+            state.next as i64 - offset
+        );
+        Ok(offset as u64)
+    }
+
+    async fn full(&mut self, state: &State, reason: &str) -> Result<u64> {
+        let ident = state.ident.as_ref().context("no identity")?;
+        let offset = ident.snapshot_offset;
+        Stats::incr(&self.relay.stats.sync_full);
+        match &self.request.psync {
+            Some((id, _)) if id != "?" => {
+                Stats::incr(&self.relay.stats.sync_partial_err);
+                info!(
+                    "Unable to partial resync with replica {}: {reason}",
+                    self.name
+                );
+            }
+            _ => info!("Full resync requested by replica {}", self.name),
+        }
+        if self.request.psync.is_some() {
+            self.write(format!("+FULLRESYNC {} {offset}\r\n", ident.replid).as_bytes())
+                .await?;
+        }
+        info!(
+            "Starting full sync of {} from the stored snapshot at offset {offset}",
+            self.name
+        );
+        self.set_state(ReplicaState::SendBulk);
+        let path = self.relay.store.snapshot_path(ident);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("opening snapshot {}", path.display()))?;
+        self.write(format!("${}\r\n", ident.snapshot_size).as_bytes())
+            .await?;
+        let mut reader = BufReader::with_capacity(SNAPSHOT_READ, file).take(ident.snapshot_size);
+        let sent = tokio::io::copy_buf(&mut reader, &mut self.wr).await?;
+        if sent != ident.snapshot_size {
+            bail!(
+                "snapshot {} is shorter than recorded ({sent} bytes)",
+                path.display()
+            );
+        }
+        info!("Synchronization with replica {} succeeded", self.name);
+        Ok(offset + 1)
+    }
+
+    async fn stream(
+        &mut self,
+        mut cursor: u64,
+        epoch: u64,
+        acks: &mut tokio::task::JoinHandle<String>,
+    ) -> Result<String> {
+        let relay = self.relay.clone();
+        let store = &relay.store;
+        let timeout = self.relay.config.repl_timeout;
+        let mut changes = store.subscribe();
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let chunks: Vec<Bytes> = tokio::select! {
+                read = store.read(cursor, epoch, &mut changes) => match read {
+                    Ok(chunks) => chunks,
+                    Err(gone) => return Ok(format!("disconnecting it: {gone}")),
+                },
+                why = &mut *acks => return Ok(why.unwrap_or_else(|e| e.to_string())),
+                _ = check.tick() => {
+                    if self.pre_psync() { continue }
+                    let idle = self.relay.replicas.ack_age(self.id);
+                    if idle > timeout {
+                        bail!("timeout: no ACK for {} seconds", idle.as_secs());
+                    }
+                    continue;
+                }
+                _ = self.relay.shutdown.cancelled() => return Ok("shutting down".into()),
+            };
+            for chunk in chunks {
+                tokio::time::timeout(timeout, self.wr.write_all(&chunk))
+                    .await
+                    .context("timeout writing to the replica")??;
+                cursor += chunk.len() as u64;
+            }
+        }
+    }
+
+    /// Replicas that used the legacy SYNC never send ACKs.
+    fn pre_psync(&self) -> bool {
+        self.request.psync.is_none()
+    }
+
+    fn set_state(&self, state: ReplicaState) {
+        self.relay.replicas.update(self.id, |r| {
+            r.state = state;
+            r.ack_time = Instant::now();
+        });
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        let timeout = self.relay.config.repl_timeout;
+        tokio::time::timeout(timeout, self.wr.write_all(data))
+            .await
+            .context("timeout writing to the replica")?
+            .context("writing to the replica")
+    }
+}
+
+/// Takes `REPLCONF ACK <offset> [FACK <offset>]` and `\n` from the replica; returns why it
+/// stopped.
+async fn read_acks(relay: Arc<Relay>, id: u64, mut rd: OwnedReadHalf, mut buf: BytesMut) -> String {
+    loop {
+        loop {
+            match resp::parse_command(&mut buf) {
+                Ok(Some(args)) => relay.replicas.update(id, |r| {
+                    r.ack_time = Instant::now();
+                    let is_ack = args.len() >= 3
+                        && args[0].eq_ignore_ascii_case(b"replconf")
+                        && args[1].eq_ignore_ascii_case(b"ack");
+                    let offset = is_ack.then(|| std::str::from_utf8(&args[2]).ok()?.parse().ok());
+                    if let Some(Some(offset)) = offset {
+                        r.ack_offset = r.ack_offset.max(offset);
+                    }
+                }),
+                Ok(None) => break,
+                Err(e) => return format!("protocol error from the replica: {e}"),
+            }
+        }
+        if buf.len() > resp::MAX_INLINE {
+            return "query buffer too big".into();
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => return "connection closed".into(),
+            Err(e) => return e.to_string(),
+            Ok(_) => {}
+        }
+    }
+}

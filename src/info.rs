@@ -1,0 +1,245 @@
+//! INFO, ROLE and CONFIG GET, with Redis' field names and formats (PROTOCOL §4.5, §4.6), so
+//! `redis-cli info replication`, Sentinel-style probes and dashboards read the relay like a
+//! chained replica.
+
+use std::fmt::Write;
+
+use crate::downstream::{Client, ReplicaState};
+use crate::relay::{LinkState, Relay, Stats};
+use crate::resp::Reply;
+use crate::store::NULL_REPLID;
+
+const SECTIONS: [&str; 4] = ["server", "clients", "replication", "stats"];
+
+pub fn info(relay: &Relay, args: &[bytes::Bytes]) -> String {
+    let wanted: Vec<String> = args
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| ["all", "everything", "default"].contains(&w.as_str()));
+    let mut out = String::new();
+    for section in SECTIONS {
+        if !all && !wanted.iter().any(|w| w == section) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        match section {
+            "server" => server(relay, &mut out),
+            "clients" => clients(relay, &mut out),
+            "replication" => replication(relay, &mut out),
+            _ => stats(relay, &mut out),
+        }
+    }
+    out
+}
+
+fn server(relay: &Relay, out: &mut String) {
+    let up = relay.started.elapsed().as_secs();
+    let _ = write!(
+        out,
+        "# Server\r\nrelay_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::process::id(),
+        relay.run_id,
+        relay.config.port,
+        up / 86400,
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        relay
+            .config
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
+}
+
+fn clients(relay: &Relay, out: &mut String) {
+    let _ = write!(
+        out,
+        "# Clients\r\nconnected_slaves:{}\r\nmaxclients:{}\r\n",
+        relay.replicas.count(),
+        relay.config.maxclients
+    );
+}
+
+fn replication(relay: &Relay, out: &mut String) {
+    let state = relay.store.view();
+    let link = relay.link();
+    let offset = state.master_repl_offset();
+    match relay.master_addr() {
+        Some(master) => {
+            let up = link.state == LinkState::Connected;
+            let _ = write!(
+                out,
+                "# Replication\r\nrole:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{offset}\r\nslave_repl_offset:{offset}\r\n",
+                master.host,
+                master.port,
+                if up { "up" } else { "down" },
+                link.last_io
+                    .filter(|_| up)
+                    .map_or(-1, |t| t.elapsed().as_secs() as i64),
+                u8::from(state.receiving.is_some()),
+            );
+            if let Some(r) = &state.receiving {
+                let total = link.sync_total.map_or(-1, |t| t as i64);
+                let _ = write!(
+                    out,
+                    "master_sync_total_bytes:{total}\r\nmaster_sync_read_bytes:{}\r\nmaster_sync_left_bytes:{}\r\nmaster_sync_perc:{:.2}\r\n",
+                    r.received,
+                    if total < 0 {
+                        -1
+                    } else {
+                        total - r.received as i64
+                    },
+                    if total > 0 {
+                        r.received as f64 * 100.0 / total as f64
+                    } else {
+                        0.0
+                    }
+                );
+            }
+            if !up {
+                let down = link.down_since.map_or(-1, |t| t.elapsed().as_secs() as i64);
+                let _ = write!(out, "master_link_down_since_seconds:{down}\r\n");
+            }
+            out.push_str("slave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n");
+        }
+        None => out.push_str("# Replication\r\nrole:master\r\n"),
+    }
+    let replicas = relay.replicas.list();
+    let _ = write!(out, "connected_slaves:{}\r\n", replicas.len());
+    for (i, r) in replicas.iter().enumerate() {
+        let lag = if r.state == ReplicaState::Online {
+            r.ack_time.elapsed().as_secs()
+        } else {
+            0
+        };
+        let _ = write!(
+            out,
+            "slave{i}:ip={},port={},state={},offset={},lag={lag}\r\n",
+            r.ip,
+            r.port,
+            r.state.name(),
+            r.ack_offset
+        );
+    }
+    let (replid, replid2, second) = state.ident.as_ref().map_or(
+        (NULL_REPLID.to_string(), NULL_REPLID.to_string(), -1),
+        |id| {
+            (
+                id.replid.clone(),
+                id.replid2.clone(),
+                id.second_replid_offset,
+            )
+        },
+    );
+    let has_log = state.ident.is_some();
+    let _ = write!(
+        out,
+        "master_failover_state:no-failover\r\nmaster_replid:{replid}\r\nmaster_replid2:{replid2}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\nrelay_snapshot_offset:{}\r\nrelay_log_disk_bytes:{}\r\n",
+        u8::from(has_log),
+        state.next - state.first,
+        state.first,
+        state.next - state.first,
+        state
+            .ident
+            .as_ref()
+            .map_or(-1, |id| id.snapshot_offset as i64),
+        relay.store.log_disk_bytes(),
+    );
+}
+
+fn stats(relay: &Relay, out: &mut String) {
+    let s = &relay.stats;
+    let _ = write!(
+        out,
+        "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nrelay_upstream_full_syncs:{}\r\nrelay_upstream_partial_syncs:{}\r\nrelay_upstream_sync_failures:{}\r\n",
+        Stats::get(&s.connections_received),
+        Stats::get(&s.rejected_connections),
+        Stats::get(&s.sync_full),
+        Stats::get(&s.sync_partial_ok),
+        Stats::get(&s.sync_partial_err),
+        Stats::get(&s.upstream_full_syncs),
+        Stats::get(&s.upstream_partial_syncs),
+        Stats::get(&s.upstream_sync_failures),
+    );
+}
+
+/// ROLE: `slave host port state offset` while following a master, else `master offset replicas`.
+pub fn role(relay: &Relay) -> Reply {
+    let offset = relay.store.view().master_repl_offset() as i64;
+    match relay.master_addr() {
+        Some(m) => Reply::Array(vec![
+            Reply::bulk("slave"),
+            Reply::bulk(m.host),
+            Reply::Int(i64::from(m.port)),
+            Reply::bulk(relay.link().state.role_name()),
+            Reply::Int(offset),
+        ]),
+        None => {
+            let online = relay
+                .replicas
+                .list()
+                .into_iter()
+                .filter(|r| r.state == ReplicaState::Online);
+            let replicas = online
+                .map(|r| {
+                    Reply::Array(vec![
+                        Reply::bulk(r.ip),
+                        Reply::bulk(r.port.to_string()),
+                        Reply::bulk(r.ack_offset.to_string()),
+                    ])
+                })
+                .collect();
+            Reply::Array(vec![
+                Reply::bulk("master"),
+                Reply::Int(offset),
+                Reply::Array(replicas),
+            ])
+        }
+    }
+}
+
+/// The settings CONFIG GET shows; secrets are left out.
+pub fn config_values(relay: &Relay) -> Vec<(&'static str, String)> {
+    let c = &relay.config;
+    let master = relay
+        .master_addr()
+        .map(|m| format!("{} {}", m.host, m.port))
+        .unwrap_or_default();
+    vec![
+        ("port", c.port.to_string()),
+        ("bind", c.bind.clone()),
+        ("dir", c.dir.display().to_string()),
+        ("replicaof", master.clone()),
+        ("slaveof", master),
+        ("masteruser", c.masteruser.clone().unwrap_or_default()),
+        ("repl-timeout", c.repl_timeout.as_secs().to_string()),
+        ("appendfsync", format!("{:?}", c.appendfsync).to_lowercase()),
+        (
+            "protected-mode",
+            if c.protected_mode { "yes" } else { "no" }.into(),
+        ),
+        ("maxclients", c.maxclients.to_string()),
+        ("repl-diskless-sync", "no".into()),
+        ("databases", "16".into()),
+    ]
+}
+
+pub fn client_list(client: &Client) -> String {
+    format!(
+        "id={} addr={} laddr= fd=0 name={} age={} idle=0 flags=N db=0 cmd=client|list\n",
+        client.id,
+        client.peer,
+        client.name.clone().unwrap_or_default(),
+        client.created.elapsed().as_secs()
+    )
+}

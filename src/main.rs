@@ -1,0 +1,83 @@
+//! replica-relay: a replication relay for Redis and Valkey. It attaches to a master once, keeps
+//! the snapshot and the replication stream on disk, and serves any number of replicas.
+
+mod admin;
+mod commands;
+mod config;
+mod decode;
+mod downstream;
+mod feed;
+mod info;
+mod relay;
+mod resp;
+mod store;
+mod upstream;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat, RelayArgs};
+
+/// A replication relay for Redis and Valkey.
+///
+/// It runs next to a master, attaches to it once as a replica (PSYNC), keeps the master's
+/// snapshot and replication stream on its own disk, and serves any number of redis-server or
+/// valkey-server replicas that point `replicaof` at it. The master forks once, however many
+/// replicas attach, and a replica that reconnects continues with a partial resync from the
+/// relay's disk backlog.
+#[derive(Parser)]
+#[command(name = "replica-relay", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    relay: RelayArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::resolve(cli.relay) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("replica-relay: configuration error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&config) {
+        eprintln!("replica-relay: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("replica-relay: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(relay::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("Fatal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log_level)
+        .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", config.log_level))?;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(color);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}

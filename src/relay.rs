@@ -1,0 +1,199 @@
+//! The running relay: what its tasks share (store, upstream link status, replicas, counters)
+//! and how they are started and stopped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{Config, MasterAddr};
+use crate::downstream::{self, Replicas};
+use crate::store::{Store, StoreConfig};
+use crate::{admin, upstream};
+
+/// The upstream link's state, named as Redis' ROLE names a replica's `repl_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// No master configured (REPLICAOF NO ONE).
+    None,
+    /// Waiting to retry.
+    Connect,
+    Connecting,
+    Handshake,
+    /// Receiving the snapshot.
+    Transfer,
+    Connected,
+}
+
+impl LinkState {
+    pub fn role_name(self) -> &'static str {
+        match self {
+            LinkState::None => "none",
+            LinkState::Connect => "connect",
+            LinkState::Connecting => "connecting",
+            LinkState::Handshake => "handshake",
+            LinkState::Transfer => "sync",
+            LinkState::Connected => "connected",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkStatus {
+    pub state: LinkState,
+    pub last_io: Option<Instant>,
+    /// `None` until the link has been up once, like Redis' repl_down_since = 0.
+    pub down_since: Option<Instant>,
+    /// Size of the snapshot being received, when the master announced it (`$<len>`).
+    pub sync_total: Option<u64>,
+    /// PSYNC was sent without a snapshot, or +FULLRESYNC received: a snapshot is on its way and
+    /// replicas asking now should wait for it rather than be refused.
+    pub snapshot_pending: bool,
+}
+
+/// Counters reported by INFO stats.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub sync_full: AtomicU64,
+    pub sync_partial_ok: AtomicU64,
+    pub sync_partial_err: AtomicU64,
+    pub connections_received: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub upstream_full_syncs: AtomicU64,
+    pub upstream_partial_syncs: AtomicU64,
+    pub upstream_sync_failures: AtomicU64,
+}
+
+impl Stats {
+    pub fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+pub struct Relay {
+    pub config: Config,
+    pub store: Store,
+    /// The master to replicate from; REPLICAOF changes it, the upstream task follows it.
+    pub master: watch::Sender<Option<MasterAddr>>,
+    link: Mutex<LinkStatus>,
+    pub replicas: Replicas,
+    pub stats: Stats,
+    pub started: Instant,
+    pub run_id: String,
+    pub shutdown: CancellationToken,
+}
+
+impl Relay {
+    pub fn link(&self) -> LinkStatus {
+        self.link.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn update_link(&self, f: impl FnOnce(&mut LinkStatus)) {
+        f(&mut self.link.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn set_link_state(&self, state: LinkState) {
+        self.update_link(|l| {
+            if l.state == LinkState::Connected && state != LinkState::Connected {
+                l.down_since = Some(Instant::now());
+            }
+            l.state = state;
+        });
+    }
+
+    pub fn master_addr(&self) -> Option<MasterAddr> {
+        self.master.borrow().clone()
+    }
+}
+
+/// Runs the relay until SIGTERM or SIGINT, then shuts down cleanly.
+pub async fn run(config: Config) -> Result<()> {
+    let store_cfg = StoreConfig {
+        dir: config.dir.clone(),
+        fsync: config.appendfsync,
+        segment_size: config.log_segment_size,
+    };
+    let (store, writer) = tokio::task::spawn_blocking(move || Store::open(store_cfg))
+        .await?
+        .context("opening the store")?;
+    let listener = TcpListener::bind((config.bind.as_str(), config.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", config.bind, config.port))?;
+    let admin = admin::bind(&config).await?;
+    let relay = Arc::new(Relay {
+        master: watch::Sender::new(config.replicaof.clone()),
+        config,
+        store,
+        link: Mutex::new(LinkStatus {
+            state: LinkState::None,
+            last_io: None,
+            down_since: None,
+            sync_total: None,
+            snapshot_pending: false,
+        }),
+        replicas: Replicas::default(),
+        stats: Stats::default(),
+        started: Instant::now(),
+        run_id: random_hex(40),
+        shutdown: CancellationToken::new(),
+    });
+    info!(
+        "replica-relay {} ready to accept replicas on {}:{} (store {})",
+        env!("CARGO_PKG_VERSION"),
+        relay.config.bind,
+        relay.config.port,
+        relay.config.dir.display()
+    );
+    let tasks = [
+        tokio::spawn(upstream::run(relay.clone())),
+        tokio::spawn(downstream::serve(relay.clone(), listener)),
+        tokio::spawn(admin::serve(relay.clone(), admin)),
+    ];
+    wait_for_signal().await;
+    info!("Received SIGTERM, shutting down: closing links and flushing the store");
+    relay.shutdown.cancel();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    if let Err(e) = relay.store.close().await {
+        error!("Closing the store: {e:#}");
+    }
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    info!("replica-relay is now ready to exit, bye bye...");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("Cannot install signal handlers; stop the relay with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Random lowercase hex, like Redis' run_id, from the standard library's per-process keys.
+pub fn random_hex(n: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let words = (0..n.div_ceil(16)).map(|i| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        format!("{:016x}", h.finish())
+    });
+    words.collect::<String>()[..n].to_string()
+}

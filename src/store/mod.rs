@@ -1,0 +1,332 @@
+//! The relay's store: the snapshot in service, the replication stream log after it, and
+//! upstream's identity, all on disk under `--dir`.
+//!
+//! One writer thread owns every file and every offset (see `writer`); the upstream link feeds it
+//! through a bounded channel. Downstream sessions only read: what is visible to them is published
+//! in `State` and announced through a `watch`, so no lock is ever held around a socket. The most
+//! recent stream bytes are also kept in memory (`Tail`), shared as `Bytes`, so replicas that keep
+//! up never touch the disk and never copy.
+//!
+//! Layout:
+//! ```text
+//! <dir>/identity                      replids, snapshot in service (the commit point)
+//! <dir>/snapshots/<replid>-<X0>.rdb   upstream's snapshot taken at offset X0
+//! <dir>/log/<offset, 20 digits>.seg   raw stream bytes; each segment starts on a command
+//! ```
+
+mod identity;
+mod tail;
+mod writer;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use identity::{Identity, NULL_REPLID, is_replid};
+use tail::Tail;
+pub use writer::WriterStatus;
+use writer::{Op, Writer};
+
+use crate::decode::SnapshotFacts;
+
+/// Longest read from a segment file for one downstream write.
+const DISK_READ: usize = 512 * 1024;
+/// Recent stream bytes kept in memory for replicas that keep up.
+const TAIL_BYTES: usize = 4 * 1024 * 1024;
+/// Stream chunks queued for the writer before the upstream link waits (about 16 MiB).
+const QUEUE: usize = 256;
+
+/// When stream bytes reach the disk, like Redis' `appendfsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Before they are acknowledged upstream or sent downstream.
+    Always,
+    /// At least once a second.
+    Everysec,
+    /// When the kernel decides.
+    No,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub fsync: Fsync,
+    pub segment_size: u64,
+}
+
+/// A snapshot arriving from upstream.
+#[derive(Debug, Clone)]
+pub struct Receiving {
+    pub received: u64,
+}
+
+/// What downstream sessions and INFO see.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// `None` until a verified snapshot is in service.
+    pub ident: Option<Identity>,
+    /// Offset of the first byte in the log.
+    pub first: u64,
+    /// Offset of the next byte: `master_repl_offset + 1`. Everything before it is complete commands.
+    pub next: u64,
+    /// Bumped whenever history changes (new snapshot, id shift): replicas must sync again.
+    pub epoch: u64,
+    pub receiving: Option<Receiving>,
+    segments: BTreeSet<u64>,
+    tail: Tail,
+}
+
+impl State {
+    pub fn master_repl_offset(&self) -> u64 {
+        self.next.saturating_sub(1)
+    }
+}
+
+/// Why a downstream reader cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum Gone {
+    #[error("the replication history changed (new snapshot or replication id)")]
+    Reset,
+    #[error("offset {0} is no longer in the relay's backlog")]
+    Trimmed(u64),
+    #[error("reading the backlog failed: {0}")]
+    Io(String),
+}
+
+struct Shared {
+    dir: PathBuf,
+    state: RwLock<State>,
+    changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let out = f(&mut self.state.write().unwrap_or_else(|e| e.into_inner()));
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        out
+    }
+}
+
+/// A cloneable handle on the store.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    ops: mpsc::Sender<Op>,
+    status: watch::Receiver<WriterStatus>,
+}
+
+enum Located {
+    Memory(Vec<Bytes>),
+    Disk(PathBuf, u64, usize),
+    Nothing,
+}
+
+impl Store {
+    /// Recovers the store in `cfg.dir` (creating it if needed) and starts its writer thread.
+    pub fn open(cfg: StoreConfig) -> Result<(Store, std::thread::JoinHandle<()>)> {
+        for sub in ["snapshots", "log"] {
+            std::fs::create_dir_all(cfg.dir.join(sub))
+                .with_context(|| format!("creating {}", cfg.dir.join(sub).display()))?;
+        }
+        let (changed, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            dir: cfg.dir.clone(),
+            state: RwLock::new(State::default()),
+            changed,
+        });
+        let (writer, status) = Writer::recover(shared.clone(), cfg)?;
+        let (ops, rx) = mpsc::channel(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(rx))
+            .context("starting the store writer thread")?;
+        Ok((
+            Store {
+                shared,
+                ops,
+                status,
+            },
+            handle,
+        ))
+    }
+
+    /// A copy of the visible state, without the memory tail.
+    pub fn view(&self) -> State {
+        let st = self.shared.read();
+        State {
+            ident: st.ident.clone(),
+            first: st.first,
+            next: st.next,
+            epoch: st.epoch,
+            receiving: st.receiving.clone(),
+            segments: BTreeSet::new(),
+            tail: Tail::default(),
+        }
+    }
+
+    /// Notified on every change of the visible state.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.changed.subscribe()
+    }
+
+    pub fn writer_status(&self) -> watch::Receiver<WriterStatus> {
+        self.status.clone()
+    }
+
+    pub fn snapshot_path(&self, ident: &Identity) -> PathBuf {
+        self.shared.dir.join("snapshots").join(&ident.snapshot)
+    }
+
+    /// Bytes on disk under the log directory.
+    pub fn log_disk_bytes(&self) -> u64 {
+        let segs: Vec<u64> = self.shared.read().segments.iter().copied().collect();
+        segs.iter()
+            .filter_map(|s| std::fs::metadata(segment_path(&self.shared.dir, *s)).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Stream bytes from offset `from` of history `epoch`, waiting until there are some.
+    pub async fn read(
+        &self,
+        from: u64,
+        epoch: u64,
+        changes: &mut watch::Receiver<u64>,
+    ) -> Result<Vec<Bytes>, Gone> {
+        loop {
+            changes.borrow_and_update();
+            match self.locate(from, epoch)? {
+                Located::Memory(chunks) => return Ok(chunks),
+                Located::Disk(path, pos, len) => {
+                    return match read_file(path, pos, len).await {
+                        Ok(b) => Ok(vec![b]),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            Err(Gone::Trimmed(from))
+                        }
+                        Err(e) => Err(Gone::Io(e.to_string())),
+                    };
+                }
+                Located::Nothing => changes.changed().await.map_err(|_| Gone::Reset)?,
+            }
+        }
+    }
+
+    fn locate(&self, from: u64, epoch: u64) -> Result<Located, Gone> {
+        let st = self.shared.read();
+        if st.epoch != epoch {
+            return Err(Gone::Reset);
+        }
+        if from < st.first {
+            return Err(Gone::Trimmed(from));
+        }
+        if from >= st.next {
+            return Ok(Located::Nothing);
+        }
+        if let Some(chunks) = st.tail.slice(from, st.next) {
+            return Ok(Located::Memory(chunks));
+        }
+        let start = *st
+            .segments
+            .range(..=from)
+            .next_back()
+            .ok_or(Gone::Trimmed(from))?;
+        let end = st
+            .segments
+            .range(from + 1..)
+            .next()
+            .copied()
+            .unwrap_or(st.next)
+            .min(st.next);
+        let len = ((end - from) as usize).min(DISK_READ);
+        Ok(Located::Disk(
+            segment_path(&self.shared.dir, start),
+            from - start,
+            len,
+        ))
+    }
+
+    async fn send(&self, op: Op) -> Result<()> {
+        self.ops
+            .send(op)
+            .await
+            .map_err(|_| anyhow::anyhow!("the store writer has stopped"))
+    }
+
+    pub async fn begin_snapshot(&self, replid: String, offset: u64) -> Result<()> {
+        self.send(Op::BeginSnapshot { replid, offset }).await
+    }
+
+    pub async fn snapshot_data(&self, data: Bytes) -> Result<()> {
+        self.send(Op::SnapshotData(data)).await
+    }
+
+    /// Verifies the received snapshot and, if good, puts it in service with an empty log at X0+1.
+    pub async fn finish_snapshot(&self) -> Result<SnapshotFacts> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::FinishSnapshot(tx)).await?;
+        rx.await.context("the store writer has stopped")?
+    }
+
+    pub async fn abort_snapshot(&self) -> Result<()> {
+        self.send(Op::AbortSnapshot).await
+    }
+
+    pub async fn append(&self, data: Bytes) -> Result<()> {
+        self.send(Op::Stream(data)).await
+    }
+
+    /// Upstream answered `+CONTINUE <replid>`: shift ids if it changed (PROTOCOL §5.2).
+    pub async fn continue_with(&self, replid: String) -> Result<()> {
+        self.send(Op::Continue(replid)).await
+    }
+
+    /// Called once a second: lets `everysec` fsync.
+    pub async fn tick(&self) -> Result<()> {
+        self.send(Op::Tick).await
+    }
+
+    /// Waits until everything queued is stored, cuts any incomplete command, and returns the
+    /// offset to resume upstream from.
+    pub async fn flush(&self) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Flush(tx)).await?;
+        rx.await.context("the store writer has stopped")
+    }
+
+    /// Flushes, fsyncs and stops the writer.
+    pub async fn close(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Close(tx)).await?;
+        rx.await.context("the store writer has stopped")
+    }
+}
+
+fn segment_path(dir: &Path, start: u64) -> PathBuf {
+    dir.join("log").join(format!("{start:020}.seg"))
+}
+
+async fn read_file(path: PathBuf, pos: u64, len: usize) -> std::io::Result<Bytes> {
+    let read = move || -> std::io::Result<Bytes> {
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(SeekFrom::Start(pos))?;
+        let mut buf = BytesMut::zeroed(len);
+        f.read_exact(&mut buf)?;
+        Ok(buf.freeze())
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,483 @@
+//! Test support: real `redis-server` processes and the relay binary on free loopback ports in
+//! temporary directories, killed by PID when dropped; a small blocking RESP client; and waiting
+//! on conditions with deadlines instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long any condition in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Ports handed out in this process, so parallel tests never get the same one.
+static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut taken = TAKEN.lock().unwrap();
+        if !taken.contains(&port) {
+            taken.push(port);
+            return port;
+        }
+    }
+}
+
+/// Waits until `check` holds, failing the test with `what` and the last observation after the
+/// deadline.
+pub fn wait_for<T: std::fmt::Debug>(what: &str, mut check: impl FnMut() -> (bool, T)) -> T {
+    let start = Instant::now();
+    loop {
+        let (ok, seen) = check();
+        if ok {
+            return seen;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out after {DEADLINE:?} waiting for {what}; last seen: {seen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn redis_server_bin() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// Major version of the redis-server under test.
+pub fn redis_major() -> u32 {
+    let out = Command::new(redis_server_bin())
+        .arg("--version")
+        .output()
+        .expect("redis-server");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .split("v=")
+        .nth(1)
+        .expect("version in redis-server --version");
+    v.split('.').next().unwrap().parse().unwrap()
+}
+
+/// A redis-server process.
+pub struct Server {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn master(extra: &[&str]) -> Server {
+        Server::start(extra)
+    }
+
+    pub fn replica_of(port: u16, extra: &[&str]) -> Server {
+        let port = port.to_string();
+        let mut args = vec!["--replicaof", "127.0.0.1", &port];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--logfile",
+            "redis.log",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if redis_major() >= 7 {
+            args.extend(["--enable-debug-command".into(), "yes".into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(redis_server_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let server = Server { port, child, dir };
+        wait_for(
+            &format!("redis-server on port {port} to answer PING"),
+            || {
+                let pong = Client::try_connect(port).map(|mut c| c.cmd(&["PING"]));
+                (
+                    matches!(pong, Some(Value::Simple(_)) | Some(Value::Error(_))),
+                    pong,
+                )
+            },
+        );
+        server
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The relay binary, started with its own data directory.
+pub struct Relay {
+    pub port: u16,
+    pub metrics_port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Relay {
+    /// Starts `replica-relay --replicaof 127.0.0.1 <master>` plus `extra`.
+    pub fn of(master: u16, extra: &[&str]) -> Relay {
+        let port = master.to_string();
+        let mut args = vec!["--replicaof", "127.0.0.1", &port];
+        args.extend_from_slice(extra);
+        Relay::start(&args)
+    }
+
+    pub fn start(extra: &[&str]) -> Relay {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut relay = Relay {
+            port: free_port(),
+            metrics_port: free_port(),
+            dir: tmp.path().join("data"),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log: tmp.path().join("relay.log"),
+            _tmp: tmp,
+        };
+        relay.spawn();
+        relay
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+            .args(["--port", &self.port.to_string()])
+            .args(["--metrics-port", &self.metrics_port.to_string()])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--log-level", "debug"])
+            .args(&self.args)
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting replica-relay");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("the relay to answer PING", || {
+            let pong = Client::try_connect(port).map(|mut c| c.cmd(&["PING"]));
+            (pong.is_some(), pong)
+        });
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `kill -9`, then start again with the same directory and flags.
+    pub fn kill9_and_restart(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.spawn();
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap()
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the relay first");
+        self.spawn();
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_port, path)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- relay log ----\n{}", self.log());
+        }
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Value>>),
+}
+
+impl Value {
+    pub fn text(&self) -> String {
+        match self {
+            Value::Simple(s) | Value::Error(s) => s.clone(),
+            Value::Int(n) => n.to_string(),
+            Value::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// A blocking RESP2 client.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        Client::try_connect(port).unwrap_or_else(|| panic!("connecting to port {port}"))
+    }
+
+    pub fn try_connect(port: u16) -> Option<Client> {
+        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Some(Client {
+            reader: BufReader::new(s.try_clone().ok()?),
+            writer: s,
+        })
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    pub fn cmd(&mut self, args: &[&str]) -> Value {
+        self.send_raw(&encode(args));
+        self.read().expect("reply")
+    }
+
+    /// Sends all commands in one write, then reads one reply per command.
+    pub fn pipeline(&mut self, cmds: &[Vec<String>]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for c in cmds {
+            out.extend(encode(&c.iter().map(String::as_str).collect::<Vec<_>>()));
+        }
+        self.send_raw(&out);
+        cmds.iter().map(|_| self.read().expect("reply")).collect()
+    }
+
+    pub fn read(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches("\r\n").trim_end_matches('\n');
+        let (kind, rest) = line.split_at(1.min(line.len()));
+        Some(match kind {
+            "+" => Value::Simple(rest.into()),
+            "-" => Value::Error(rest.into()),
+            ":" => Value::Int(rest.parse().unwrap()),
+            "$" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    return Some(Value::Bulk(None));
+                }
+                let mut buf = vec![0; n as usize + 2];
+                self.reader.read_exact(&mut buf).ok()?;
+                buf.truncate(n as usize);
+                Value::Bulk(Some(buf))
+            }
+            "*" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    return Some(Value::Array(None));
+                }
+                Value::Array(Some((0..n).map(|_| self.read().unwrap()).collect()))
+            }
+            "" => Value::Simple(String::new()),
+            other => panic!("unexpected reply type {other:?} in {line:?}"),
+        })
+    }
+
+    /// One field of INFO, e.g. `info("replication", "master_link_status")`.
+    pub fn info(&mut self, section: &str, field: &str) -> Option<String> {
+        let text = self.cmd(&["INFO", section]).text();
+        text.lines()
+            .find_map(|l| Some(l.strip_prefix(field)?.strip_prefix(':')?.to_string()))
+    }
+
+    pub fn info_num(&mut self, section: &str, field: &str) -> i64 {
+        self.info(section, field)
+            .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
+            .parse()
+            .unwrap()
+    }
+
+    pub fn digest(&mut self) -> String {
+        self.cmd(&["DEBUG", "DIGEST"]).text()
+    }
+}
+
+pub fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend(format!("${}\r\n", a.len()).bytes());
+        out.extend(a.as_bytes());
+        out.extend(b"\r\n");
+    }
+    out
+}
+
+pub fn cmd(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Writes a dataset with every data type, TTLs, several dbs, MULTI/EXEC and a script.
+/// `tag` keeps the keys of successive calls apart.
+pub fn write_mixed(c: &mut Client, tag: &str, n: usize) {
+    let mut cmds = Vec::new();
+    for db in ["0", "1", "3"] {
+        cmds.push(cmd(&["SELECT", db]));
+        for i in 0..n {
+            let k = |kind: &str| format!("{tag}:{kind}:{i}");
+            cmds.push(cmd(&["SET", &k("str"), &format!("value-{i}")]));
+            cmds.push(cmd(&["SET", &k("ttl"), "v", "EX", "3600"]));
+            cmds.push(cmd(&["RPUSH", &k("list"), "a", "b", &i.to_string()]));
+            cmds.push(cmd(&["SADD", &k("set"), "x", "y", &i.to_string()]));
+            cmds.push(cmd(&["SADD", &k("intset"), "1", "2", &i.to_string()]));
+            cmds.push(cmd(&["ZADD", &k("zset"), "1", "a", "2.5", &i.to_string()]));
+            cmds.push(cmd(&["HSET", &k("hash"), "f1", "v1", "f2", &i.to_string()]));
+            cmds.push(cmd(&["XADD", &k("stream"), "*", "field", &i.to_string()]));
+            cmds.push(cmd(&["INCR", &format!("{tag}:counter")]));
+        }
+        let big = "x".repeat(100);
+        let fields: Vec<String> = (0..200)
+            .flat_map(|j| [format!("f{j}"), big.clone()])
+            .collect();
+        let mut hset = cmd(&["HSET", &format!("{tag}:bighash")]);
+        hset.extend(fields);
+        cmds.push(hset);
+        cmds.push(cmd(&[
+            "XGROUP",
+            "CREATE",
+            &format!("{tag}:stream:0"),
+            "grp",
+            "0",
+        ]));
+        cmds.push(cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "grp",
+            "alice",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &format!("{tag}:stream:0"),
+            ">",
+        ]));
+        cmds.push(cmd(&["MULTI"]));
+        cmds.push(cmd(&["SET", &format!("{tag}:tx:a"), "1"]));
+        cmds.push(cmd(&["LPUSH", &format!("{tag}:tx:b"), "1", "2"]));
+        cmds.push(cmd(&["EXEC"]));
+        cmds.push(cmd(&[
+            "EVAL",
+            "redis.call('set', KEYS[1], ARGV[1]); return redis.call('incr', KEYS[2])",
+            "2",
+            &format!("{tag}:lua"),
+            &format!("{tag}:luacount"),
+            "hello",
+        ]));
+        cmds.push(cmd(&["PEXPIRE", &format!("{tag}:str:0"), "7200000"]));
+    }
+    cmds.push(cmd(&["SELECT", "0"]));
+    for reply in c.pipeline(&cmds) {
+        assert!(
+            !matches!(reply, Value::Error(_)),
+            "writing the dataset: {reply:?}"
+        );
+    }
+}
+
+/// Waits until every replica's data equals the master's (DEBUG DIGEST) and its offset too.
+pub fn wait_in_sync(master: &Server, replicas: &[&Server]) {
+    let mut m = master.client();
+    for r in replicas {
+        let mut rc = r.client();
+        wait_for(
+            &format!("replica on port {} to match the master", r.port),
+            || {
+                let (md, rd) = (m.digest(), rc.digest());
+                let mo = m.info("replication", "master_repl_offset");
+                let ro = rc.info("replication", "slave_repl_offset");
+                let link = rc.info("replication", "master_link_status");
+                (
+                    md == rd && mo == ro && link.as_deref() == Some("up"),
+                    (md, rd, mo, ro, link),
+                )
+            },
+        );
+    }
+}
