@@ -493,3 +493,83 @@ fn readiness_follows_the_upstream_link() {
             .is_some()
     );
 }
+
+#[test]
+fn replicas_asking_during_the_relays_own_full_sync_wait_with_newlines() {
+    // rdb-key-save-delay (microseconds per key) makes the master's snapshot take seconds.
+    let master = Server::master(&["--rdb-key-save-delay", "2000"]);
+    let mut m = master.client();
+    m.cmd(&["DEBUG", "POPULATE", "1500"]);
+    let relay = Relay::of(master.port, &[]);
+    let mut rc = relay.client();
+    wait_for("the relay's own full sync to be in progress", || {
+        let s = rc.info("replication", "master_sync_in_progress");
+        (s.as_deref() == Some("1"), s)
+    });
+    let mut waiting = relay.client();
+    waiting.send_raw(b"PSYNC ? -1\r\n");
+    assert_eq!(
+        waiting.read(),
+        Some(Value::Simple(String::new())),
+        "a newline keepalive first"
+    );
+    let reply = wait_for("+FULLRESYNC after the snapshot is in service", || {
+        let r = waiting.read();
+        (!matches!(&r, Some(Value::Simple(s)) if s.is_empty()), r)
+    });
+    assert!(
+        matches!(&reply, Some(Value::Simple(s)) if s.starts_with("FULLRESYNC")),
+        "{reply:?}"
+    );
+    assert_eq!(count(&mut m, "stats", "total_forks"), 1);
+}
+
+#[test]
+fn master_wait_is_answered_by_the_relays_acks() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let mut m = master.client();
+    wait_for("the relay to be online at the master", || {
+        let s = m.info("replication", "slave0");
+        (s.as_deref().is_some_and(|s| s.contains("state=online")), s)
+    });
+    m.cmd(&["SET", "k", "v"]);
+    assert_eq!(
+        m.cmd(&["WAIT", "1", "0"]),
+        Value::Int(1),
+        "WAIT returns once the relay ACKs"
+    );
+    let offset = m.info("replication", "master_repl_offset").unwrap();
+    wait_for("the master to see the relay's ACK at its offset", || {
+        let s = m.info("replication", "slave0").unwrap_or_default();
+        (s.contains(&format!("offset={offset},")), s)
+    });
+    drop(relay);
+}
+
+#[test]
+fn retries_every_second_while_the_master_is_down() {
+    let port = support::free_port();
+    let relay = Relay::of(port, &[]);
+    wait_for("two connection attempts logged", || {
+        let log = relay.log();
+        let n = log.matches("Error condition on socket for SYNC").count();
+        (n >= 2, n)
+    });
+    let mut rc = relay.client();
+    assert_eq!(
+        rc.info("replication", "master_link_status").as_deref(),
+        Some("down")
+    );
+    assert_eq!(
+        rc.info("replication", "master_link_down_since_seconds")
+            .as_deref(),
+        Some("-1")
+    );
+    assert!(
+        matches!(rc.cmd(&["PSYNC", "?", "-1"]), Value::Error(e) if e.starts_with("NOMASTERLINK"))
+    );
+    let master = Server::start_on(port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+}

@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::commands::{self, Action};
+use crate::config::Config;
 use crate::relay::{Relay, Stats};
 use crate::resp::{self, Reply};
 
@@ -148,7 +149,7 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
         Stats::incr(&relay.stats.connections_received);
         let refusal = match slots.clone().try_acquire_owned() {
             Err(_) => Some("ERR max number of clients reached".to_string()),
-            Ok(slot) => match protected_mode_refusal(&relay, &peer) {
+            Ok(slot) => match protected_mode_refusal(&relay.config, &peer) {
                 Some(denied) => Some(denied),
                 None => {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -171,8 +172,7 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
 }
 
 /// Redis' protected mode: without a password, only loopback clients may connect.
-fn protected_mode_refusal(relay: &Relay, peer: &SocketAddr) -> Option<String> {
-    let cfg = &relay.config;
+fn protected_mode_refusal(cfg: &Config, peer: &SocketAddr) -> Option<String> {
     let loopback_bind = cfg.bind == "localhost"
         || cfg
             .bind
@@ -261,5 +261,41 @@ fn next_action(
             }
             action => return Ok(Some(action)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RelayArgs;
+
+    fn config(bind: &str, pass: Option<&str>, protected: Option<crate::config::YesNo>) -> Config {
+        Config::resolve(RelayArgs {
+            bind: Some(bind.into()),
+            requirepass: pass.map(String::from),
+            protected_mode: protected,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn protected_mode_refuses_only_remote_clients_without_a_password() {
+        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let open = config("0.0.0.0", None, None);
+        let denied = protected_mode_refusal(&open, &remote).unwrap();
+        assert!(denied.starts_with("DENIED"), "{denied}");
+        assert_eq!(protected_mode_refusal(&open, &local), None);
+        assert_eq!(
+            protected_mode_refusal(&config("0.0.0.0", Some("pw"), None), &remote),
+            None
+        );
+        assert_eq!(
+            protected_mode_refusal(&config("127.0.0.1", None, None), &remote),
+            None
+        );
+        let off = config("0.0.0.0", None, Some(crate::config::YesNo::No));
+        assert_eq!(protected_mode_refusal(&off, &remote), None);
     }
 }

@@ -86,8 +86,11 @@ impl Server {
     }
 
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_on(free_port(), extra)
+    }
+
+    pub fn start_on(port: u16, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let mut args: Vec<String> = [
             "--port",
             &port.to_string(),
