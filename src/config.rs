@@ -61,6 +61,26 @@ pub enum YesNo {
     No,
 }
 
+/// When to fetch a fresh snapshot so the log before it can be dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotRefresh {
+    /// When the log since the snapshot exceeds the snapshot's size (and at least 64mb).
+    Auto,
+    Never,
+    /// When the log since the snapshot exceeds this many bytes.
+    After(u64),
+}
+
+impl SnapshotRefresh {
+    fn parse(s: &str) -> Result<SnapshotRefresh> {
+        Ok(match s.trim() {
+            "auto" => SnapshotRefresh::Auto,
+            "never" | "0" => SnapshotRefresh::Never,
+            size => SnapshotRefresh::After(parse_size(size)?),
+        })
+    }
+}
+
 /// Flags of the relay itself. Every one can also come from the environment or the config file.
 #[derive(Debug, Default, Args)]
 pub struct RelayArgs {
@@ -102,6 +122,14 @@ pub struct RelayArgs {
     /// When stream bytes are fsynced: always, everysec or no [default: everysec].
     #[arg(long, env = "REPLICA_RELAY_APPENDFSYNC")]
     pub appendfsync: Option<Fsync>,
+    /// Log bytes kept for partial resyncs beyond what the snapshot in service needs, like
+    /// repl-backlog-size [default: 1gb].
+    #[arg(long, env = "REPLICA_RELAY_BACKLOG_SIZE")]
+    pub backlog_size: Option<String>,
+    /// When to fetch a fresh snapshot on a second connection: "auto" (when the log since the
+    /// snapshot outgrows the snapshot, and at least 64mb), "never", or a size [default: auto].
+    #[arg(long, env = "REPLICA_RELAY_SNAPSHOT_REFRESH")]
+    pub snapshot_refresh: Option<String>,
     /// Size at which a new log segment is started, like 64mb [default: 64mb].
     #[arg(long, env = "REPLICA_RELAY_LOG_SEGMENT_SIZE")]
     pub log_segment_size: Option<String>,
@@ -139,6 +167,8 @@ struct FileConfig {
     protected_mode: Option<YesNo>,
     dir: Option<PathBuf>,
     appendfsync: Option<Fsync>,
+    backlog_size: Option<String>,
+    snapshot_refresh: Option<String>,
     log_segment_size: Option<String>,
     repl_timeout: Option<u64>,
     maxclients: Option<usize>,
@@ -161,6 +191,8 @@ pub struct Config {
     pub protected_mode: bool,
     pub dir: PathBuf,
     pub appendfsync: Fsync,
+    pub backlog_size: u64,
+    pub snapshot_refresh: SnapshotRefresh,
     pub log_segment_size: u64,
     pub repl_timeout: Duration,
     pub maxclients: usize,
@@ -187,6 +219,8 @@ impl Config {
             (None, None) => None,
         };
         let segment = args.log_segment_size.or(file.log_segment_size);
+        let backlog = args.backlog_size.or(file.backlog_size);
+        let refresh = args.snapshot_refresh.or(file.snapshot_refresh);
         let config = Config {
             config_file: args.config.clone(),
             port: args.port.or(file.port).unwrap_or(6380),
@@ -216,6 +250,16 @@ impl Config {
                 .appendfsync
                 .or(file.appendfsync)
                 .unwrap_or(Fsync::Everysec),
+            backlog_size: backlog
+                .as_deref()
+                .map(parse_size)
+                .transpose()?
+                .unwrap_or(1 << 30),
+            snapshot_refresh: refresh
+                .as_deref()
+                .map(SnapshotRefresh::parse)
+                .transpose()?
+                .unwrap_or(SnapshotRefresh::Auto),
             log_segment_size: segment
                 .as_deref()
                 .map(parse_size)

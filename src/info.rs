@@ -161,7 +161,7 @@ fn stats(relay: &Relay, out: &mut String) {
     let s = &relay.stats;
     let _ = write!(
         out,
-        "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nrelay_upstream_full_syncs:{}\r\nrelay_upstream_partial_syncs:{}\r\nrelay_upstream_sync_failures:{}\r\n",
+        "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nrelay_upstream_full_syncs:{}\r\nrelay_upstream_partial_syncs:{}\r\nrelay_upstream_sync_failures:{}\r\nrelay_snapshot_refreshes:{}\r\n",
         Stats::get(&s.connections_received),
         Stats::get(&s.rejected_connections),
         Stats::get(&s.sync_full),
@@ -170,6 +170,7 @@ fn stats(relay: &Relay, out: &mut String) {
         Stats::get(&s.upstream_full_syncs),
         Stats::get(&s.upstream_partial_syncs),
         Stats::get(&s.upstream_sync_failures),
+        Stats::get(&s.snapshot_refreshes),
     );
 }
 

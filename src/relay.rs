@@ -67,6 +67,7 @@ pub struct Stats {
     pub upstream_full_syncs: AtomicU64,
     pub upstream_partial_syncs: AtomicU64,
     pub upstream_sync_failures: AtomicU64,
+    pub snapshot_refreshes: AtomicU64,
 }
 
 impl Stats {
@@ -121,6 +122,7 @@ pub async fn run(config: Config) -> Result<()> {
         dir: config.dir.clone(),
         fsync: config.appendfsync,
         segment_size: config.log_segment_size,
+        backlog_size: config.backlog_size,
     };
     let (store, writer) = tokio::task::spawn_blocking(move || Store::open(store_cfg))
         .await?

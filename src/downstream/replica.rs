@@ -18,7 +18,7 @@ use super::{Client, Decision, ReplicaInfo, ReplicaState, decide};
 use crate::commands::SyncRequest;
 use crate::relay::{Relay, Stats};
 use crate::resp;
-use crate::store::State;
+use crate::store::{State, TAIL_BYTES};
 
 /// Buffer for reading the snapshot file.
 const SNAPSHOT_READ: usize = 256 * 1024;
@@ -71,6 +71,7 @@ struct Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.relay.replicas.remove(self.id);
+        self.relay.store.unpin(self.id);
     }
 }
 
@@ -82,7 +83,9 @@ impl Session {
             .psync
             .as_ref()
             .map(|(id, off)| (id.as_str(), *off));
-        let cursor = match decide(&state, request) {
+        let decision = decide(&state, request);
+        let full = matches!(decision, Decision::Full(_));
+        let cursor = match decision {
             Decision::NoMasterLink => {
                 self.write(b"-NOMASTERLINK Can't SYNC while not connected with my master\r\n")
                     .await?;
@@ -96,7 +99,7 @@ impl Session {
         }
         self.set_state(ReplicaState::Online);
         let mut acks = tokio::spawn(read_acks(self.relay.clone(), self.id, rd, leftover));
-        let result = self.stream(cursor, state.epoch, &mut acks).await;
+        let result = self.stream(cursor, state.epoch, &mut acks, full).await;
         acks.abort();
         result
     }
@@ -167,6 +170,9 @@ impl Session {
         );
         self.set_state(ReplicaState::SendBulk);
         let path = self.relay.store.snapshot_path(ident);
+        if !self.relay.store.pin(self.id, offset + 1) {
+            bail!("the snapshot was replaced while the full sync started; the replica will retry");
+        }
         let file = tokio::fs::File::open(&path)
             .await
             .with_context(|| format!("opening snapshot {}", path.display()))?;
@@ -189,6 +195,7 @@ impl Session {
         mut cursor: u64,
         epoch: u64,
         acks: &mut tokio::task::JoinHandle<String>,
+        mut catching_up: bool,
     ) -> Result<String> {
         let relay = self.relay.clone();
         let store = &relay.store;
@@ -218,7 +225,21 @@ impl Session {
                     .context("timeout writing to the replica")??;
                 cursor += chunk.len() as u64;
             }
+            if catching_up {
+                catching_up = self.keep_pin(cursor);
+            }
         }
+    }
+
+    /// After a full sync the log from the replica's cursor is kept until it has caught up with
+    /// the memory tail, so retention cannot cut a sync in progress. Returns whether still pinned.
+    fn keep_pin(&self, cursor: u64) -> bool {
+        let store = &self.relay.store;
+        if cursor + TAIL_BYTES as u64 >= store.next() {
+            store.unpin(self.id);
+            return false;
+        }
+        store.pin(self.id, cursor)
     }
 
     /// Replicas that used the legacy SYNC never send ACKs.

@@ -15,10 +15,12 @@
 //! ```
 
 mod identity;
+mod recover;
+mod snapshot;
 mod tail;
 mod writer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -28,6 +30,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use identity::{Identity, NULL_REPLID, is_replid};
+pub use snapshot::Slot;
 use tail::Tail;
 pub use writer::WriterStatus;
 use writer::{Op, Writer};
@@ -37,7 +40,7 @@ use crate::decode::SnapshotFacts;
 /// Longest read from a segment file for one downstream write.
 const DISK_READ: usize = 512 * 1024;
 /// Recent stream bytes kept in memory for replicas that keep up.
-const TAIL_BYTES: usize = 4 * 1024 * 1024;
+pub const TAIL_BYTES: usize = 4 * 1024 * 1024;
 /// Stream chunks queued for the writer before the upstream link waits (about 16 MiB).
 const QUEUE: usize = 256;
 
@@ -58,6 +61,8 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     pub fsync: Fsync,
     pub segment_size: u64,
+    /// Log bytes kept for partial resyncs beyond what the snapshot in service needs.
+    pub backlog_size: u64,
 }
 
 /// A snapshot arriving from upstream.
@@ -78,7 +83,11 @@ pub struct State {
     /// Bumped whenever history changes (new snapshot, id shift): replicas must sync again.
     pub epoch: u64,
     pub receiving: Option<Receiving>,
+    /// A refresh snapshot is arriving or waiting to go into service.
+    pub refreshing: bool,
     segments: BTreeSet<u64>,
+    /// Offsets replicas catching up after a full sync still need, by session.
+    pins: BTreeMap<u64, u64>,
     tail: Tail,
 }
 
@@ -169,9 +178,16 @@ impl Store {
             next: st.next,
             epoch: st.epoch,
             receiving: st.receiving.clone(),
+            refreshing: st.refreshing,
             segments: BTreeSet::new(),
+            pins: BTreeMap::new(),
             tail: Tail::default(),
         }
+    }
+
+    /// The offset after the last visible byte.
+    pub fn next(&self) -> u64 {
+        self.shared.read().next
     }
 
     /// Notified on every change of the visible state.
@@ -262,23 +278,45 @@ impl Store {
             .map_err(|_| anyhow::anyhow!("the store writer has stopped"))
     }
 
-    pub async fn begin_snapshot(&self, replid: String, offset: u64) -> Result<()> {
-        self.send(Op::BeginSnapshot { replid, offset }).await
+    pub async fn begin_snapshot(&self, slot: Slot, replid: String, offset: u64) -> Result<()> {
+        self.send(Op::BeginSnapshot {
+            slot,
+            replid,
+            offset,
+        })
+        .await
     }
 
-    pub async fn snapshot_data(&self, data: Bytes) -> Result<()> {
-        self.send(Op::SnapshotData(data)).await
+    pub async fn snapshot_data(&self, slot: Slot, data: Bytes) -> Result<()> {
+        self.send(Op::SnapshotData(slot, data)).await
     }
 
-    /// Verifies the received snapshot and, if good, puts it in service with an empty log at X0+1.
-    pub async fn finish_snapshot(&self) -> Result<SnapshotFacts> {
+    /// Verifies the received snapshot and, if good, puts it in service: from the main link with
+    /// an empty log at X0+1 (a new history), from a refresh as soon as the log reaches X1+1.
+    pub async fn finish_snapshot(&self, slot: Slot) -> Result<SnapshotFacts> {
         let (tx, rx) = oneshot::channel();
-        self.send(Op::FinishSnapshot(tx)).await?;
+        self.send(Op::FinishSnapshot(slot, tx)).await?;
         rx.await.context("the store writer has stopped")?
     }
 
-    pub async fn abort_snapshot(&self) -> Result<()> {
-        self.send(Op::AbortSnapshot).await
+    pub async fn abort_snapshot(&self, slot: Slot) -> Result<()> {
+        self.send(Op::AbortSnapshot(slot)).await
+    }
+
+    /// Keeps the log from `offset` on while a replica catches up after a full sync. False if
+    /// retention already dropped it.
+    pub fn pin(&self, session: u64, offset: u64) -> bool {
+        let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+        let kept = offset >= st.first;
+        if kept {
+            st.pins.insert(session, offset);
+        }
+        kept
+    }
+
+    pub fn unpin(&self, session: u64) {
+        let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+        st.pins.remove(&session);
     }
 
     pub async fn append(&self, data: Bytes) -> Result<()> {

@@ -6,25 +6,29 @@
 //! downstream replica never sees half a command that a protocol error or a crash later cuts.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
-use super::identity::{Identity, NULL_REPLID, sync_dir};
-use super::{Fsync, Receiving, Shared, StoreConfig, TAIL_BYTES, segment_path};
-use crate::decode::{SnapshotCheck, SnapshotFacts};
+use super::identity::sync_dir;
+use super::snapshot::{Incomings, Slot};
+use super::{Fsync, Shared, StoreConfig, TAIL_BYTES, segment_path};
+use crate::decode::SnapshotFacts;
 use crate::feed::{Command, Scanner};
 
 pub(super) enum Op {
-    BeginSnapshot { replid: String, offset: u64 },
-    SnapshotData(Bytes),
-    FinishSnapshot(oneshot::Sender<Result<SnapshotFacts>>),
-    AbortSnapshot,
+    BeginSnapshot {
+        slot: Slot,
+        replid: String,
+        offset: u64,
+    },
+    SnapshotData(Slot, Bytes),
+    FinishSnapshot(Slot, oneshot::Sender<Result<SnapshotFacts>>),
+    AbortSnapshot(Slot),
     Continue(String),
     Stream(Bytes),
     Tick,
@@ -43,35 +47,24 @@ pub struct WriterStatus {
     pub failed: Option<String>,
 }
 
-struct Segment {
-    start: u64,
-    file: File,
-    len: u64,
-}
-
-struct Incoming {
-    tmp: PathBuf,
-    name: String,
-    file: File,
-    replid: String,
-    offset: u64,
-    size: u64,
-    check: SnapshotCheck,
-    error: Option<String>,
+pub(super) struct Segment {
+    pub(super) start: u64,
+    pub(super) file: File,
+    pub(super) len: u64,
 }
 
 pub(super) struct Writer {
-    shared: Arc<Shared>,
-    cfg: StoreConfig,
-    seg: Option<Segment>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) cfg: StoreConfig,
+    pub(super) seg: Option<Segment>,
     /// Next offset after the bytes written to the current segment.
-    written: u64,
+    pub(super) written: u64,
     /// Next offset after the last complete command.
-    boundary: u64,
-    synced: u64,
-    scanner: Scanner,
-    incoming: Option<Incoming>,
-    status: watch::Sender<WriterStatus>,
+    pub(super) boundary: u64,
+    pub(super) synced: u64,
+    pub(super) scanner: Scanner,
+    pub(super) incoming: Incomings,
+    pub(super) status: watch::Sender<WriterStatus>,
 }
 
 impl Writer {
@@ -96,14 +89,16 @@ impl Writer {
 
     fn apply(&mut self, op: Op) -> Option<oneshot::Sender<()>> {
         match op {
-            Op::BeginSnapshot { replid, offset } => self.begin_snapshot(replid, offset),
-            Op::SnapshotData(data) => self.snapshot_data(&data),
-            Op::FinishSnapshot(reply) => {
-                let result = self.finish_snapshot();
-                self.shared.update(|st| st.receiving = None);
-                let _ = reply.send(result);
+            Op::BeginSnapshot {
+                slot,
+                replid,
+                offset,
+            } => self.begin_snapshot(slot, replid, offset),
+            Op::SnapshotData(slot, data) => self.snapshot_data(slot, &data),
+            Op::FinishSnapshot(slot, reply) => {
+                let _ = reply.send(self.finish_snapshot(slot));
             }
-            Op::AbortSnapshot => self.abort_snapshot(),
+            Op::AbortSnapshot(slot) => self.abort_snapshot(slot),
             Op::Continue(replid) => self.shift_replid(replid),
             Op::Stream(data) => self.stream(data),
             Op::Tick if self.cfg.fsync == Fsync::Everysec => self.sync(),
@@ -123,6 +118,8 @@ impl Writer {
         if self.cfg.fsync == Fsync::Always {
             self.sync();
         }
+        self.adopt_refreshed_snapshot();
+        self.trim();
         let visible = self.boundary;
         let has_snapshot = self.seg.is_some();
         let changed = self.shared.read().next != visible;
@@ -148,7 +145,40 @@ impl Writer {
         }
     }
 
-    fn fail(&mut self, why: String) {
+    /// Drops whole segments that neither the snapshot in service, the backlog size, nor a
+    /// replica catching up after a full sync still needs.
+    fn trim(&mut self) {
+        let (dropped, first) = {
+            let st = self.shared.read();
+            let Some(ident) = &st.ident else { return };
+            let backlog_start = self.boundary.saturating_sub(self.cfg.backlog_size);
+            let mut keep = (ident.snapshot_offset + 1).min(backlog_start);
+            if let Some(&pin) = st.pins.values().min() {
+                keep = keep.min(pin);
+            }
+            let starts: Vec<u64> = st.segments.iter().copied().collect();
+            let n = starts.windows(2).take_while(|w| w[1] <= keep).count();
+            if n == 0 {
+                return;
+            }
+            (starts[..n].to_vec(), starts[n])
+        };
+        self.shared.update(|st| {
+            dropped.iter().for_each(|s| {
+                st.segments.remove(s);
+            });
+            st.first = first;
+        });
+        for start in dropped {
+            let path = segment_path(&self.cfg.dir, start);
+            match fs::remove_file(&path) {
+                Ok(()) => debug!("Backlog trimmed: removed {}", path.display()),
+                Err(e) => warn!("Removing {}: {e}", path.display()),
+            }
+        }
+    }
+
+    pub(super) fn fail(&mut self, why: String) {
         warn!("{why}");
         self.status.send_modify(|s| s.failed = Some(why));
     }
@@ -255,143 +285,9 @@ impl Writer {
         }
         self.scanner = Scanner::at(self.boundary);
     }
-
-    fn begin_snapshot(&mut self, replid: String, offset: u64) {
-        self.abort_snapshot();
-        let name = format!("{replid}-{offset}.rdb");
-        let tmp = self.cfg.dir.join("snapshots").join(format!("{name}.tmp"));
-        let (file, error) = match File::create(&tmp) {
-            Ok(f) => (Some(f), None),
-            Err(e) => (None, Some(format!("creating {}: {e}", tmp.display()))),
-        };
-        let file = file.unwrap_or_else(|| File::open("/dev/null").expect("/dev/null"));
-        let receiving = Receiving { received: 0 };
-        self.shared.update(|st| st.receiving = Some(receiving));
-        let check = SnapshotCheck::default();
-        self.incoming = Some(Incoming {
-            tmp,
-            name,
-            file,
-            replid,
-            offset,
-            size: 0,
-            check,
-            error,
-        });
-    }
-
-    fn snapshot_data(&mut self, data: &[u8]) {
-        let Some(inc) = &mut self.incoming else {
-            return;
-        };
-        if inc.error.is_none()
-            && let Err(e) = inc.file.write_all(data)
-        {
-            inc.error = Some(format!("writing {}: {e}", inc.tmp.display()));
-        }
-        inc.check.update(data);
-        inc.size += data.len() as u64;
-        let size = inc.size;
-        self.shared.update(|st| {
-            if let Some(r) = &mut st.receiving {
-                r.received = size;
-            }
-        });
-    }
-
-    fn abort_snapshot(&mut self) {
-        if let Some(inc) = self.incoming.take() {
-            let _ = fs::remove_file(&inc.tmp);
-            self.shared.update(|st| st.receiving = None);
-        }
-    }
-
-    fn finish_snapshot(&mut self) -> Result<SnapshotFacts> {
-        let mut inc = self
-            .incoming
-            .take()
-            .context("no snapshot was being received")?;
-        let check = std::mem::take(&mut inc.check);
-        let verified = verify_and_keep(&inc, check);
-        if verified.is_err() {
-            let _ = fs::remove_file(&inc.tmp);
-            return verified;
-        }
-        self.switch_to(&inc)?;
-        verified
-    }
-
-    /// Puts a verified snapshot in service: the old log goes first, then the identity names the
-    /// new snapshot, so a crash in between leaves the old snapshot with an empty log: consistent.
-    fn switch_to(&mut self, inc: &Incoming) -> Result<()> {
-        self.seg = None;
-        remove_segments(&self.cfg)?;
-        let old = self.shared.read().ident.clone();
-        let ident = Identity {
-            replid: inc.replid.clone(),
-            replid2: NULL_REPLID.into(),
-            second_replid_offset: -1,
-            snapshot: inc.name.clone(),
-            snapshot_offset: inc.offset,
-            snapshot_size: inc.size,
-        };
-        ident.save(&self.cfg.dir)?;
-        if let Some(old) = old.filter(|o| o.snapshot != ident.snapshot) {
-            let _ = fs::remove_file(self.cfg.dir.join("snapshots").join(old.snapshot));
-        }
-        let next = inc.offset + 1;
-        self.seg = Some(create_segment(&self.cfg, next)?);
-        (self.written, self.boundary, self.synced) = (next, next, next);
-        self.scanner = Scanner::at(next);
-        self.status.send_modify(|s| s.failed = None);
-        self.shared.update(|st| {
-            st.ident = Some(ident);
-            (st.first, st.next) = (next, next);
-            st.segments = [next].into();
-            st.tail.clear();
-            st.epoch += 1;
-        });
-        Ok(())
-    }
-
-    /// `+CONTINUE <replid>` with a new id: the old one becomes replid2, valid up to here.
-    fn shift_replid(&mut self, replid: String) {
-        let Some(mut ident) = self.shared.read().ident.clone() else {
-            return;
-        };
-        if ident.replid.eq_ignore_ascii_case(&replid) {
-            return;
-        }
-        info!(
-            "Master replication ID changed to {replid}; previous ID {} valid up to offset {}",
-            ident.replid,
-            self.boundary - 1
-        );
-        ident.replid2 = std::mem::replace(&mut ident.replid, replid);
-        ident.second_replid_offset = self.boundary as i64;
-        if let Err(e) = ident.save(&self.cfg.dir) {
-            self.fail(format!("saving the identity failed: {e:#}"));
-        }
-        self.shared.update(|st| {
-            st.ident = Some(ident);
-            st.epoch += 1;
-        });
-    }
 }
 
-fn verify_and_keep(inc: &Incoming, check: SnapshotCheck) -> Result<SnapshotFacts> {
-    if let Some(e) = &inc.error {
-        bail!("storing the snapshot failed: {e}");
-    }
-    let facts = check.finish()?;
-    inc.file.sync_all().context("fsync of the snapshot")?;
-    let path = inc.tmp.with_extension("");
-    fs::rename(&inc.tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-    sync_dir(path.parent().expect("snapshots dir"))?;
-    Ok(facts)
-}
-
-fn create_segment(cfg: &StoreConfig, start: u64) -> Result<Segment> {
+pub(super) fn create_segment(cfg: &StoreConfig, start: u64) -> Result<Segment> {
     let path = segment_path(&cfg.dir, start);
     let file = OpenOptions::new()
         .create(true)
@@ -408,7 +304,7 @@ fn create_segment(cfg: &StoreConfig, start: u64) -> Result<Segment> {
 }
 
 /// Segment files in the log directory, by start offset, with their lengths.
-fn list_segments(cfg: &StoreConfig) -> Result<Vec<(u64, u64)>> {
+pub(super) fn list_segments(cfg: &StoreConfig) -> Result<Vec<(u64, u64)>> {
     let mut segs = Vec::new();
     for entry in fs::read_dir(cfg.dir.join("log"))? {
         let entry = entry?;
@@ -425,182 +321,10 @@ fn list_segments(cfg: &StoreConfig) -> Result<Vec<(u64, u64)>> {
     Ok(segs)
 }
 
-fn remove_segments(cfg: &StoreConfig) -> Result<()> {
+pub(super) fn remove_segments(cfg: &StoreConfig) -> Result<()> {
     for (start, _) in list_segments(cfg)? {
         let path = segment_path(&cfg.dir, start);
         fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     }
     sync_dir(&cfg.dir.join("log"))
-}
-
-/// The recovered log: segment starts, the open last segment, and the offset after its last
-/// complete command.
-struct Recovered {
-    starts: Vec<u64>,
-    last: Segment,
-    next: u64,
-}
-
-impl Writer {
-    pub(super) fn recover(
-        shared: Arc<Shared>,
-        cfg: StoreConfig,
-    ) -> Result<(Writer, watch::Receiver<WriterStatus>)> {
-        let ident = load_identity(&cfg);
-        clean_snapshots(&cfg, ident.as_ref())?;
-        let recovered = match &ident {
-            Some(id) => Some(recover_log(&cfg, id.snapshot_offset + 1)?),
-            None => {
-                remove_segments(&cfg)?;
-                None
-            }
-        };
-        let next = recovered.as_ref().map_or(0, |r| r.next);
-        let (status, rx) = watch::channel(WriterStatus {
-            ack: ident.as_ref().map(|_| next - 1),
-            ..WriterStatus::default()
-        });
-        if let (Some(id), Some(r)) = (&ident, &recovered) {
-            info!(
-                "Store recovered: replid {} snapshot at offset {}, backlog {}..{}",
-                id.replid, id.snapshot_offset, r.starts[0], r.next
-            );
-        }
-        shared.update(|st| {
-            st.ident = ident;
-            st.epoch = 1;
-            if let Some(r) = &recovered {
-                (st.first, st.next) = (r.starts[0], r.next);
-                st.segments = r.starts.iter().copied().collect();
-            }
-        });
-        let writer = Writer {
-            shared,
-            cfg,
-            seg: recovered.map(|r| r.last),
-            written: next,
-            boundary: next,
-            synced: next,
-            scanner: Scanner::at(next),
-            incoming: None,
-            status,
-        };
-        Ok((writer, rx))
-    }
-}
-
-/// The identity, if it names a complete snapshot; anything else means starting empty.
-fn load_identity(cfg: &StoreConfig) -> Option<Identity> {
-    let ident = match Identity::load(&cfg.dir.join("identity")) {
-        Ok(ident) => ident?,
-        Err(e) => {
-            warn!("Ignoring the store's identity file: {e:#}; a full sync will follow");
-            return None;
-        }
-    };
-    let path = cfg.dir.join("snapshots").join(&ident.snapshot);
-    match fs::metadata(&path) {
-        Ok(m) if m.len() == ident.snapshot_size => Some(ident),
-        _ => {
-            warn!(
-                "Snapshot {} is missing or incomplete; a full sync will follow",
-                path.display()
-            );
-            None
-        }
-    }
-}
-
-/// Removes snapshots that were never completed, and any not in service.
-fn clean_snapshots(cfg: &StoreConfig, ident: Option<&Identity>) -> Result<()> {
-    for entry in fs::read_dir(cfg.dir.join("snapshots"))? {
-        let entry = entry?;
-        if ident.is_none_or(|id| entry.file_name().to_str() != Some(&id.snapshot)) {
-            info!(
-                "Removing {} (not the snapshot in service)",
-                entry.path().display()
-            );
-            fs::remove_file(entry.path())?;
-        }
-    }
-    Ok(())
-}
-
-/// Finds the contiguous run of segments that holds offset `from` (the byte after the snapshot),
-/// cuts a tail that is not a complete command, and drops whatever cannot be used.
-fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
-    let segs = list_segments(cfg)?;
-    let mut run: Vec<(u64, u64)> = Vec::new();
-    for &(start, len) in &segs {
-        let contiguous = match run.last() {
-            None => start <= from,
-            Some(&(s, l)) => s + l == start,
-        };
-        if !contiguous {
-            break;
-        }
-        run.push((start, len));
-    }
-    for &(start, _) in &segs[run.len()..] {
-        warn!("Removing log segment {start}: not contiguous with the log before it");
-        fs::remove_file(segment_path(&cfg.dir, start))?;
-    }
-    let Some(&(start, len)) = run.last() else {
-        warn!("The log does not reach the snapshot's offset; starting an empty log at {from}");
-        return Ok(Recovered {
-            starts: vec![from],
-            last: create_segment(cfg, from)?,
-            next: from,
-        });
-    };
-    let next = last_command_end(&segment_path(&cfg.dir, start), start)?;
-    if next < from {
-        warn!("The log ends before the snapshot's offset; starting an empty log at {from}");
-        remove_segments(cfg)?;
-        return Ok(Recovered {
-            starts: vec![from],
-            last: create_segment(cfg, from)?,
-            next: from,
-        });
-    }
-    if next < start + len {
-        warn!(
-            "Cut {} bytes of an incomplete command at the end of the log",
-            start + len - next
-        );
-    }
-    let file = OpenOptions::new()
-        .append(true)
-        .open(segment_path(&cfg.dir, start))?;
-    file.set_len(next - start)?;
-    file.sync_all()?;
-    let starts = run.iter().map(|&(s, _)| s).collect();
-    Ok(Recovered {
-        starts,
-        last: Segment {
-            start,
-            file,
-            len: next - start,
-        },
-        next,
-    })
-}
-
-/// Scans a segment (which starts on a command) for the end of its last complete command.
-fn last_command_end(path: &std::path::Path, start: u64) -> Result<u64> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut scanner = Scanner::at(start);
-    let mut last = start;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(last);
-        }
-        let base = scanner.offset();
-        if let Err(e) = scanner.scan(&buf[..n], |end, _| last = base + end as u64) {
-            warn!("Log segment {}: {e}", path.display());
-            return Ok(last);
-        }
-    }
 }

@@ -1,0 +1,191 @@
+//! Recovery of the store on start: the identity must name a complete snapshot, the log must be
+//! a contiguous run of segments from the snapshot's offset on, and it must end on a complete
+//! command. What fails a check is cut or discarded with a log line, never served.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::identity::Identity;
+use super::snapshot::Incomings;
+use super::writer::{
+    Segment, Writer, WriterStatus, create_segment, list_segments, remove_segments,
+};
+use super::{Shared, StoreConfig, segment_path};
+use crate::feed::Scanner;
+
+/// The recovered log: segment starts, the open last segment, and the offset after its last
+/// complete command.
+struct Recovered {
+    starts: Vec<u64>,
+    last: Segment,
+    next: u64,
+}
+
+impl Writer {
+    pub(super) fn recover(
+        shared: Arc<Shared>,
+        cfg: StoreConfig,
+    ) -> Result<(Writer, watch::Receiver<WriterStatus>)> {
+        let ident = load_identity(&cfg);
+        clean_snapshots(&cfg, ident.as_ref())?;
+        let recovered = match &ident {
+            Some(id) => Some(recover_log(&cfg, id.snapshot_offset + 1)?),
+            None => {
+                remove_segments(&cfg)?;
+                None
+            }
+        };
+        let next = recovered.as_ref().map_or(0, |r| r.next);
+        let (status, rx) = watch::channel(WriterStatus {
+            ack: ident.as_ref().map(|_| next - 1),
+            ..WriterStatus::default()
+        });
+        if let (Some(id), Some(r)) = (&ident, &recovered) {
+            info!(
+                "Store recovered: replid {} snapshot at offset {}, backlog {}..{}",
+                id.replid, id.snapshot_offset, r.starts[0], r.next
+            );
+        }
+        shared.update(|st| {
+            st.ident = ident;
+            st.epoch = 1;
+            if let Some(r) = &recovered {
+                (st.first, st.next) = (r.starts[0], r.next);
+                st.segments = r.starts.iter().copied().collect();
+            }
+        });
+        let writer = Writer {
+            shared,
+            cfg,
+            seg: recovered.map(|r| r.last),
+            written: next,
+            boundary: next,
+            synced: next,
+            scanner: Scanner::at(next),
+            incoming: Incomings::default(),
+            status,
+        };
+        Ok((writer, rx))
+    }
+}
+
+/// The identity, if it names a complete snapshot; anything else means starting empty.
+fn load_identity(cfg: &StoreConfig) -> Option<Identity> {
+    let ident = match Identity::load(&cfg.dir.join("identity")) {
+        Ok(ident) => ident?,
+        Err(e) => {
+            warn!("Ignoring the store's identity file: {e:#}; a full sync will follow");
+            return None;
+        }
+    };
+    let path = cfg.dir.join("snapshots").join(&ident.snapshot);
+    match fs::metadata(&path) {
+        Ok(m) if m.len() == ident.snapshot_size => Some(ident),
+        _ => {
+            warn!(
+                "Snapshot {} is missing or incomplete; a full sync will follow",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Removes snapshots that were never completed, and any not in service.
+fn clean_snapshots(cfg: &StoreConfig, ident: Option<&Identity>) -> Result<()> {
+    for entry in fs::read_dir(cfg.dir.join("snapshots"))? {
+        let entry = entry?;
+        if ident.is_none_or(|id| entry.file_name().to_str() != Some(&id.snapshot)) {
+            info!(
+                "Removing {} (not the snapshot in service)",
+                entry.path().display()
+            );
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Finds the contiguous run of segments that holds offset `from` (the byte after the snapshot),
+/// cuts a tail that is not a complete command, and drops whatever cannot be used.
+fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
+    let segs = list_segments(cfg)?;
+    let mut run: Vec<(u64, u64)> = Vec::new();
+    for &(start, len) in &segs {
+        let contiguous = match run.last() {
+            None => start <= from,
+            Some(&(s, l)) => s + l == start,
+        };
+        if !contiguous {
+            break;
+        }
+        run.push((start, len));
+    }
+    for &(start, _) in &segs[run.len()..] {
+        warn!("Removing log segment {start}: not contiguous with the log before it");
+        fs::remove_file(segment_path(&cfg.dir, start))?;
+    }
+    let Some(&(start, len)) = run.last() else {
+        warn!("The log does not reach the snapshot's offset; starting an empty log at {from}");
+        return Ok(Recovered {
+            starts: vec![from],
+            last: create_segment(cfg, from)?,
+            next: from,
+        });
+    };
+    let next = last_command_end(&segment_path(&cfg.dir, start), start)?;
+    if next < from {
+        warn!("The log ends before the snapshot's offset; starting an empty log at {from}");
+        remove_segments(cfg)?;
+        return Ok(Recovered {
+            starts: vec![from],
+            last: create_segment(cfg, from)?,
+            next: from,
+        });
+    }
+    if next < start + len {
+        warn!(
+            "Cut {} bytes of an incomplete command at the end of the log",
+            start + len - next
+        );
+    }
+    let file = OpenOptions::new()
+        .append(true)
+        .open(segment_path(&cfg.dir, start))?;
+    file.set_len(next - start)?;
+    file.sync_all()?;
+    let starts = run.iter().map(|&(s, _)| s).collect();
+    Ok(Recovered {
+        starts,
+        last: Segment {
+            start,
+            file,
+            len: next - start,
+        },
+        next,
+    })
+}
+
+/// Scans a segment (which starts on a command) for the end of its last complete command.
+fn last_command_end(path: &std::path::Path, start: u64) -> Result<u64> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut scanner = Scanner::at(start);
+    let mut last = start;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(last);
+        }
+        let base = scanner.offset();
+        if let Err(e) = scanner.scan(&buf[..n], |end, _| last = base + end as u64) {
+            warn!("Log segment {}: {e}", path.display());
+            return Ok(last);
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Snapshot refresh: when the log since the snapshot in service has grown past a threshold, a
+//! second, short connection asks the master for a fresh snapshot (`REPLCONF rdb-only 1` +
+//! `PSYNC ? -1`). Once verified and once the log reaches its offset, it replaces the old one and
+//! retention may drop the log before it. The master forks once per refresh, never per replica;
+//! replicas that are streaming see nothing of it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{info, warn};
+
+use super::{Link, Psync};
+use crate::config::{MasterAddr, SnapshotRefresh};
+use crate::relay::{Relay, Stats};
+use crate::store::Slot;
+
+/// With `auto`, refresh when the log since the snapshot exceeds the snapshot's size, but not
+/// before it reaches this much: each refresh costs the master a fork.
+const AUTO_MIN: u64 = 64 << 20;
+/// Wait after a failed refresh before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Starts refreshes from the replication link's one-second tick and cancels the one running
+/// when the link ends.
+#[derive(Default)]
+pub(super) struct Refresher {
+    running: Option<(JoinHandle<bool>, DropGuard)>,
+    not_before: Option<Instant>,
+}
+
+impl Refresher {
+    pub(super) async fn poll(&mut self, relay: &Arc<Relay>, master: &MasterAddr) {
+        if let Some((handle, _)) = &self.running {
+            if !handle.is_finished() {
+                return;
+            }
+            let (handle, _) = self.running.take().expect("checked");
+            if !handle.await.unwrap_or(false) {
+                self.not_before = Some(Instant::now() + RETRY_AFTER);
+            }
+        }
+        if self.not_before.is_some_and(|t| Instant::now() < t) || !due(relay) {
+            return;
+        }
+        let token = CancellationToken::new();
+        let guard = token.clone().drop_guard();
+        let (relay, master) = (relay.clone(), master.clone());
+        let handle = tokio::spawn(async move {
+            let result = tokio::select! {
+                r = fetch(&relay, &master) => r,
+                _ = token.cancelled() => Err(anyhow::anyhow!("the link with the master ended")),
+            };
+            if let Err(e) = &result {
+                warn!("Snapshot refresh failed: {e:#}; the current snapshot stays in service");
+                let _ = relay.store.abort_snapshot(Slot::Refresh).await;
+            }
+            result.is_ok()
+        });
+        self.running = Some((handle, guard));
+    }
+}
+
+/// Whether the log since the snapshot in service has outgrown the threshold.
+fn due(relay: &Relay) -> bool {
+    let state = relay.store.view();
+    let Some(ident) = &state.ident else {
+        return false;
+    };
+    if state.refreshing {
+        return false;
+    }
+    let threshold = match relay.config.snapshot_refresh {
+        SnapshotRefresh::Never => return false,
+        SnapshotRefresh::Auto => ident.snapshot_size.max(AUTO_MIN),
+        SnapshotRefresh::After(n) => n,
+    };
+    state.next.saturating_sub(ident.snapshot_offset + 1) > threshold
+}
+
+async fn fetch(relay: &Arc<Relay>, master: &MasterAddr) -> Result<()> {
+    let state = relay.store.view();
+    let since = state
+        .ident
+        .map_or(0, |i| state.next.saturating_sub(i.snapshot_offset + 1));
+    info!(
+        "Snapshot refresh: the log since the snapshot is {since} bytes; asking {master} for a fresh snapshot"
+    );
+    Stats::incr(&relay.stats.snapshot_refreshes);
+    let mut link = Link::connect(relay, master, Slot::Refresh).await?;
+    link.handshake().await?;
+    let Psync::Full { replid, offset } = link.psync().await? else {
+        bail!("the master did not start a full sync");
+    };
+    let (bytes, facts) = link.receive_snapshot(replid, offset).await?;
+    info!(
+        "Snapshot refresh: received and verified {bytes} bytes ({}{:04}) taken at offset {offset}",
+        facts.family, facts.rdb_version
+    );
+    Ok(())
+}

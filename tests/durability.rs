@@ -1,0 +1,285 @@
+//! Durability and bounded disk, against real redis-server processes: kill -9 at different
+//! moments, a torn log tail, retention under a steady write load with snapshot refreshes,
+//! a failover to a promoted replica, and a master that comes back with a new history.
+
+mod support;
+
+use std::path::Path;
+
+use support::{Relay, Server, wait_for, wait_in_sync, write_mixed};
+
+fn stat(s: &Server, field: &str) -> i64 {
+    s.client().info_num("stats", field)
+}
+
+fn relay_stat(r: &Relay, field: &str) -> i64 {
+    r.client().info_num("stats", field)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill9_during_streaming_resumes_partially_everywhere() {
+    let master = Server::master(&[]);
+    let mut relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 30);
+    wait_in_sync(&master, &[&replica]);
+
+    relay.kill9_and_restart();
+    write_mixed(&mut m, "b", 30);
+    wait_in_sync(&master, &[&replica]);
+    assert_eq!(
+        stat(&master, "sync_full"),
+        1,
+        "the master did not full-sync again"
+    );
+    assert_eq!(stat(&master, "sync_partial_ok"), 1);
+    assert_eq!(
+        relay_stat(&relay, "sync_full"),
+        0,
+        "the replica resumed partially"
+    );
+    assert_eq!(relay_stat(&relay, "sync_partial_ok"), 1);
+}
+
+#[test]
+fn kill9_during_the_relays_own_full_sync_discards_the_partial_snapshot() {
+    let master = Server::master(&["--rdb-key-save-delay", "2000"]);
+    let mut m = master.client();
+    m.cmd(&["DEBUG", "POPULATE", "2000"]);
+    let mut relay = Relay::of(master.port, &[]);
+    let mut rc = relay.client();
+    wait_for("the relay's full sync to be under way", || {
+        let s = rc.info("replication", "master_sync_read_bytes");
+        (s.as_deref().is_some_and(|b| b != "0"), s)
+    });
+    m.cmd(&["CONFIG", "SET", "rdb-key-save-delay", "0"]);
+    relay.kill9_and_restart();
+    let replica = Server::replica_of(relay.port, &[]);
+    write_mixed(&mut m, "a", 10);
+    wait_in_sync(&master, &[&replica]);
+    assert!(
+        relay
+            .log()
+            .contains("Partial resynchronization not possible (no cached master)")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(relay.dir.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "incomplete snapshots left: {leftovers:?}"
+    );
+}
+
+#[test]
+fn kill9_while_a_replica_full_syncs() {
+    let master = Server::master(&[]);
+    let mut m = master.client();
+    m.cmd(&["DEBUG", "POPULATE", "20000"]);
+    let mut relay = Relay::of(master.port, &[]);
+    wait_for("a snapshot in service", || {
+        let s = relay.client().info("replication", "master_link_status");
+        (s.as_deref() == Some("up"), s)
+    });
+    let replica = Server::replica_of(relay.port, &[]);
+    relay.kill9_and_restart();
+    write_mixed(&mut m, "a", 10);
+    wait_in_sync(&master, &[&replica]);
+    assert_eq!(stat(&master, "sync_full"), 1, "the master forked once");
+}
+
+#[test]
+fn torn_log_tail_is_cut_and_refetched() {
+    let master = Server::master(&[]);
+    let mut relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 20);
+    wait_in_sync(&master, &[&replica]);
+
+    assert!(relay.terminate().success());
+    let log_dir = relay.dir.join("log");
+    let mut segs: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    file.set_len(len - 7).unwrap();
+    drop(file);
+    let mut bytes = std::fs::read(last).unwrap();
+    bytes.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$9\r\nhalf");
+    std::fs::write(last, bytes).unwrap();
+
+    write_mixed(&mut m, "b", 20);
+    relay.restart();
+    wait_in_sync(&master, &[&replica]);
+    assert!(
+        relay
+            .log()
+            .contains("bytes of an incomplete command at the end of the log")
+    );
+    assert_eq!(
+        stat(&master, "sync_full"),
+        1,
+        "the cut bytes came back by partial resync"
+    );
+}
+
+#[test]
+fn disk_stays_bounded_with_refreshes_and_replicas_agree() {
+    let master = Server::master(&[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "seed", 20);
+    let relay = Relay::of(
+        master.port,
+        &[
+            "--backlog-size",
+            "64kb",
+            "--log-segment-size",
+            "16kb",
+            "--snapshot-refresh",
+            "128kb",
+        ],
+    );
+    let early = Server::replica_of(relay.port, &[]);
+    let value = "v".repeat(1000);
+    // Backlog + refresh threshold + what arrives before the next one-second refresh check and
+    // while the refresh runs + the segment being written.
+    let limit = (64 + 128 + 2 * 200 + 2 * 16) * 1024;
+    let (mut peak_log, mut written, mut round) = (0, 0, 0);
+    // About 200 KB/s: wait_for polls every 50 ms.
+    wait_for("refreshes while twice the bound is written", || {
+        let cmds: Vec<Vec<String>> = (0..10)
+            .map(|i| {
+                support::cmd(&[
+                    "SET",
+                    &format!("key:{}", i % 500),
+                    &format!("{round}{value}"),
+                ])
+            })
+            .collect();
+        m.pipeline(&cmds);
+        round += 1;
+        written += 10 * 1030;
+        peak_log = peak_log.max(dir_bytes(&relay.dir.join("log")));
+        let refreshes = relay_stat(&relay, "relay_snapshot_refreshes");
+        (refreshes >= 4 && written > 2 * limit, (refreshes, written))
+    });
+    wait_in_sync(&master, &[&early]);
+    let late = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&early, &late]);
+
+    let refreshes = relay_stat(&relay, "relay_snapshot_refreshes");
+    assert_eq!(
+        stat(&master, "total_forks"),
+        1 + refreshes,
+        "one fork per refresh, none per replica"
+    );
+    assert!(
+        peak_log < limit,
+        "log on disk peaked at {peak_log} bytes (limit {limit})"
+    );
+    assert!(
+        written > 2 * limit,
+        "wrote {written} bytes: more than the bound, twice"
+    );
+    let snapshots = std::fs::read_dir(relay.dir.join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 1, "old snapshots are removed");
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", relay.pid())).unwrap();
+    let rss = rss
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("")
+        .to_string();
+    eprintln!(
+        "retention: wrote {written} bytes; log on disk peaked at {peak_log} bytes; relay {rss}"
+    );
+}
+
+#[test]
+fn failover_to_a_promoted_replica_continues_partially() {
+    let old = Server::master(&[]);
+    let promoted = Server::replica_of(old.port, &[]);
+    let relay = Relay::of(old.port, &[]);
+    let downstream = Server::replica_of(relay.port, &[]);
+    let mut m = old.client();
+    write_mixed(&mut m, "a", 20);
+    wait_in_sync(&old, &[&promoted, &downstream]);
+
+    let mut p = promoted.client();
+    p.cmd(&["REPLICAOF", "NO", "ONE"]);
+    let port = promoted.port.to_string();
+    relay.client().cmd(&["REPLICAOF", "127.0.0.1", &port]);
+    write_mixed(&mut p, "b", 20);
+    wait_in_sync(&promoted, &[&downstream]);
+    assert_eq!(
+        stat(&promoted, "sync_full"),
+        0,
+        "the promoted replica served no full sync"
+    );
+    assert_eq!(
+        stat(&promoted, "sync_partial_ok"),
+        1,
+        "the relay continued partially"
+    );
+    assert_eq!(
+        relay_stat(&relay, "sync_full"),
+        1,
+        "the downstream replica was not resynced"
+    );
+    assert!(
+        relay_stat(&relay, "sync_partial_ok") >= 1,
+        "it continued through replid2"
+    );
+    let mut rc = relay.client();
+    let replid2 = rc.info("replication", "master_replid2").unwrap();
+    assert_eq!(Some(replid2), m.info("replication", "master_replid"));
+}
+
+#[test]
+fn a_master_with_a_new_history_is_followed_with_a_full_sync() {
+    let master = Server::master(&[]);
+    let port = master.port;
+    let mut m = master.client();
+    write_mixed(&mut m, "old", 10);
+    let relay = Relay::of(port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let old_id = m.info("replication", "master_replid").unwrap();
+    drop(master);
+
+    let fresh = Server::start_on(port, &[]);
+    let mut f = fresh.client();
+    write_mixed(&mut f, "new", 5);
+    wait_in_sync(&fresh, &[&replica]);
+    assert_ne!(
+        relay.client().info("replication", "master_replid"),
+        Some(old_id)
+    );
+    assert_eq!(
+        replica.client().cmd(&["EXISTS", "old:str:0"]),
+        support::Value::Int(0)
+    );
+}
