@@ -30,8 +30,17 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 #[test]
 fn kill9_during_streaming_resumes_partially_everywhere() {
+    kill9_during_streaming(&[]);
+}
+
+#[test]
+fn kill9_with_appendfsync_always() {
+    kill9_during_streaming(&["--appendfsync", "always"]);
+}
+
+fn kill9_during_streaming(flags: &[&str]) {
     let master = Server::master(&[]);
-    let mut relay = Relay::of(master.port, &[]);
+    let mut relay = Relay::of(master.port, flags);
     let replica = Server::replica_of(relay.port, &[]);
     let mut m = master.client();
     write_mixed(&mut m, "a", 30);
@@ -281,5 +290,53 @@ fn a_master_with_a_new_history_is_followed_with_a_full_sync() {
     assert_eq!(
         replica.client().cmd(&["EXISTS", "old:str:0"]),
         support::Value::Int(0)
+    );
+}
+
+#[test]
+fn corrupt_bytes_inside_the_log_are_caught_by_checksums() {
+    let master = Server::master(&[]);
+    let mut relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 20);
+    wait_in_sync(&master, &[&replica]);
+
+    assert!(relay.terminate().success());
+    let mut segs: Vec<_> = std::fs::read_dir(relay.dir.join("log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let mut bytes = std::fs::read(last).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"value-10")
+        .expect("a value in the log");
+    bytes[at] = b'V';
+    std::fs::write(last, bytes).unwrap();
+
+    relay.restart();
+    wait_in_sync(&master, &[&replica]);
+    assert!(
+        relay.log().contains("checksum mismatch"),
+        "the damage was detected"
+    );
+    assert_eq!(
+        replica.client().cmd(&["GET", "a:str:10"]).text(),
+        "value-10"
+    );
+    assert_eq!(
+        stat(&master, "sync_full"),
+        1,
+        "the damaged range came back by partial resync"
+    );
+    assert_eq!(
+        relay_stat(&relay, "sync_full"),
+        0,
+        "the replica waited for the relay to catch up"
     );
 }

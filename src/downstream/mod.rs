@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::relay::{Relay, Stats};
 use crate::resp::{self, Reply};
 
-pub use psync::{Decision, decide};
+pub use psync::{Decision, ahead_of_store, decide};
 
 /// Most bytes buffered from a client that has not completed a command.
 const MAX_QUERY: usize = 256 * 1024;

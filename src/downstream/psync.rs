@@ -1,7 +1,7 @@
 //! The PSYNC decision of `masterTryPartialResynchronization()` (PROTOCOL §4.2), made against the
 //! store's identity and range instead of an in-memory backlog.
 
-use crate::store::State;
+use crate::store::{Identity, State};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -24,9 +24,7 @@ pub fn decide(state: &State, request: Option<(&str, i64)>) -> Decision {
     if replid == "?" {
         return Decision::Full("full resync requested by replica".into());
     }
-    let same_history = replid.eq_ignore_ascii_case(&ident.replid)
-        || (replid.eq_ignore_ascii_case(&ident.replid2) && offset <= ident.second_replid_offset);
-    if !same_history {
+    if !same_history(ident, replid, offset) {
         return Decision::Full(format!(
             "Replication ID mismatch (replica asked for '{replid}', my replication IDs are '{}' and '{}')",
             ident.replid, ident.replid2
@@ -41,10 +39,27 @@ pub fn decide(state: &State, request: Option<(&str, i64)>) -> Decision {
     Decision::Continue
 }
 
+fn same_history(ident: &Identity, replid: &str, offset: i64) -> bool {
+    replid.eq_ignore_ascii_case(&ident.replid)
+        || (replid.eq_ignore_ascii_case(&ident.replid2) && offset <= ident.second_replid_offset)
+}
+
+/// A replica of this history that is ahead of the store: after a crash cut the relay's tail,
+/// the relay refetches those bytes from the master within moments, and the replica can then
+/// continue instead of full-syncing.
+pub fn ahead_of_store(state: &State, request: Option<(&str, i64)>) -> bool {
+    match (&state.ident, request) {
+        (Some(ident), Some((replid, offset))) => {
+            same_history(ident, replid, offset) && offset > state.next as i64
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Identity, NULL_REPLID};
+    use crate::store::NULL_REPLID;
 
     fn state() -> State {
         let mut s = State::default();
@@ -92,6 +107,15 @@ mod tests {
         ));
         assert!(matches!(decide(&s, Some(("?", -1))), Decision::Full(_)));
         assert!(matches!(decide(&s, None), Decision::Full(_)));
+    }
+
+    #[test]
+    fn replicas_ahead_of_the_store_are_recognised() {
+        let s = state();
+        assert!(ahead_of_store(&s, Some((&"b".repeat(40), 1001))));
+        assert!(!ahead_of_store(&s, Some((&"b".repeat(40), 1000))));
+        assert!(!ahead_of_store(&s, Some(("?", -1))));
+        assert!(!ahead_of_store(&s, Some((&"c".repeat(40), 2000))));
     }
 
     #[test]

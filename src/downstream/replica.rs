@@ -14,12 +14,14 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{info, warn};
 
-use super::{Client, Decision, ReplicaInfo, ReplicaState, decide};
+use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
 use crate::commands::SyncRequest;
 use crate::relay::{Relay, Stats};
 use crate::resp;
 use crate::store::{State, TAIL_BYTES};
 
+/// How long a replica ahead of the store waits for the relay to catch up.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 /// Buffer for reading the snapshot file.
 const SNAPSHOT_READ: usize = 256 * 1024;
 
@@ -77,7 +79,7 @@ impl Drop for Session {
 
 impl Session {
     async fn run(&mut self, rd: OwnedReadHalf, leftover: BytesMut) -> Result<String> {
-        let state = self.wait_for_snapshot().await?;
+        let state = self.wait_until_servable().await?;
         let request = self
             .request
             .psync
@@ -106,15 +108,37 @@ impl Session {
 
     /// Like a master during BGSAVE: while the relay's own snapshot is on its way, the replica
     /// gets a newline every second and its PSYNC is answered once the snapshot is in service.
-    async fn wait_for_snapshot(&mut self) -> Result<State> {
+    /// A replica ahead of the store (its offset is past the relay's after a crash cut the
+    /// relay's tail) waits a few seconds for the relay to refetch the missing bytes.
+    async fn wait_until_servable(&mut self) -> Result<State> {
         let mut changes = self.relay.store.subscribe();
         let mut keepalive = tokio::time::interval(Duration::from_secs(1));
         keepalive.tick().await;
+        let catch_up_until = Instant::now() + CATCH_UP_WAIT;
+        let mut logged = false;
         loop {
             changes.borrow_and_update();
             let state = self.relay.store.view();
-            if state.receiving.is_none() && !self.relay.link().snapshot_pending {
+            let pending = state.receiving.is_some() || self.relay.link().snapshot_pending;
+            let request = self
+                .request
+                .psync
+                .as_ref()
+                .map(|(id, off)| (id.as_str(), *off));
+            let ahead = ahead_of_store(&state, request)
+                && Instant::now() < catch_up_until
+                && self.relay.master_addr().is_some();
+            if !pending && !ahead {
                 return Ok(state);
+            }
+            if ahead && !logged {
+                logged = true;
+                info!(
+                    "Replica {} asks for offset {}, past the relay's {}: waiting for the relay to catch up",
+                    self.name,
+                    request.map_or(0, |r| r.1),
+                    state.next
+                );
             }
             tokio::select! {
                 r = changes.changed() => r.context("store closed")?,

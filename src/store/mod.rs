@@ -15,6 +15,7 @@
 //! ```
 
 mod identity;
+mod index;
 mod recover;
 mod snapshot;
 mod tail;

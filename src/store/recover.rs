@@ -11,9 +11,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::identity::Identity;
+use super::index::{Index, trusted_len};
 use super::snapshot::Incomings;
 use super::writer::{
-    Segment, Writer, WriterStatus, create_segment, list_segments, remove_segments,
+    Segment, Writer, WriterStatus, create_segment, list_segments, remove_segment, remove_segments,
 };
 use super::{Shared, StoreConfig, segment_path};
 use crate::feed::Scanner;
@@ -115,38 +116,29 @@ fn clean_snapshots(cfg: &StoreConfig, ident: Option<&Identity>) -> Result<()> {
 /// cuts a tail that is not a complete command, and drops whatever cannot be used.
 fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
     let segs = list_segments(cfg)?;
-    let mut run: Vec<(u64, u64)> = Vec::new();
-    for &(start, len) in &segs {
-        let contiguous = match run.last() {
-            None => start <= from,
-            Some(&(s, l)) => s + l == start,
-        };
-        if !contiguous {
-            break;
-        }
-        run.push((start, len));
-    }
+    let (run, limit) = trusted_run(cfg, &segs, from)?;
     for &(start, _) in &segs[run.len()..] {
-        warn!("Removing log segment {start}: not contiguous with the log before it");
-        fs::remove_file(segment_path(&cfg.dir, start))?;
+        warn!(
+            "Removing log segment {start}: not contiguous with, or after damage in, the log before it"
+        );
+        remove_segment(cfg, start)?;
     }
-    let Some(&(start, len)) = run.last() else {
-        warn!("The log does not reach the snapshot's offset; starting an empty log at {from}");
-        return Ok(Recovered {
-            starts: vec![from],
-            last: create_segment(cfg, from)?,
-            next: from,
-        });
-    };
-    let next = last_command_end(&segment_path(&cfg.dir, start), start)?;
-    if next < from {
-        warn!("The log ends before the snapshot's offset; starting an empty log at {from}");
+    let empty = |why: &str| -> Result<Recovered> {
+        warn!("{why}; starting an empty log at {from}");
         remove_segments(cfg)?;
-        return Ok(Recovered {
+        Ok(Recovered {
             starts: vec![from],
             last: create_segment(cfg, from)?,
             next: from,
-        });
+        })
+    };
+    let Some(&(start, len)) = run.last() else {
+        return empty("The log does not reach the snapshot's offset");
+    };
+    let path = segment_path(&cfg.dir, start);
+    let next = last_command_end(&path, start, limit)?;
+    if next < from {
+        return empty("The log ends before the snapshot's offset");
     }
     if next < start + len {
         warn!(
@@ -154,11 +146,11 @@ fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
             start + len - next
         );
     }
-    let file = OpenOptions::new()
-        .append(true)
-        .open(segment_path(&cfg.dir, start))?;
+    let file = OpenOptions::new().append(true).open(&path)?;
     file.set_len(next - start)?;
     file.sync_all()?;
+    let index = Index::reopen(&path, next - start)
+        .with_context(|| format!("rebuilding the index of {}", path.display()))?;
     let starts = run.iter().map(|&(s, _)| s).collect();
     Ok(Recovered {
         starts,
@@ -166,14 +158,47 @@ fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
             start,
             file,
             len: next - start,
+            index,
         },
         next,
     })
 }
 
-/// Scans a segment (which starts on a command) for the end of its last complete command.
-fn last_command_end(path: &std::path::Path, start: u64) -> Result<u64> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+/// The contiguous segments from the one holding `from`, each checked against its index, up to
+/// the first damage; and how many bytes of the last one can be trusted.
+fn trusted_run(
+    cfg: &StoreConfig,
+    segs: &[(u64, u64)],
+    from: u64,
+) -> Result<(Vec<(u64, u64)>, u64)> {
+    let mut run: Vec<(u64, u64)> = Vec::new();
+    let mut limit = 0;
+    for &(start, len) in segs {
+        let contiguous = match run.last() {
+            None => start <= from,
+            Some(&(s, _)) => s + limit == start,
+        };
+        if !contiguous {
+            break;
+        }
+        let (trusted, failed) = trusted_len(&segment_path(&cfg.dir, start))?;
+        run.push((start, len));
+        limit = trusted;
+        if let Some(at) = failed {
+            warn!(
+                "Log segment {start}: checksum mismatch in bytes {trusted}..{at}; the log is cut there and refetched from the master"
+            );
+            break;
+        }
+    }
+    Ok((run, limit))
+}
+
+/// Scans the first `limit` bytes of a segment (which starts on a command) for the end of its
+/// last complete command.
+fn last_command_end(path: &std::path::Path, start: u64, limit: u64) -> Result<u64> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut file = file.take(limit);
     let mut scanner = Scanner::at(start);
     let mut last = start;
     let mut buf = vec![0u8; 1 << 20];

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
 use super::identity::sync_dir;
+use super::index::{Index, index_path};
 use super::snapshot::{Incomings, Slot};
 use super::{Fsync, Shared, StoreConfig, TAIL_BYTES, segment_path};
 use crate::decode::SnapshotFacts;
@@ -51,6 +52,19 @@ pub(super) struct Segment {
     pub(super) start: u64,
     pub(super) file: File,
     pub(super) len: u64,
+    pub(super) index: Index,
+}
+
+impl Segment {
+    /// A checkpoint in the segment's index; a failure only leaves more of the tail unchecked.
+    fn checkpoint(&mut self) {
+        if let Err(e) = self.index.mark(self.len) {
+            warn!(
+                "Writing the checksum index of log segment {}: {e}",
+                self.start
+            );
+        }
+    }
 }
 
 pub(super) struct Writer {
@@ -102,7 +116,11 @@ impl Writer {
             Op::Continue(replid) => self.shift_replid(replid),
             Op::Stream(data) => self.stream(data),
             Op::Tick if self.cfg.fsync == Fsync::Everysec => self.sync(),
-            Op::Tick => {}
+            Op::Tick => {
+                if let Some(seg) = &mut self.seg {
+                    seg.checkpoint();
+                }
+            }
             Op::Flush(reply) => {
                 self.sync();
                 self.cut_incomplete_command();
@@ -135,12 +153,15 @@ impl Writer {
     }
 
     fn sync(&mut self) {
-        let Some(seg) = &self.seg else { return };
+        let Some(seg) = &mut self.seg else { return };
         if self.synced == self.written {
             return;
         }
         match seg.file.sync_data() {
-            Ok(()) => self.synced = self.written,
+            Ok(()) => {
+                seg.checkpoint();
+                self.synced = self.written;
+            }
             Err(e) => self.fail(format!("fsync of the log segment failed: {e}")),
         }
     }
@@ -170,10 +191,9 @@ impl Writer {
             st.first = first;
         });
         for start in dropped {
-            let path = segment_path(&self.cfg.dir, start);
-            match fs::remove_file(&path) {
-                Ok(()) => debug!("Backlog trimmed: removed {}", path.display()),
-                Err(e) => warn!("Removing {}: {e}", path.display()),
+            match remove_segment(&self.cfg, start) {
+                Ok(()) => debug!("Backlog trimmed: removed log segment {start}"),
+                Err(e) => warn!("Removing log segment {start}: {e}"),
             }
         }
     }
@@ -240,6 +260,7 @@ impl Writer {
             self.fail(format!("writing the log segment failed: {e}"));
             bail!("log write failed");
         }
+        seg.index.update(&data);
         seg.len += data.len() as u64;
         let offset = self.written;
         self.written += data.len() as u64;
@@ -249,8 +270,9 @@ impl Writer {
     }
 
     fn roll(&mut self) -> Result<()> {
-        if self.cfg.fsync != Fsync::No {
-            self.sync();
+        match (&mut self.seg, self.cfg.fsync) {
+            (Some(seg), Fsync::No) => seg.checkpoint(),
+            _ => self.sync(),
         }
         let start = self.written;
         match create_segment(&self.cfg, start) {
@@ -278,6 +300,13 @@ impl Writer {
                 return;
             }
             seg.len = keep;
+            match Index::reopen(&segment_path(&self.cfg.dir, seg.start), keep) {
+                Ok(index) => seg.index = index,
+                Err(e) => warn!(
+                    "Rebuilding the checksum index of segment {}: {e}",
+                    seg.start
+                ),
+            }
             self.written = self.boundary;
             self.synced = self.synced.min(self.boundary);
             let boundary = self.boundary;
@@ -295,11 +324,14 @@ pub(super) fn create_segment(cfg: &StoreConfig, start: u64) -> Result<Segment> {
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
     file.set_len(0)?;
+    let index = Index::create(&path)
+        .with_context(|| format!("creating the index of {}", path.display()))?;
     sync_dir(&cfg.dir.join("log"))?;
     Ok(Segment {
         start,
         file,
         len: 0,
+        index,
     })
 }
 
@@ -321,10 +353,26 @@ pub(super) fn list_segments(cfg: &StoreConfig) -> Result<Vec<(u64, u64)>> {
     Ok(segs)
 }
 
+/// Removes every segment and index file of the log.
 pub(super) fn remove_segments(cfg: &StoreConfig) -> Result<()> {
-    for (start, _) in list_segments(cfg)? {
-        let path = segment_path(&cfg.dir, start);
-        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    for entry in fs::read_dir(cfg.dir.join("log"))? {
+        let path = entry?.path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("seg" | "idx")
+        ) {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
     }
     sync_dir(&cfg.dir.join("log"))
+}
+
+/// Removes one segment and its index.
+pub(super) fn remove_segment(cfg: &StoreConfig, start: u64) -> std::io::Result<()> {
+    let path = segment_path(&cfg.dir, start);
+    match fs::remove_file(index_path(&path)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    fs::remove_file(path)
 }
