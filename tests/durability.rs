@@ -340,3 +340,61 @@ fn corrupt_bytes_inside_the_log_are_caught_by_checksums() {
         "the replica waited for the relay to catch up"
     );
 }
+
+#[test]
+fn disk_full_stops_acks_keeps_serving_and_recovers() {
+    let Some(disk) = support::Tmpfs::mount("3m") else {
+        eprintln!("SKIPPED: filling a disk needs a tmpfs, and mounting one needs root");
+        return;
+    };
+    let master = Server::master(&[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 10);
+    let store = disk.path.join("store");
+    let port = master.port.to_string();
+    let relay = Relay::start_in(Some(store), &["--replicaof", "127.0.0.1", &port]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+
+    let value = "x".repeat(10_000);
+    let cmds: Vec<Vec<String>> = (0..400)
+        .map(|i| support::cmd(&["SET", &format!("big:{i}"), &value]))
+        .collect();
+    m.pipeline(&cmds);
+    wait_for("the relay to report the full disk", || {
+        let log = relay.log();
+        (
+            log.contains("No space left on device"),
+            log.lines().last().map(str::to_string),
+        )
+    });
+    let mut rc = relay.client();
+    let stored = rc.info_num("replication", "master_repl_offset");
+    assert!(
+        stored < m.info_num("replication", "master_repl_offset"),
+        "not all was stored"
+    );
+    let slave0 = m.info("replication", "slave0").unwrap_or_default();
+    let acked: i64 = slave0
+        .split("offset=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .map_or(0, |s| s.parse().unwrap());
+    assert!(
+        acked <= stored,
+        "the relay ACKed {acked} but stored only {stored}"
+    );
+    assert_eq!(
+        rc.info_num("replication", "connected_slaves"),
+        1,
+        "the replica is still served"
+    );
+
+    disk.resize("64m");
+    wait_in_sync(&master, &[&replica]);
+    assert_eq!(
+        stat(&master, "sync_full"),
+        1,
+        "recovered without a full sync"
+    );
+}

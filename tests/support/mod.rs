@@ -174,11 +174,16 @@ impl Relay {
     }
 
     pub fn start(extra: &[&str]) -> Relay {
+        Relay::start_in(None, extra)
+    }
+
+    /// Like `start`, with the store in `dir` instead of a fresh temporary directory.
+    pub fn start_in(dir: Option<PathBuf>, extra: &[&str]) -> Relay {
         let tmp = tempfile::tempdir().unwrap();
         let mut relay = Relay {
             port: free_port(),
             metrics_port: free_port(),
-            dir: tmp.path().join("data"),
+            dir: dir.unwrap_or_else(|| tmp.path().join("data")),
             args: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             log: tmp.path().join("relay.log"),
@@ -482,5 +487,48 @@ pub fn wait_in_sync(master: &Server, replicas: &[&Server]) {
                 )
             },
         );
+    }
+}
+
+/// A small tmpfs, for running out of disk space on purpose. Needs root (CI runs as root).
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` when not root: mounting is impossible, and the caller says so.
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let parent = tempfile::tempdir().unwrap();
+        let path = parent.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs as root failed");
+        Some(Tmpfs {
+            path,
+            _parent: parent,
+        })
+    }
+
+    pub fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "resizing the tmpfs failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
