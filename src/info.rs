@@ -146,7 +146,7 @@ fn replication(relay: &Relay, out: &mut String) {
         out,
         "master_failover_state:no-failover\r\nmaster_replid:{replid}\r\nmaster_replid2:{replid2}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\nrelay_snapshot_offset:{}\r\nrelay_log_disk_bytes:{}\r\n",
         u8::from(has_log),
-        state.next - state.first,
+        relay.config.backlog_size,
         state.first,
         state.next - state.first,
         state
@@ -224,6 +224,7 @@ pub fn config_values(relay: &Relay) -> Vec<(&'static str, String)> {
         ("slaveof", master),
         ("masteruser", c.masteruser.clone().unwrap_or_default()),
         ("repl-timeout", c.repl_timeout.as_secs().to_string()),
+        ("repl-backlog-size", c.backlog_size.to_string()),
         ("appendfsync", format!("{:?}", c.appendfsync).to_lowercase()),
         (
             "protected-mode",

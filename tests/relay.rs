@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Client, Relay, Server, Value, cmd, wait_for, wait_in_sync, write_mixed};
+use support::{Client, Relay, Server, Value, chain, cmd, wait_for, wait_in_sync, write_mixed};
 
 fn count(c: &mut Client, section: &str, field: &str) -> i64 {
     c.info_num(section, field)
@@ -94,12 +94,8 @@ fn info_and_role_read_like_a_chained_replica() {
 
 #[test]
 fn replica_link_killed_resumes_with_partial_resync() {
-    let master = Server::master(&[]);
-    let relay = Relay::of(master.port, &[]);
-    let replica = Server::replica_of(relay.port, &[]);
+    let (master, relay, replica) = chain(&[]);
     let mut m = master.client();
-    write_mixed(&mut m, "a", 20);
-    wait_in_sync(&master, &[&replica]);
 
     replica.client().cmd(&["CLIENT", "KILL", "TYPE", "master"]);
     write_mixed(&mut m, "b", 20);
@@ -123,12 +119,8 @@ fn replica_link_killed_resumes_with_partial_resync() {
 
 #[test]
 fn upstream_link_killed_resumes_with_partial_resync() {
-    let master = Server::master(&[]);
-    let relay = Relay::of(master.port, &[]);
-    let replica = Server::replica_of(relay.port, &[]);
+    let (master, relay, replica) = chain(&[]);
     let mut m = master.client();
-    write_mixed(&mut m, "a", 20);
-    wait_in_sync(&master, &[&replica]);
 
     m.cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
     write_mixed(&mut m, "b", 20);
@@ -138,21 +130,12 @@ fn upstream_link_killed_resumes_with_partial_resync() {
     });
     wait_in_sync(&master, &[&replica]);
     assert_eq!(
-        count(&mut m, "stats", "sync_full"),
-        1,
-        "the master did one full sync only"
+        m.syncs(),
+        (1, 1),
+        "the master continued partially, no full sync"
     );
     let mut rc = relay.client();
-    assert_eq!(
-        count(&mut rc, "stats", "sync_full"),
-        1,
-        "the replica was not resynced"
-    );
-    assert_eq!(
-        count(&mut rc, "stats", "sync_partial_ok"),
-        0,
-        "the replica stayed connected"
-    );
+    assert_eq!(rc.syncs(), (1, 0), "the replica stayed connected");
     assert!(
         relay
             .log()
@@ -208,12 +191,7 @@ fn replicaof_at_run_time_and_no_one() {
     );
     wait_in_sync(&master, &[&replica]);
     assert_eq!(r.cmd(&["GET", "k"]).text(), "2");
-    assert_eq!(
-        count(&mut m, "stats", "sync_full"),
-        1,
-        "re-attaching was a partial resync"
-    );
-    assert_eq!(count(&mut m, "stats", "sync_partial_ok"), 1);
+    assert_eq!(m.syncs(), (1, 1), "re-attaching was a partial resync");
 }
 
 #[test]
@@ -351,12 +329,8 @@ fn diskless_eof_payload_framing() {
 
 #[test]
 fn malformed_clients_get_errors_and_replicas_keep_streaming() {
-    let master = Server::master(&[]);
-    let relay = Relay::of(master.port, &[]);
-    let replica = Server::replica_of(relay.port, &[]);
+    let (master, relay, replica) = chain(&[]);
     let mut m = master.client();
-    write_mixed(&mut m, "a", 10);
-    wait_in_sync(&master, &[&replica]);
 
     let cases: [(&[u8], &str); 4] = [
         (
@@ -441,12 +415,8 @@ fn pipelined_handshake_gets_one_reply_per_command() {
 
 #[test]
 fn sigterm_then_restart_needs_no_full_sync() {
-    let master = Server::master(&[]);
-    let mut relay = Relay::of(master.port, &[]);
-    let replica = Server::replica_of(relay.port, &[]);
+    let (master, mut relay, replica) = chain(&[]);
     let mut m = master.client();
-    write_mixed(&mut m, "a", 20);
-    wait_in_sync(&master, &[&replica]);
 
     assert!(relay.terminate().success(), "clean exit on SIGTERM");
     assert!(relay.log().contains("ready to exit"));
@@ -454,18 +424,15 @@ fn sigterm_then_restart_needs_no_full_sync() {
     relay.restart();
     wait_in_sync(&master, &[&replica]);
     assert_eq!(
-        count(&mut m, "stats", "sync_full"),
-        1,
-        "the master did not full-sync again"
+        m.syncs(),
+        (1, 1),
+        "the master continued partially, no full sync"
     );
-    assert_eq!(count(&mut m, "stats", "sync_partial_ok"), 1);
-    let mut rc = relay.client();
     assert_eq!(
-        count(&mut rc, "stats", "sync_full"),
-        0,
+        relay.client().syncs(),
+        (0, 1),
         "the replica resumed partially"
     );
-    assert_eq!(count(&mut rc, "stats", "sync_partial_ok"), 1);
 }
 
 #[test]

@@ -384,6 +384,14 @@ impl Client {
             .unwrap()
     }
 
+    /// `(sync_full, sync_partial_ok)` from INFO stats: the syncs this server has served.
+    pub fn syncs(&mut self) -> (i64, i64) {
+        (
+            self.info_num("stats", "sync_full"),
+            self.info_num("stats", "sync_partial_ok"),
+        )
+    }
+
     pub fn digest(&mut self) -> String {
         self.cmd(&["DEBUG", "DIGEST"]).text()
     }
@@ -467,6 +475,17 @@ pub fn write_mixed(c: &mut Client, tag: &str, n: usize) {
             "writing the dataset: {reply:?}"
         );
     }
+}
+
+/// A master with a mixed dataset (keys `a:*`), the relay attached to it with `relay_flags`, and
+/// one replica of the relay, all in sync.
+pub fn chain(relay_flags: &[&str]) -> (Server, Relay, Server) {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, relay_flags);
+    let replica = Server::replica_of(relay.port, &[]);
+    write_mixed(&mut master.client(), "a", 20);
+    wait_in_sync(&master, &[&replica]);
+    (master, relay, replica)
 }
 
 /// Waits until every replica's data equals the master's (DEBUG DIGEST) and its offset too.
