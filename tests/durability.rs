@@ -106,17 +106,46 @@ fn kill9_during_the_relays_own_full_sync_discards_the_partial_snapshot() {
 fn kill9_while_a_replica_full_syncs() {
     let master = Server::master(&[]);
     let mut m = master.client();
-    m.cmd(&["DEBUG", "POPULATE", "20000"]);
+    let mut seed = 0x2545f4914f6cdd1du64;
+    let cmds: Vec<Vec<String>> = (0..3000)
+        .map(|i| {
+            let value: String = (0..8000)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    char::from(b'!' + (seed % 90) as u8)
+                })
+                .collect();
+            support::cmd(&["SET", &format!("random:{i}"), &value])
+        })
+        .collect();
+    m.pipeline(&cmds);
     let mut relay = Relay::of(master.port, &[]);
     wait_for("a snapshot in service", || {
         let s = relay.client().info("replication", "master_link_status");
         (s.as_deref() == Some("up"), s)
     });
-    let replica = Server::replica_of(relay.port, &[]);
+    // A replica that asks for a full sync and never reads: the 24 MB snapshot fills the socket
+    // buffers, so the relay stays in the middle of sending it.
+    let mut stuck = relay.client();
+    stuck.send_raw(b"PSYNC ? -1\r\n");
+    wait_for("the relay to be sending the snapshot", || {
+        let s = relay.client().info("replication", "slave0");
+        (
+            s.as_deref().is_some_and(|s| s.contains("state=send_bulk")),
+            s,
+        )
+    });
     relay.kill9_and_restart();
+    let replica = Server::replica_of(relay.port, &[]);
     write_mixed(&mut m, "a", 10);
     wait_in_sync(&master, &[&replica]);
-    assert_eq!(stat(&master, "sync_full"), 1, "the master forked once");
+    assert_eq!(
+        m.syncs(),
+        (1, 1),
+        "the relay resumed partially; the master forked once"
+    );
 }
 
 #[test]
@@ -189,6 +218,20 @@ fn disk_stays_bounded_with_refreshes_and_replicas_agree() {
     let late = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&early, &late]);
 
+    let mut rc = relay.client();
+    assert_eq!(
+        rc.syncs(),
+        (2, 0),
+        "the early replica streamed through every refresh"
+    );
+    let replid = rc.info("replication", "master_replid").unwrap();
+    let mut trimmed = relay.client();
+    trimmed.send_raw(format!("PSYNC {replid} 1\r\n").as_bytes());
+    let reply = trimmed.read().unwrap().text();
+    assert!(
+        reply.starts_with("FULLRESYNC"),
+        "offset 1 was trimmed: {reply}"
+    );
     let refreshes = relay_stat(&relay, "relay_snapshot_refreshes");
     assert_eq!(
         stat(&master, "total_forks"),

@@ -428,6 +428,15 @@ pub fn write_mixed(c: &mut Client, tag: &str, n: usize) {
             cmds.push(cmd(&["HSET", &k("hash"), "f1", "v1", "f2", &i.to_string()]));
             cmds.push(cmd(&["XADD", &k("stream"), "*", "field", &i.to_string()]));
             cmds.push(cmd(&["INCR", &format!("{tag}:counter")]));
+            cmds.push(cmd(&["PFADD", &k("hll"), "a", "b", &i.to_string()]));
+            cmds.push(cmd(&["SETBIT", &k("bits"), &(i * 7).to_string(), "1"]));
+            cmds.push(cmd(&[
+                "GEOADD",
+                &k("geo"),
+                "13.36",
+                "38.11",
+                &format!("p{i}"),
+            ]));
         }
         let big = "x".repeat(100);
         let fields: Vec<String> = (0..200)
