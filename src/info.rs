@@ -2,14 +2,23 @@
 //! `redis-cli info replication`, Sentinel-style probes and dashboards read the relay like a
 //! chained replica.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::decode::SnapshotStats;
 use crate::downstream::{Client, ReplicaState};
 use crate::relay::{LinkState, Relay, Stats};
 use crate::resp::Reply;
 use crate::store::NULL_REPLID;
 
-const SECTIONS: [&str; 4] = ["server", "clients", "replication", "stats"];
+const SECTIONS: [&str; 6] = [
+    "server",
+    "clients",
+    "replication",
+    "stats",
+    "keyspace",
+    "relay",
+];
 
 pub fn info(relay: &Relay, args: &[bytes::Bytes]) -> String {
     let wanted: Vec<String> = args
@@ -32,7 +41,9 @@ pub fn info(relay: &Relay, args: &[bytes::Bytes]) -> String {
             "server" => server(relay, &mut out),
             "clients" => clients(relay, &mut out),
             "replication" => replication(relay, &mut out),
-            _ => stats(relay, &mut out),
+            "stats" => stats(relay, &mut out),
+            "keyspace" => keyspace(relay, &mut out),
+            _ => relay_section(relay, &mut out),
         }
     }
     out
@@ -144,16 +155,11 @@ fn replication(relay: &Relay, out: &mut String) {
     let has_log = state.ident.is_some();
     let _ = write!(
         out,
-        "master_failover_state:no-failover\r\nmaster_replid:{replid}\r\nmaster_replid2:{replid2}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\nrelay_snapshot_offset:{}\r\nrelay_log_disk_bytes:{}\r\n",
+        "master_failover_state:no-failover\r\nmaster_replid:{replid}\r\nmaster_replid2:{replid2}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n",
         u8::from(has_log),
         relay.config.backlog_size,
         state.first,
         state.next - state.first,
-        state
-            .ident
-            .as_ref()
-            .map_or(-1, |id| id.snapshot_offset as i64),
-        relay.store.log_disk_bytes(),
     );
 }
 
@@ -171,6 +177,81 @@ fn stats(relay: &Relay, out: &mut String) {
         Stats::get(&s.upstream_partial_syncs),
         Stats::get(&s.upstream_sync_failures),
         Stats::get(&s.snapshot_refreshes),
+    );
+}
+
+/// Keys per db as the snapshot in service holds them (at its offset, not live: the relay
+/// applies no commands).
+fn keyspace(relay: &Relay, out: &mut String) {
+    out.push_str("# Keyspace\r\n");
+    if let Some(stats) = relay.store.snapshot_stats() {
+        for (db, d) in &stats.dbs {
+            let _ = write!(
+                out,
+                "db{db}:keys={},expires={},avg_ttl=0\r\n",
+                d.keys, d.expires
+            );
+        }
+    }
+}
+
+/// The store: the snapshot in service, what decoding learned of it, and the log.
+fn relay_section(relay: &Relay, out: &mut String) {
+    let state = relay.store.view();
+    out.push_str("# Relay\r\n");
+    if let Some(id) = &state.ident {
+        let _ = write!(
+            out,
+            "relay_snapshot_file:{}\r\nrelay_snapshot_offset:{}\r\nrelay_snapshot_bytes:{}\r\n",
+            id.snapshot, id.snapshot_offset, id.snapshot_size
+        );
+    }
+    match relay.store.snapshot_stats() {
+        Some(s) => snapshot_facts(&s, out),
+        None if state.ident.is_some() => out.push_str("relay_snapshot_decoded:pending\r\n"),
+        None => {}
+    }
+    let _ = write!(
+        out,
+        "relay_log_first_offset:{}\r\nrelay_log_next_offset:{}\r\nrelay_log_disk_bytes:{}\r\nrelay_snapshot_refreshing:{}\r\n",
+        state.first,
+        state.next,
+        relay.store.log_disk_bytes(),
+        u8::from(state.refreshing)
+    );
+}
+
+fn snapshot_facts(s: &SnapshotStats, out: &mut String) {
+    let joined = |m: &BTreeMap<&str, u64>| {
+        m.iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut types = BTreeMap::new();
+    for d in s.dbs.values() {
+        for (k, n) in &d.types {
+            *types.entry(*k).or_insert(0) += n;
+        }
+    }
+    let aux = |k: &str| s.aux.get(k).cloned().unwrap_or_default();
+    let server = if s.aux.contains_key("valkey-ver") {
+        aux("valkey-ver")
+    } else {
+        aux("redis-ver")
+    };
+    let decoded = s
+        .error
+        .as_deref()
+        .map_or("ok".to_string(), |e| format!("incomplete ({e})"));
+    let _ = write!(
+        out,
+        "relay_snapshot_decoded:{decoded}\r\nrelay_snapshot_rdb_version:{}\r\nrelay_snapshot_server_version:{server}\r\nrelay_snapshot_ctime:{}\r\nrelay_snapshot_keys:{}\r\nrelay_snapshot_types:{}\r\nrelay_snapshot_not_decoded:{}\r\n",
+        s.rdb_version,
+        aux("ctime"),
+        s.keys(),
+        joined(&types),
+        joined(&s.not_decoded),
     );
 }
 

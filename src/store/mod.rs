@@ -24,7 +24,7 @@ mod writer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
@@ -36,12 +36,14 @@ use tail::Tail;
 pub use writer::WriterStatus;
 use writer::{Op, Writer};
 
-use crate::decode::SnapshotFacts;
+use crate::decode::{SnapshotFacts, SnapshotStats};
 
 /// Longest read from a segment file for one downstream write.
 const DISK_READ: usize = 512 * 1024;
 /// Recent stream bytes kept in memory for replicas that keep up.
 pub const TAIL_BYTES: usize = 4 * 1024 * 1024;
+/// Decoded statistics kept: the snapshot in service and ones arriving.
+const STATS_KEPT: usize = 3;
 /// Stream chunks queued for the writer before the upstream link waits (about 16 MiB).
 const QUEUE: usize = 256;
 
@@ -113,9 +115,19 @@ struct Shared {
     dir: PathBuf,
     state: RwLock<State>,
     changed: watch::Sender<u64>,
+    /// What decoding learned, by snapshot file name; only the newest few are kept.
+    stats: Mutex<Vec<(String, Arc<SnapshotStats>)>>,
 }
 
 impl Shared {
+    fn file_stats(&self, name: String, stats: SnapshotStats) {
+        let mut all = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|(n, _)| *n != name);
+        all.push((name, Arc::new(stats)));
+        let excess = all.len().saturating_sub(STATS_KEPT);
+        all.drain(..excess);
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -153,6 +165,7 @@ impl Store {
             dir: cfg.dir.clone(),
             state: RwLock::new(State::default()),
             changed,
+            stats: Mutex::new(Vec::new()),
         });
         let (writer, status) = Writer::recover(shared.clone(), cfg)?;
         let (ops, rx) = mpsc::channel(QUEUE);
@@ -184,6 +197,13 @@ impl Store {
             pins: BTreeMap::new(),
             tail: Tail::default(),
         }
+    }
+
+    /// What decoding learned about the snapshot in service, once it is decoded.
+    pub fn snapshot_stats(&self) -> Option<Arc<SnapshotStats>> {
+        let name = self.shared.read().ident.as_ref()?.snapshot.clone();
+        let all = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone())
     }
 
     /// The offset after the last visible byte.

@@ -12,11 +12,12 @@ use tracing::{info, warn};
 
 use super::identity::Identity;
 use super::index::{Index, trusted_len};
-use super::snapshot::Incomings;
+use super::snapshot::{Incomings, spawn_decoder};
 use super::writer::{
     Segment, Writer, WriterStatus, create_segment, list_segments, remove_segment, remove_segments,
 };
 use super::{Shared, StoreConfig, segment_path};
+use crate::decode::Follow;
 use crate::feed::Scanner;
 
 /// The recovered log: segment starts, the open last segment, and the offset after its last
@@ -46,6 +47,9 @@ impl Writer {
             ack: ident.as_ref().map(|_| next - 1),
             ..WriterStatus::default()
         });
+        if let Some(id) = &ident {
+            decode_in_background(&shared, &cfg, id);
+        }
         if let (Some(id), Some(r)) = (&ident, &recovered) {
             info!(
                 "Store recovered: replid {} snapshot at offset {}, backlog {}..{}",
@@ -72,6 +76,22 @@ impl Writer {
             status,
         };
         Ok((writer, rx))
+    }
+}
+
+/// The snapshot in service is decoded again after a restart, for INFO and metrics.
+fn decode_in_background(shared: &Arc<Shared>, cfg: &StoreConfig, ident: &Identity) {
+    match File::open(cfg.dir.join("snapshots").join(&ident.snapshot)) {
+        Ok(file) => {
+            let follow = Follow::complete(ident.snapshot_size);
+            spawn_decoder(
+                shared.clone(),
+                ident.snapshot.clone(),
+                follow.reader(file),
+                follow,
+            );
+        }
+        Err(e) => warn!("Cannot decode snapshot {}: {e}", ident.snapshot),
     }
 }
 

@@ -7,15 +7,17 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use tracing::{info, warn};
 
-use super::Receiving;
 use super::identity::{Identity, NULL_REPLID, sync_dir};
 use super::writer::{Writer, create_segment, remove_segments};
-use crate::decode::{SnapshotCheck, SnapshotFacts};
+use super::{Receiving, Shared};
+use crate::decode::{Follow, FollowReader, SnapshotCheck, SnapshotFacts, SnapshotStats, analyze};
 use crate::feed::Scanner;
 
 /// Which upstream connection a snapshot comes from.
@@ -31,6 +33,8 @@ pub(super) struct Incoming {
     tmp: PathBuf,
     name: String,
     file: Option<File>,
+    /// Lets the decoder thread read the file as it is written.
+    follow: Follow,
     replid: String,
     offset: u64,
     size: u64,
@@ -39,18 +43,28 @@ pub(super) struct Incoming {
 }
 
 impl Incoming {
-    fn create(dir: &Path, replid: String, offset: u64) -> Incoming {
+    fn create(shared: &Arc<Shared>, replid: String, offset: u64) -> Incoming {
         let name = format!("{replid}-{offset}.rdb");
-        let tmp = dir.join("snapshots").join(format!("{name}.tmp"));
+        let tmp = shared.dir.join("snapshots").join(format!("{name}.tmp"));
         let (file, error) = match File::create(&tmp) {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(format!("creating {}: {e}", tmp.display()))),
         };
+        let follow = Follow::default();
+        if let Ok(reader) = File::open(&tmp) {
+            spawn_decoder(
+                shared.clone(),
+                name.clone(),
+                follow.reader(reader),
+                follow.clone(),
+            );
+        }
         let check = SnapshotCheck::default();
         Incoming {
             tmp,
             name,
             file,
+            follow,
             replid,
             offset,
             size: 0,
@@ -60,10 +74,11 @@ impl Incoming {
     }
 
     fn write(&mut self, data: &[u8]) {
-        if let (None, Some(f)) = (&self.error, &mut self.file)
-            && let Err(e) = f.write_all(data)
-        {
-            self.error = Some(format!("writing {}: {e}", self.tmp.display()));
+        if let (None, Some(f)) = (&self.error, &mut self.file) {
+            match f.write_all(data) {
+                Ok(()) => self.follow.written(data.len() as u64),
+                Err(e) => self.error = Some(format!("writing {}: {e}", self.tmp.display())),
+            }
         }
         self.check.update(data);
         self.size += data.len() as u64;
@@ -74,7 +89,10 @@ impl Incoming {
         let check = std::mem::take(&mut self.check);
         let kept = self.keep(check);
         if kept.is_err() {
+            self.follow.abort();
             let _ = fs::remove_file(&self.tmp);
+        } else {
+            self.follow.done();
         }
         let facts = kept?;
         let ident = Identity {
@@ -102,6 +120,7 @@ impl Incoming {
     }
 
     fn discard(self) {
+        self.follow.abort();
         let _ = fs::remove_file(&self.tmp);
     }
 }
@@ -126,7 +145,7 @@ impl Incomings {
 impl Writer {
     pub(super) fn begin_snapshot(&mut self, slot: Slot, replid: String, offset: u64) {
         self.abort_snapshot(slot);
-        let incoming = Incoming::create(&self.cfg.dir, replid, offset);
+        let incoming = Incoming::create(&self.shared, replid, offset);
         *self.incoming.slot(slot) = Some(incoming);
         self.shared.update(|st| match slot {
             Slot::Main => st.receiving = Some(Receiving { received: 0 }),
@@ -288,4 +307,47 @@ impl Writer {
             st.epoch += 1;
         });
     }
+}
+
+/// Decodes a snapshot on its own thread and files what it learned under the snapshot's name.
+pub(super) fn spawn_decoder(
+    shared: Arc<Shared>,
+    name: String,
+    reader: FollowReader,
+    follow: Follow,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("rdb-decoder".into())
+        .spawn(move || {
+            let stats = analyze(reader);
+            if follow.aborted() {
+                return;
+            }
+            match &stats.error {
+                None => info!(
+                    "Snapshot {name} decoded: {} keys in {} databases (RDB version {}){}",
+                    stats.keys(),
+                    stats.dbs.len(),
+                    stats.rdb_version,
+                    not_decoded_note(&stats)
+                ),
+                Some(e) => warn!("Snapshot {name}: {e}; its statistics are incomplete"),
+            }
+            shared.file_stats(name, stats);
+        });
+    if let Err(e) = spawned {
+        warn!("Cannot start the snapshot decoder: {e}");
+    }
+}
+
+fn not_decoded_note(stats: &SnapshotStats) -> String {
+    if stats.not_decoded.is_empty() {
+        return String::new();
+    }
+    let kinds: Vec<String> = stats
+        .not_decoded
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    format!("; counted by type only: {}", kinds.join(", "))
 }

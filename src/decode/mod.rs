@@ -1,0 +1,10 @@
+//! Understanding what flows through: snapshots are verified (`check`) and summarised (`stats`)
+//! while they arrive, from the same bytes that are written to disk (`follow`).
+
+mod check;
+mod follow;
+mod stats;
+
+pub use check::{SnapshotCheck, SnapshotFacts};
+pub use follow::{Follow, FollowReader};
+pub use stats::{SnapshotStats, analyze};
