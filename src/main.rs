@@ -8,6 +8,7 @@ mod decode;
 mod downstream;
 mod feed;
 mod info;
+mod inspect;
 mod relay;
 mod resp;
 mod store;
@@ -29,14 +30,33 @@ use crate::config::{Config, LogFormat, RelayArgs};
 /// replicas attach, and a replica that reconnects continues with a partial resync from the
 /// relay's disk backlog.
 #[derive(Parser)]
-#[command(name = "replica-relay", version, about, long_about)]
+#[command(
+    name = "replica-relay",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    tool: Option<Tool>,
     #[command(flatten)]
     relay: RelayArgs,
 }
 
+/// Tools in the same binary. Without one, replica-relay runs the relay.
+#[derive(clap::Subcommand)]
+enum Tool {
+    /// Summarise a snapshot (an RDB file) or a relay's store directory; exits 1 if damaged.
+    Inspect(inspect::InspectArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.tool {
+        Some(Tool::Inspect(args)) => return tool_exit(inspect::run(args)),
+        None => {}
+    }
     let config = match Config::resolve(cli.relay) {
         Ok(c) => c,
         Err(e) => {
@@ -62,6 +82,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("Fatal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tool_exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("replica-relay: {e:#}");
             ExitCode::FAILURE
         }
     }

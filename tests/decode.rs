@@ -45,3 +45,61 @@ fn decoded_key_counts_match_the_master_per_db() {
         );
     }
 }
+
+fn inspect(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .arg("inspect")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn inspect_reports_a_store_and_refuses_a_damaged_snapshot() {
+    let master = Server::master(&[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 20);
+    let dbsize: i64 = keyspace(&mut m).iter().map(|(_, keys, _)| keys).sum();
+    let mut relay = Relay::of(master.port, &[]);
+    wait_for("a snapshot in service", || {
+        let s = relay.client().info("replication", "master_link_status");
+        (s.as_deref() == Some("up"), s)
+    });
+    assert!(relay.terminate().success());
+
+    let out = inspect(&[relay.dir.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: i64 = report["dbs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|d| d["keys"].as_i64().unwrap())
+        .sum();
+    assert_eq!(keys, dbsize);
+    assert_eq!(report["checksum"], "ok");
+    assert_eq!(
+        report["store"]["replid"],
+        m.info("replication", "master_replid").unwrap()
+    );
+    let text =
+        String::from_utf8_lossy(&inspect(&[relay.dir.to_str().unwrap()]).stdout).into_owned();
+    assert!(
+        text.contains("largest keys") && text.contains("db3"),
+        "{text}"
+    );
+
+    let snapshot = report["file"].as_str().unwrap();
+    let mut bytes = std::fs::read(snapshot).unwrap();
+    let damaged = relay.dir.join("damaged.rdb");
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = inspect(&[damaged.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("damaged") && err.contains("byte"), "{err}");
+}

@@ -370,6 +370,52 @@ impl Store {
     }
 }
 
+/// What a store directory holds, read without opening it for writing (for `inspect`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreSummary {
+    pub replid: String,
+    pub replid2: String,
+    pub second_replid_offset: i64,
+    pub snapshot: PathBuf,
+    pub snapshot_offset: u64,
+    /// Offset of the first byte in the log, and of the byte after the last.
+    pub log_first: u64,
+    pub log_next: u64,
+    pub log_segments: usize,
+    pub log_bytes: u64,
+}
+
+pub fn describe(dir: &Path) -> Result<StoreSummary> {
+    let ident = Identity::load(&dir.join("identity"))?.with_context(|| {
+        format!(
+            "{} holds no identity file: not a replica-relay store",
+            dir.display()
+        )
+    })?;
+    let cfg = StoreConfig {
+        dir: dir.into(),
+        fsync: Fsync::No,
+        segment_size: 0,
+        backlog_size: 0,
+    };
+    let segs = writer::list_segments(&cfg)?;
+    let (first, next) = match (segs.first(), segs.last()) {
+        (Some(f), Some(l)) => (f.0, l.0 + l.1),
+        _ => (ident.snapshot_offset + 1, ident.snapshot_offset + 1),
+    };
+    Ok(StoreSummary {
+        snapshot: dir.join("snapshots").join(&ident.snapshot),
+        replid: ident.replid,
+        replid2: ident.replid2,
+        second_replid_offset: ident.second_replid_offset,
+        snapshot_offset: ident.snapshot_offset,
+        log_first: first,
+        log_next: next,
+        log_segments: segs.len(),
+        log_bytes: segs.iter().map(|s| s.1).sum(),
+    })
+}
+
 fn segment_path(dir: &Path, start: u64) -> PathBuf {
     dir.join("log").join(format!("{start:020}.seg"))
 }
