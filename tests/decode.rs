@@ -103,3 +103,109 @@ fn inspect_reports_a_store_and_refuses_a_damaged_snapshot() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("damaged") && err.contains("byte"), "{err}");
 }
+
+/// A master for what a real one cannot do: it answers the handshake, then sends `payload`
+/// after `+FULLRESYNC` and closes. Returns its port.
+fn fake_master(payload: Vec<u8>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(mut sock) = sock else { return };
+            let mut seen = Vec::new();
+            let mut wait_for = |needle: &[u8], count: usize, sock: &mut std::net::TcpStream| {
+                let mut buf = [0u8; 4096];
+                while seen.windows(needle.len()).filter(|w| *w == needle).count() < count {
+                    match sock.read(&mut buf) {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                true
+            };
+            if !wait_for(b"PING", 1, &mut sock) || sock.write_all(b"+PONG\r\n").is_err() {
+                continue;
+            }
+            if !wait_for(b"REPLCONF", 2, &mut sock) || sock.write_all(b"+OK\r\n+OK\r\n").is_err() {
+                continue;
+            }
+            if wait_for(b"PSYNC", 1, &mut sock) {
+                let mut out = format!("+FULLRESYNC {} 100\r\n", "f".repeat(40)).into_bytes();
+                out.extend_from_slice(&payload);
+                let _ = sock.write_all(&out);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn corrupt_snapshots_are_rejected_and_the_good_one_stays() {
+    let master = Server::master(&[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 10);
+    let relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    support::wait_in_sync(&master, &[&replica]);
+    let mut rc = relay.client();
+    let in_service = rc.info("relay", "relay_snapshot_file").unwrap();
+    let good = std::fs::read(relay.dir.join("snapshots").join(&in_service)).unwrap();
+
+    let framed = |rdb: &[u8]| [format!("${}\r\n", rdb.len()).as_bytes(), rdb].concat();
+    let mut bad_crc = good.clone();
+    bad_crc[good.len() / 2] ^= 0x55;
+    let mut bad_mark = format!("$EOF:{}\r\n", "a".repeat(40)).into_bytes();
+    bad_mark.extend_from_slice(&good);
+    bad_mark.extend_from_slice("b".repeat(40).as_bytes());
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("bad CRC", framed(&bad_crc), "checksum mismatch"),
+        (
+            "truncated",
+            framed(&good)[..good.len() / 2].to_vec(),
+            "Connection with master lost",
+        ),
+        ("wrong EOF mark", bad_mark, "Connection with master lost"),
+        (
+            "garbage header",
+            framed(b"GARBAGE!!! this is not an RDB file at all"),
+            "bad signature",
+        ),
+    ];
+    for (name, payload, expected) in cases {
+        let before = relay.log().matches(expected).count();
+        let failures = rc.info_num("stats", "relay_upstream_sync_failures");
+        let fake = fake_master(payload);
+        rc.cmd(&["REPLICAOF", "127.0.0.1", &fake.to_string()]);
+        wait_for(&format!("the relay to reject the {name} snapshot"), || {
+            let n = relay.log().matches(expected).count();
+            (n > before, n)
+        });
+        if expected != "Connection with master lost" {
+            assert!(
+                rc.info_num("stats", "relay_upstream_sync_failures") > failures,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            rc.info("relay", "relay_snapshot_file"),
+            Some(in_service.clone()),
+            "{name}"
+        );
+        let leftovers = std::fs::read_dir(relay.dir.join("snapshots"))
+            .unwrap()
+            .count();
+        assert!(
+            leftovers <= 2,
+            "{name}: at most the good snapshot and one in progress"
+        );
+    }
+    rc.cmd(&["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+    write_mixed(&mut m, "b", 5);
+    support::wait_in_sync(&master, &[&replica]);
+    assert_eq!(
+        m.syncs(),
+        (1, 1),
+        "back on the real master: a partial resync"
+    );
+}
