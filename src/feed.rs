@@ -16,7 +16,135 @@ pub enum Command {
     Getack,
     Ping,
     Select(u32),
-    Other,
+    /// Any other command, by its lowercase name if it is one of `KNOWN`, else "other".
+    Data(&'static str),
+}
+
+/// Command names counted one by one; the rest are counted as "other", so the set of names
+/// (and of metric labels) stays bounded whatever the stream carries.
+const KNOWN: [&str; 112] = [
+    "append",
+    "bitfield",
+    "bitop",
+    "blmove",
+    "blmpop",
+    "blpop",
+    "brpop",
+    "brpoplpush",
+    "bzmpop",
+    "bzpopmax",
+    "bzpopmin",
+    "copy",
+    "decr",
+    "decrby",
+    "del",
+    "eval",
+    "evalsha",
+    "exec",
+    "expire",
+    "expireat",
+    "fcall",
+    "flushall",
+    "flushdb",
+    "function",
+    "geoadd",
+    "georadius",
+    "geosearchstore",
+    "getdel",
+    "getex",
+    "getset",
+    "hdel",
+    "hexpire",
+    "hexpireat",
+    "hincrby",
+    "hincrbyfloat",
+    "hmset",
+    "hpersist",
+    "hpexpire",
+    "hpexpireat",
+    "hset",
+    "hsetnx",
+    "incr",
+    "incrby",
+    "incrbyfloat",
+    "linsert",
+    "lmove",
+    "lmpop",
+    "lpop",
+    "lpush",
+    "lpushx",
+    "lrem",
+    "lset",
+    "ltrim",
+    "move",
+    "mset",
+    "msetnx",
+    "multi",
+    "persist",
+    "pexpire",
+    "pexpireat",
+    "pfadd",
+    "pfcount",
+    "pfmerge",
+    "psetex",
+    "publish",
+    "rename",
+    "renamenx",
+    "replconf",
+    "restore",
+    "rpop",
+    "rpoplpush",
+    "rpush",
+    "rpushx",
+    "sadd",
+    "script",
+    "sdiffstore",
+    "set",
+    "setbit",
+    "setex",
+    "setnx",
+    "setrange",
+    "sinterstore",
+    "smove",
+    "sort",
+    "spop",
+    "spublish",
+    "srem",
+    "sunionstore",
+    "swapdb",
+    "unlink",
+    "xack",
+    "xadd",
+    "xautoclaim",
+    "xclaim",
+    "xdel",
+    "xgroup",
+    "xsetid",
+    "xtrim",
+    "zadd",
+    "zdiffstore",
+    "zincrby",
+    "zinterstore",
+    "zmpop",
+    "zpopmax",
+    "zpopmin",
+    "zrangestore",
+    "zrem",
+    "zremrangebylex",
+    "zremrangebyrank",
+    "zremrangebyscore",
+    "zunionstore",
+    "hgetdel",
+];
+
+fn known(name: &[u8]) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    let lower = std::str::from_utf8(&lower).unwrap_or("");
+    KNOWN
+        .iter()
+        .find(|k| **k == lower)
+        .copied()
+        .unwrap_or("other")
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -180,9 +308,9 @@ impl Scanner {
             std::str::from_utf8(first)
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .map_or(Command::Other, Command::Select)
+                .map_or(Command::Data("select"), Command::Select)
         } else {
-            Command::Other
+            Command::Data(known(name))
         }
     }
 
@@ -216,7 +344,7 @@ mod tests {
     fn finds_boundaries_at_every_split_point() {
         let expected = vec![
             (100 + 23, Command::Select(3)),
-            (100 + 23 + 31, Command::Other),
+            (100 + 23 + 31, Command::Data("set")),
             (100 + 23 + 31 + 2 + 14, Command::Ping),
             (100 + STREAM.len() as u64, Command::Getack),
         ];

@@ -211,6 +211,7 @@ fn relay_section(relay: &Relay, out: &mut String) {
         None if state.ident.is_some() => out.push_str("relay_snapshot_decoded:pending\r\n"),
         None => {}
     }
+    stream_facts(&relay.store.stream_stats(), out);
     let _ = write!(
         out,
         "relay_log_first_offset:{}\r\nrelay_log_next_offset:{}\r\nrelay_log_disk_bytes:{}\r\nrelay_snapshot_refreshing:{}\r\n",
@@ -218,6 +219,22 @@ fn relay_section(relay: &Relay, out: &mut String) {
         state.next,
         relay.store.log_disk_bytes(),
         u8::from(state.refreshing)
+    );
+}
+
+fn stream_facts(s: &crate::decode::StreamStats, out: &mut String) {
+    let commands: Vec<String> = s.commands.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    let dbs: Vec<String> = s.dbs.iter().map(|(db, n)| format!("db{db}={n}")).collect();
+    let _ = write!(
+        out,
+        "relay_stream_bytes:{}\r\nrelay_stream_bytes_per_sec:{:.0}\r\nrelay_stream_commands:{}\r\nrelay_stream_commands_per_db:{}\r\nrelay_stream_multi_blocks:{}\r\nrelay_stream_pings:{}\r\nrelay_stream_getacks:{}\r\n",
+        s.bytes,
+        s.bytes_per_sec,
+        commands.join(","),
+        dbs.join(","),
+        s.multi_blocks,
+        s.pings,
+        s.getacks
     );
 }
 

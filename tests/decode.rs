@@ -209,3 +209,82 @@ fn corrupt_snapshots_are_rejected_and_the_good_one_stays() {
         "back on the real master: a partial resync"
     );
 }
+
+#[test]
+fn stream_commands_are_counted_by_name_and_db() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let mut rc = relay.client();
+    wait_for("the link to be up", || {
+        let s = rc.info("replication", "master_link_status");
+        (s.as_deref() == Some("up"), s)
+    });
+    let mut m = master.client();
+    let mut cmds: Vec<Vec<String>> = (0..10)
+        .map(|i| support::cmd(&["SET", &format!("k{i}"), "v"]))
+        .collect();
+    cmds.extend((0..3).map(|i| support::cmd(&["HSET", "h", &format!("f{i}"), "v"])));
+    cmds.extend([
+        support::cmd(&["MULTI"]),
+        support::cmd(&["SET", "a", "1"]),
+        support::cmd(&["SET", "b", "2"]),
+        support::cmd(&["EXEC"]),
+    ]);
+    cmds.push(support::cmd(&["SELECT", "2"]));
+    cmds.extend((0..4).map(|_| support::cmd(&["INCR", "n"])));
+    cmds.push(support::cmd(&["OBJECT", "FREQ", "n"]));
+    m.pipeline(&cmds);
+    let seen = wait_for("the stream counters", || {
+        let c = rc
+            .info("relay", "relay_stream_commands")
+            .unwrap_or_default();
+        (c.contains("set=12"), c)
+    });
+    assert!(
+        seen.contains("hset=3") && seen.contains("incr=4") && seen.contains("multi=1"),
+        "{seen}"
+    );
+    let dbs = rc.info("relay", "relay_stream_commands_per_db").unwrap();
+    assert_eq!(dbs, "db0=17,db2=4");
+    assert_eq!(rc.info_num("relay", "relay_stream_multi_blocks"), 1);
+}
+
+#[test]
+fn a_stream_that_does_not_parse_drops_the_link_at_the_last_good_offset() {
+    let master = Server::master(&[]);
+    let mut good = Relay::of(master.port, &[]);
+    wait_for("a snapshot", || {
+        let s = good.client().info("relay", "relay_snapshot_file");
+        (s.is_some(), s)
+    });
+    assert!(good.terminate().success());
+    let name = std::fs::read_dir(good.dir.join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let rdb = std::fs::read(name.path()).unwrap();
+    let mut payload = format!("${}\r\n", rdb.len()).into_bytes();
+    payload.extend_from_slice(&rdb);
+    payload.extend_from_slice(b"*1\r\n$4\r\nPING\r\nGARBAGE\r\n");
+    let fake = fake_master(payload);
+    let relay = Relay::of(fake, &[]);
+    wait_for("the protocol error to be logged with its offset", || {
+        let log = relay.log();
+        (
+            log.contains("protocol error in the replication stream at offset 115"),
+            log.len(),
+        )
+    });
+    assert_eq!(
+        relay.client().info_num("replication", "master_repl_offset"),
+        114
+    );
+    wait_for("a partial resync from the last good offset", || {
+        let log = relay.log();
+        (
+            log.contains(&format!("request {}:115", "f".repeat(40))),
+            log.len(),
+        )
+    });
+}

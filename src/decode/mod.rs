@@ -4,7 +4,9 @@
 mod check;
 mod follow;
 mod stats;
+mod stream;
 
 pub use check::{SnapshotCheck, SnapshotFacts};
 pub use follow::{Follow, FollowReader};
 pub use stats::{SnapshotStats, analyze};
+pub use stream::StreamStats;

@@ -36,7 +36,7 @@ use tail::Tail;
 pub use writer::WriterStatus;
 use writer::{Op, Writer};
 
-use crate::decode::{SnapshotFacts, SnapshotStats};
+use crate::decode::{SnapshotFacts, SnapshotStats, StreamStats};
 
 /// Longest read from a segment file for one downstream write.
 const DISK_READ: usize = 512 * 1024;
@@ -117,6 +117,8 @@ struct Shared {
     changed: watch::Sender<u64>,
     /// What decoding learned, by snapshot file name; only the newest few are kept.
     stats: Mutex<Vec<(String, Arc<SnapshotStats>)>>,
+    /// What the stream carried since start, refreshed every second.
+    feed: Mutex<StreamStats>,
 }
 
 impl Shared {
@@ -166,6 +168,7 @@ impl Store {
             state: RwLock::new(State::default()),
             changed,
             stats: Mutex::new(Vec::new()),
+            feed: Mutex::new(StreamStats::default()),
         });
         let (writer, status) = Writer::recover(shared.clone(), cfg)?;
         let (ops, rx) = mpsc::channel(QUEUE);
@@ -204,6 +207,15 @@ impl Store {
         let name = self.shared.read().ident.as_ref()?.snapshot.clone();
         let all = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
         all.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone())
+    }
+
+    /// What the stream carried since start, as of the last second.
+    pub fn stream_stats(&self) -> StreamStats {
+        self.shared
+            .feed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The offset after the last visible byte.

@@ -17,7 +17,7 @@ use super::writer::{
     Segment, Writer, WriterStatus, create_segment, list_segments, remove_segment, remove_segments,
 };
 use super::{Shared, StoreConfig, segment_path};
-use crate::decode::Follow;
+use crate::decode::{Follow, StreamStats};
 use crate::feed::Scanner;
 
 /// The recovered log: segment starts, the open last segment, and the offset after its last
@@ -73,6 +73,7 @@ impl Writer {
             synced: next,
             scanner: Scanner::at(next),
             incoming: Incomings::default(),
+            feed: StreamStats::default(),
             status,
         };
         Ok((writer, rx))

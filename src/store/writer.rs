@@ -18,7 +18,7 @@ use super::identity::sync_dir;
 use super::index::{Index, index_path};
 use super::snapshot::{Incomings, Slot};
 use super::{Fsync, Shared, StoreConfig, TAIL_BYTES, segment_path};
-use crate::decode::SnapshotFacts;
+use crate::decode::{SnapshotFacts, StreamStats};
 use crate::feed::{Command, Scanner};
 
 pub(super) enum Op {
@@ -79,6 +79,7 @@ pub(super) struct Writer {
     pub(super) scanner: Scanner,
     pub(super) incoming: Incomings,
     pub(super) status: watch::Sender<WriterStatus>,
+    pub(super) feed: StreamStats,
 }
 
 impl Writer {
@@ -115,11 +116,15 @@ impl Writer {
             Op::AbortSnapshot(slot) => self.abort_snapshot(slot),
             Op::Continue(replid) => self.shift_replid(replid),
             Op::Stream(data) => self.stream(data),
-            Op::Tick if self.cfg.fsync == Fsync::Everysec => self.sync(),
             Op::Tick => {
-                if let Some(seg) = &mut self.seg {
-                    seg.checkpoint();
+                match (&mut self.seg, self.cfg.fsync) {
+                    (_, Fsync::Everysec) => self.sync(),
+                    (Some(seg), _) => seg.checkpoint(),
+                    (None, _) => {}
                 }
+                self.feed.sample();
+                let feed = self.feed.clone();
+                *self.shared.feed.lock().unwrap_or_else(|e| e.into_inner()) = feed;
             }
             Op::Flush(reply) => {
                 self.sync();
@@ -214,10 +219,13 @@ impl Writer {
         let start = self.written;
         let mut ends = Vec::new();
         let mut getacks = 0;
+        let feed = &mut self.feed;
         let scanned = self.scanner.scan(&data, |end, cmd| {
             ends.push(end);
             getacks += u64::from(cmd == Command::Getack);
+            feed.count(cmd);
         });
+        self.feed.bytes += data.len() as u64;
         let data = match scanned {
             Ok(()) => data,
             Err(e) => {
