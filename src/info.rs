@@ -263,7 +263,8 @@ fn snapshot_facts(s: &SnapshotStats, out: &mut String) {
         .map_or("ok".to_string(), |e| format!("incomplete ({e})"));
     let _ = write!(
         out,
-        "relay_snapshot_decoded:{decoded}\r\nrelay_snapshot_rdb_version:{}\r\nrelay_snapshot_server_version:{server}\r\nrelay_snapshot_ctime:{}\r\nrelay_snapshot_keys:{}\r\nrelay_snapshot_types:{}\r\nrelay_snapshot_not_decoded:{}\r\n",
+        "relay_snapshot_decoded:{decoded}\r\nrelay_snapshot_format:{}\r\nrelay_snapshot_rdb_version:{}\r\nrelay_snapshot_server_version:{server}\r\nrelay_snapshot_ctime:{}\r\nrelay_snapshot_keys:{}\r\nrelay_snapshot_types:{}\r\nrelay_snapshot_not_decoded:{}\r\n",
+        s.signature,
         s.rdb_version,
         aux("ctime"),
         s.keys(),

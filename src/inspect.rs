@@ -95,7 +95,11 @@ fn text(r: &Report) -> String {
     let s = &r.stats;
     let mut out = String::new();
     let _ = writeln!(out, "snapshot   {} ({} bytes)", r.file.display(), r.bytes);
-    let _ = writeln!(out, "format     RDB version {}", s.rdb_version);
+    let _ = writeln!(
+        out,
+        "format     {} (decoded as RDB version {})",
+        s.signature, s.rdb_version
+    );
     let _ = writeln!(out, "checksum   {}", r.checksum);
     for (k, v) in &s.aux {
         let _ = writeln!(out, "aux        {k} = {v}");

@@ -288,3 +288,27 @@ fn a_stream_that_does_not_parse_drops_the_link_at_the_last_good_offset() {
         )
     });
 }
+
+#[test]
+fn decoded_key_counts_match_masters_of_other_versions() {
+    let names = ["redis-6.2.14", "redis-8.2.3", "valkey-9.1.2"];
+    let Some(servers) = support::other_servers(&names) else {
+        eprintln!("SKIPPED: set REDIS_SERVERS_DIR (scripts/test installs the servers and sets it)");
+        return;
+    };
+    for (name, bin) in servers {
+        let master = Server::start_bin(&bin, support::free_port(), &[]);
+        let mut m = master.client();
+        write_mixed(&mut m, "a", 20);
+        let expected = keyspace(&mut m);
+        let relay = Relay::of(master.port, &[]);
+        let mut rc = relay.client();
+        let got = wait_for(&format!("the relay to decode a {name} snapshot"), || {
+            let got = keyspace(&mut rc);
+            (got == expected, got)
+        });
+        assert_eq!(got, expected, "{name}");
+        let decoded = rc.info("relay", "relay_snapshot_decoded");
+        assert_eq!(decoded.as_deref(), Some("ok"), "{name}");
+    }
+}

@@ -37,6 +37,8 @@ pub struct LargeKey {
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct SnapshotStats {
+    /// The file's first 9 bytes: `REDIS0011`, `VALKEY080`.
+    pub signature: String,
     pub rdb_version: u32,
     pub aux: BTreeMap<String, String>,
     pub dbs: BTreeMap<u32, DbStats>,
@@ -181,13 +183,14 @@ impl<R: Read> Read for Counting<R> {
 /// The decoder knows only the `REDIS` signature. A Valkey 9 header (`VALKEY080`) is presented
 /// as `REDIS0011`: the encodings are the same up to Valkey's own types, which make the decoder
 /// stop with an error that the stats report.
-fn redis_signature<R: Read>(mut reader: R) -> io::Result<impl Read> {
+fn redis_signature<R: Read>(mut reader: R) -> io::Result<(String, impl Read)> {
     let mut header = [0u8; 9];
     reader.read_exact(&mut header)?;
+    let signature = String::from_utf8_lossy(&header).into_owned();
     if header.starts_with(b"VALKEY") {
         header.copy_from_slice(b"REDIS0011");
     }
-    Ok(io::Cursor::new(header).chain(reader))
+    Ok((signature, io::Cursor::new(header).chain(reader)))
 }
 
 fn expiry(value: &RdbValue) -> bool {
@@ -207,7 +210,10 @@ pub fn analyze<R: Read>(reader: R) -> SnapshotStats {
     let tally = Rc::new(RefCell::new(Tally::default()));
     let mut stats = SnapshotStats::default();
     let reader = match redis_signature(reader) {
-        Ok(r) => r,
+        Ok((signature, r)) => {
+            stats.signature = signature;
+            r
+        }
         Err(e) => {
             stats.error = Some(format!("at byte 0: cannot read the header: {e}"));
             return stats;

@@ -48,13 +48,30 @@ pub fn wait_for<T: std::fmt::Debug>(what: &str, mut check: impl FnMut() -> (bool
     }
 }
 
+/// Servers of other versions, installed by scripts/install-redis-servers.sh into
+/// `$REDIS_SERVERS_DIR/<name>/bin/redis-server`; `None` when that variable is not set.
+pub fn other_servers(names: &[&str]) -> Option<Vec<(String, String)>> {
+    let dir = std::env::var("REDIS_SERVERS_DIR").ok()?;
+    let servers = names
+        .iter()
+        .map(|n| (n.to_string(), format!("{dir}/{n}/bin/redis-server")));
+    let servers: Vec<_> = servers.collect();
+    for (name, bin) in &servers {
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{name} is not installed at {bin}"
+        );
+    }
+    Some(servers)
+}
+
 pub fn redis_server_bin() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
 }
 
-/// Major version of the redis-server under test.
-pub fn redis_major() -> u32 {
-    let out = Command::new(redis_server_bin())
+/// Major version of a redis-server (or valkey-server) binary.
+pub fn redis_major(bin: &str) -> u32 {
+    let out = Command::new(bin)
         .arg("--version")
         .output()
         .expect("redis-server");
@@ -90,6 +107,11 @@ impl Server {
     }
 
     pub fn start_on(port: u16, extra: &[&str]) -> Server {
+        Server::start_bin(&redis_server_bin(), port, extra)
+    }
+
+    /// A server from another binary, e.g. one of `other_servers()`.
+    pub fn start_bin(bin: &str, port: u16, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = [
             "--port",
@@ -108,11 +130,11 @@ impl Server {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if redis_major() >= 7 {
+        if redis_major(bin) >= 7 {
             args.extend(["--enable-debug-command".into(), "yes".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(redis_server_bin())
+        let child = Command::new(bin)
             .args(&args)
             .current_dir(dir.path())
             .stdout(Stdio::null())
