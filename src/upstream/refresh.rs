@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
-use super::{Link, Psync};
+use super::Link;
+use super::wire::PsyncReply;
 use crate::config::{MasterAddr, SnapshotRefresh};
 use crate::relay::{Relay, Stats};
 use crate::store::Slot;
@@ -91,7 +92,7 @@ async fn fetch(relay: &Arc<Relay>, master: &MasterAddr) -> Result<()> {
     Stats::incr(&relay.stats.snapshot_refreshes);
     let mut link = Link::connect(relay, master, Slot::Refresh).await?;
     link.handshake().await?;
-    let Psync::Full { replid, offset } = link.psync().await? else {
+    let PsyncReply::Full { replid, offset } = link.psync().await? else {
         bail!("the master did not start a full sync");
     };
     let (bytes, facts) = link.receive_snapshot(replid, offset).await?;

@@ -1,0 +1,288 @@
+//! One connection to a master, from the replica's side of the protocol (PROTOCOL §1, §2):
+//! the handshake, the PSYNC reply, the snapshot payload in either framing, and the stream.
+//! It knows nothing of the store; the replication link, the snapshot refresh and `tail` use it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tracing::info;
+
+use crate::config::MasterAddr;
+use crate::resp;
+use crate::store::is_replid;
+
+/// Longest reply line accepted during the handshake.
+const MAX_LINE: usize = 4096;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+const EOF_MARK_LEN: usize = 40;
+
+/// Credentials for the master: `AUTH <pass>` or `AUTH <user> <pass>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Auth<'a> {
+    pub user: Option<&'a str>,
+    pub pass: Option<&'a str>,
+}
+
+pub enum PsyncReply {
+    Full {
+        replid: String,
+        offset: u64,
+    },
+    /// `+CONTINUE`, with the master's replid when it sent one.
+    Continue(Option<String>),
+}
+
+/// How the snapshot payload ends.
+pub enum Framing {
+    /// `$<len>`: this many bytes are left.
+    Len(u64),
+    /// `$EOF:<mark>`: the payload ends with the mark.
+    Mark(Vec<u8>),
+    Done,
+}
+
+pub struct MasterConn {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+    timeout: Duration,
+    last_io: Instant,
+}
+
+impl MasterConn {
+    pub async fn connect(master: &MasterAddr, timeout: Duration) -> Result<MasterConn> {
+        let connect = TcpStream::connect((master.host.as_str(), master.port));
+        let sock = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| anyhow!("Error condition on socket for SYNC: Connection timed out"))?
+            .map_err(|e| anyhow!("Error condition on socket for SYNC: {e}"))?;
+        sock.set_nodelay(true)?;
+        let (rd, wr) = sock.into_split();
+        let buf = BytesMut::with_capacity(READ_CHUNK);
+        Ok(MasterConn {
+            rd,
+            wr,
+            buf,
+            timeout,
+            last_io: Instant::now(),
+        })
+    }
+
+    pub fn last_io(&self) -> Instant {
+        self.last_io
+    }
+
+    /// PING, then AUTH and the REPLCONFs pipelined, one reply read per command (§1.1).
+    pub async fn handshake(&mut self, auth: Auth<'_>, port: u16, rdb_only: bool) -> Result<()> {
+        self.send(&[b"PING"]).await?;
+        let pong = self.read_line().await?;
+        let accepted = ["+", "-NOAUTH", "-NOPERM", "-ERR operation not permitted"];
+        if !accepted.iter().any(|p| pong.starts_with(p)) {
+            bail!("Error reply to PING from master: '{pong}'");
+        }
+        let port = port.to_string();
+        let mut out = BytesMut::new();
+        match (auth.user, auth.pass) {
+            (Some(user), Some(pass)) => {
+                out.extend(resp::command(&[b"AUTH", user.as_bytes(), pass.as_bytes()]))
+            }
+            (None, Some(pass)) => out.extend(resp::command(&[b"AUTH", pass.as_bytes()])),
+            _ => {}
+        }
+        let mut sent = vec!["REPLCONF listening-port", "REPLCONF capa"];
+        out.extend(resp::command(&[
+            b"REPLCONF",
+            b"listening-port",
+            port.as_bytes(),
+        ]));
+        out.extend(resp::command(&[
+            b"REPLCONF",
+            b"capa",
+            b"eof",
+            b"capa",
+            b"psync2",
+        ]));
+        if rdb_only {
+            // Masters that know it close the connection after the snapshot; older ones reply
+            // with an error and start streaming, and the caller closes the connection itself.
+            out.extend(resp::command(&[b"REPLCONF", b"rdb-only", b"1"]));
+            sent.push("REPLCONF rdb-only");
+        }
+        self.wr
+            .write_all(&out)
+            .await
+            .context("Error writing to MASTER")?;
+        if auth.pass.is_some() {
+            let reply = self.read_line().await?;
+            if reply.starts_with('-') {
+                bail!("Unable to AUTH to MASTER: {reply}");
+            }
+        }
+        for what in sent {
+            let reply = self.read_line().await?;
+            if reply.starts_with('-') {
+                info!("(Non critical) Master does not understand {what}: {reply}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `PSYNC <replid> <offset>` and reads the reply; never falls back to SYNC (§7.3).
+    pub async fn psync(&mut self, replid: &str, offset: &str) -> Result<PsyncReply> {
+        self.send(&[b"PSYNC", replid.as_bytes(), offset.as_bytes()])
+            .await?;
+        let reply = self.read_nonempty_line().await?;
+        if let Some(rest) = reply.strip_prefix("+FULLRESYNC ") {
+            let (replid, offset) = rest.split_once(' ').context("malformed +FULLRESYNC")?;
+            let offset: u64 = offset
+                .trim()
+                .parse()
+                .context("malformed +FULLRESYNC offset")?;
+            if !is_replid(replid) {
+                bail!("Master sent an invalid replication ID in +FULLRESYNC: '{replid}'");
+            }
+            return Ok(PsyncReply::Full {
+                replid: replid.to_string(),
+                offset,
+            });
+        }
+        if let Some(rest) = reply.strip_prefix("+CONTINUE") {
+            let id = Some(rest.trim())
+                .filter(|id| is_replid(id))
+                .map(str::to_string);
+            return Ok(PsyncReply::Continue(id));
+        }
+        if ["-NOMASTERLINK", "-LOADING", "-BUSY"]
+            .iter()
+            .any(|p| reply.starts_with(p))
+        {
+            bail!("Master is currently unable to PSYNC but should be in the future: {reply}");
+        }
+        bail!("Unexpected reply to PSYNC from master: {reply}")
+    }
+
+    /// Reads the `$EOF:<mark>` or `$<len>` line that opens the snapshot payload.
+    pub async fn payload_header(&mut self) -> Result<Framing> {
+        let header = self.read_nonempty_line().await?;
+        if header.starts_with('-') {
+            bail!("MASTER aborted replication with an error: {header}");
+        }
+        if let Some(mark) = header.strip_prefix("$EOF:") {
+            let mark = mark
+                .as_bytes()
+                .get(..EOF_MARK_LEN)
+                .context("EOF mark too short")?;
+            return Ok(Framing::Mark(mark.to_vec()));
+        }
+        match header.strip_prefix('$').and_then(|l| l.parse::<u64>().ok()) {
+            Some(len) => Ok(Framing::Len(len)),
+            None => bail!(
+                "Bad protocol from MASTER, the first byte is not '$' (we received '{header}'), are you sure the host and port are right?"
+            ),
+        }
+    }
+
+    /// The next piece of the payload, or `None` once it is complete. With EOF framing the
+    /// master sends nothing after the mark until it gets an ACK, so the mark is exactly at the
+    /// end of what has been read when the payload is complete (§2.1).
+    pub async fn payload_chunk(&mut self, framing: &mut Framing) -> Result<Option<Bytes>> {
+        loop {
+            match framing {
+                Framing::Done => return Ok(None),
+                Framing::Len(0) => *framing = Framing::Done,
+                Framing::Len(left) if !self.buf.is_empty() => {
+                    let n = (self.buf.len() as u64).min(*left);
+                    *left -= n;
+                    return Ok(Some(self.buf.split_to(n as usize).freeze()));
+                }
+                Framing::Mark(mark) if self.buf.ends_with(mark) => {
+                    let n = self.buf.len() - mark.len();
+                    let last = self.buf.split_to(n).freeze();
+                    self.buf.advance(mark.len());
+                    *framing = Framing::Done;
+                    return Ok(Some(last));
+                }
+                Framing::Mark(mark) if self.buf.len() > mark.len() => {
+                    let n = self.buf.len() - mark.len();
+                    return Ok(Some(self.buf.split_to(n).freeze()));
+                }
+                _ => self.read_more().await?,
+            }
+        }
+    }
+
+    /// Stream bytes already read, then, when there are none, the next read from the socket.
+    /// Cancel-safe: nothing is lost if the future is dropped.
+    pub async fn stream_chunk(&mut self) -> Result<Bytes> {
+        if self.buf.is_empty() {
+            self.buf.reserve(READ_CHUNK);
+            if self
+                .rd
+                .read_buf(&mut self.buf)
+                .await
+                .context("Error reading from MASTER")?
+                == 0
+            {
+                bail!("Connection with master lost.");
+            }
+            self.last_io = Instant::now();
+        }
+        Ok(self.buf.split().freeze())
+    }
+
+    pub async fn send_ack(&mut self, offset: u64) -> Result<()> {
+        self.send(&[b"REPLCONF", b"ACK", offset.to_string().as_bytes()])
+            .await
+    }
+
+    pub async fn send(&mut self, args: &[&[u8]]) -> Result<()> {
+        self.wr
+            .write_all(&resp::command(args))
+            .await
+            .context("Error writing to MASTER")
+    }
+
+    async fn read_more(&mut self) -> Result<()> {
+        self.buf.reserve(READ_CHUNK);
+        let read = tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf));
+        match read.await {
+            Err(_) => bail!("Timeout receiving data from the MASTER..."),
+            Ok(Err(e)) => bail!("I/O error reading from MASTER: {e}"),
+            Ok(Ok(0)) => bail!("Connection with master lost."),
+            Ok(Ok(_)) => {
+                self.last_io = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    async fn read_line(&mut self) -> Result<String> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(nl + 1);
+                let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                return Ok(String::from_utf8_lossy(line).into_owned());
+            }
+            if self.buf.len() > MAX_LINE {
+                bail!("Bad protocol from MASTER: reply line longer than {MAX_LINE} bytes");
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// Reads a line, skipping the `\n` keepalives a master sends while it prepares a payload.
+    async fn read_nonempty_line(&mut self) -> Result<String> {
+        loop {
+            let line = self.read_line().await?;
+            if !line.is_empty() {
+                return Ok(line);
+            }
+        }
+    }
+}
