@@ -12,6 +12,7 @@ mod inspect;
 mod relay;
 mod resp;
 mod store;
+mod tail;
 mod upstream;
 
 use std::io::IsTerminal;
@@ -49,12 +50,19 @@ struct Cli {
 enum Tool {
     /// Summarise a snapshot (an RDB file) or a relay's store directory; exits 1 if damaged.
     Inspect(inspect::InspectArgs),
+    /// Attach as a replica and print the live command stream, one command per line.
+    ///
+    /// This is one more replica. Pointed at a master, it makes the master fork and send a full
+    /// snapshot (which tail skips); pointed at a replica-relay, the relay serves the snapshot
+    /// from its disk and the master is not touched. Prefer a relay.
+    Tail(tail::TailArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.tool {
         Some(Tool::Inspect(args)) => return tool_exit(inspect::run(args)),
+        Some(Tool::Tail(args)) => return tool_exit(tail::run(args)),
         None => {}
     }
     let config = match Config::resolve(cli.relay) {

@@ -34,16 +34,44 @@ pub enum ProtocolError {
 pub fn parse_command(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
     match buf.first() {
         None => Ok(None),
-        Some(b'*') => parse_multibulk(buf),
+        Some(b'*') => parse_multibulk(buf, Limits::CLIENT),
         Some(_) => parse_inline(buf),
     }
 }
 
-fn parse_multibulk(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+/// Bounds on a multibulk command, checked before anything is buffered.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub args: usize,
+    pub bulk: usize,
+}
+
+impl Limits {
+    /// For the relay's own clients: replication and admin commands are small.
+    pub const CLIENT: Limits = Limits {
+        args: MAX_ARGS,
+        bulk: MAX_BULK,
+    };
+    /// For commands of the replication stream: Redis' own proto-max-bulk-len default.
+    pub const STREAM: Limits = Limits {
+        args: 1 << 20,
+        bulk: 512 << 20,
+    };
+}
+
+/// Parses one multibulk command of the replication stream, within `Limits::STREAM`.
+pub fn parse_stream_command(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    parse_multibulk(buf, Limits::STREAM)
+}
+
+fn parse_multibulk(
+    buf: &mut BytesMut,
+    limits: Limits,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
     let Some((count, mut pos)) = header(buf, 0, ProtocolError::MultibulkLength)? else {
         return Ok(None);
     };
-    if count > MAX_ARGS as i64 {
+    if count > limits.args as i64 {
         return Err(ProtocolError::MultibulkLength);
     }
     let mut spans = Vec::with_capacity(count.max(0) as usize);
@@ -56,7 +84,7 @@ fn parse_multibulk(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolErr
         let Some((len, start)) = header(buf, pos, ProtocolError::BulkLength)? else {
             return Ok(None);
         };
-        if !(0..=MAX_BULK as i64).contains(&len) {
+        if !(0..=limits.bulk as i64).contains(&len) {
             return Err(ProtocolError::BulkLength);
         }
         let end = start + len as usize;

@@ -312,3 +312,65 @@ fn decoded_key_counts_match_masters_of_other_versions() {
         assert_eq!(decoded.as_deref(), Some("ok"), "{name}");
     }
 }
+
+fn tail_json(port: u16, count: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .args([
+            "tail",
+            "--replicaof",
+            "127.0.0.1",
+            &port.to_string(),
+            "--json",
+            "--count",
+            count,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn tail_prints_the_live_feed_from_a_relay_and_from_a_master() {
+    // No master PINGs in the stream, so the last offset printed is the master's.
+    let master = Server::master(&["--repl-ping-replica-period", "3600"]);
+    let relay = Relay::of(master.port, &[]);
+    let mut m = master.client();
+    for port in [relay.port, master.port] {
+        let child = tail_json(port, "3");
+        let mut rc = support::Client::connect(port);
+        wait_for("tail to be attached", || {
+            let n = rc.info_num("replication", "connected_slaves");
+            (n >= if port == relay.port { 1 } else { 2 }, n)
+        });
+        m.pipeline(&[
+            support::cmd(&["SELECT", "4"]),
+            support::cmd(&["SET", "greeting", "hello\nworld"]),
+            support::cmd(&["DEL", "greeting"]),
+        ]);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(
+            lines[0]["command"],
+            serde_json::json!(["\"SELECT\"", "\"4\""])
+        );
+        assert_eq!(lines[1]["command"][2], "\"hello\\nworld\"");
+        assert_eq!(lines[2]["db"], 4);
+        let offset = lines[2]["offset"].as_i64().unwrap();
+        assert_eq!(offset, m.info_num("replication", "master_repl_offset"));
+    }
+    assert_eq!(
+        m.info_num("stats", "total_forks"),
+        2,
+        "the relay's sync, then tail's own"
+    );
+}
