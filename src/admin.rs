@@ -1,5 +1,6 @@
-//! The admin HTTP server for orchestrators: `/healthz` (the process runs) and `/readyz` (the
-//! upstream link is up and a verified snapshot is in service).
+//! The admin HTTP server: `/metrics` (Prometheus text format), `/healthz` (the process runs),
+//! `/readyz` (the upstream link is up and a verified snapshot is in service) and `/status`
+//! (JSON: what INFO replication says, plus the store and the replicas).
 //!
 //! It speaks just enough HTTP/1.1 for probes: one GET per connection, bounded request size,
 //! a short deadline, `Connection: close`.
@@ -13,9 +14,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::relay::{LinkState, Relay};
+use crate::status::Status;
 
 const MAX_REQUEST: usize = 8 * 1024;
+const PLAIN: &str = "text/plain; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub async fn bind(config: &Config) -> Result<Option<TcpListener>> {
     if config.metrics_port == 0 {
@@ -62,15 +67,31 @@ async fn answer(relay: &Relay, mut sock: TcpStream) -> std::io::Result<()> {
         .into_owned();
     let path = match line.split(' ').collect::<Vec<_>>()[..] {
         ["GET" | "HEAD", path, _] => path.split('?').next().unwrap_or(path).to_string(),
-        _ => return respond(&mut sock, 405, "only GET is served\n").await,
+        _ => return respond(&mut sock, 405, PLAIN, "only GET is served\n").await,
     };
     match path.as_str() {
-        "/healthz" | "/live" => respond(&mut sock, 200, "ok\n").await,
+        "/metrics" => {
+            let body = Metrics::render(relay);
+            respond(&mut sock, 200, PROMETHEUS_TEXT, &body).await
+        }
+        "/status" => {
+            let body = serde_json::to_string_pretty(&Status::of(relay)).unwrap_or_default();
+            respond(&mut sock, 200, "application/json", &body).await
+        }
+        "/healthz" | "/live" => respond(&mut sock, 200, PLAIN, "ok\n").await,
         "/readyz" | "/ready" => match not_ready(relay) {
-            None => respond(&mut sock, 200, "ready\n").await,
-            Some(why) => respond(&mut sock, 503, &format!("not ready: {why}\n")).await,
+            None => respond(&mut sock, 200, PLAIN, "ready\n").await,
+            Some(why) => respond(&mut sock, 503, PLAIN, &format!("not ready: {why}\n")).await,
         },
-        _ => respond(&mut sock, 404, "not found; try /healthz or /readyz\n").await,
+        _ => {
+            respond(
+                &mut sock,
+                404,
+                PLAIN,
+                "not found; try /metrics, /status, /healthz or /readyz\n",
+            )
+            .await
+        }
     }
 }
 
@@ -87,7 +108,7 @@ pub fn not_ready(relay: &Relay) -> Option<String> {
     }
 }
 
-async fn respond(sock: &mut TcpStream, code: u16, body: &str) -> std::io::Result<()> {
+async fn respond(sock: &mut TcpStream, code: u16, kind: &str, body: &str) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
         404 => "Not Found",
@@ -95,7 +116,7 @@ async fn respond(sock: &mut TcpStream, code: u16, body: &str) -> std::io::Result
         _ => "Service Unavailable",
     };
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     sock.write_all(head.as_bytes()).await?;

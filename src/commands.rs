@@ -93,6 +93,7 @@ fn auth(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
         }
         Err(e) => {
             warn!("Failed AUTH from {} (user '{user}')", client.peer);
+            relay.metrics.rejected("auth");
             e
         }
     }

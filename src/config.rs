@@ -139,6 +139,10 @@ pub struct RelayArgs {
     /// Most client connections at once [default: 10000].
     #[arg(long, env = "REPLICA_RELAY_MAXCLIENTS")]
     pub maxclients: Option<usize>,
+    /// Seconds between reads of the master's offset (INFO replication on a separate short
+    /// connection) for the exact lag metric; 0 disables them [default: 1].
+    #[arg(long, env = "REPLICA_RELAY_MASTER_INFO_INTERVAL")]
+    pub master_info_interval: Option<u64>,
     /// Port of the admin HTTP server (/healthz, /readyz); 0 disables it [default: 9480].
     #[arg(long, env = "REPLICA_RELAY_METRICS_PORT")]
     pub metrics_port: Option<u16>,
@@ -172,6 +176,7 @@ struct FileConfig {
     log_segment_size: Option<String>,
     repl_timeout: Option<u64>,
     maxclients: Option<usize>,
+    master_info_interval: Option<u64>,
     metrics_port: Option<u16>,
     metrics_bind: Option<String>,
     log_level: Option<String>,
@@ -196,6 +201,8 @@ pub struct Config {
     pub log_segment_size: u64,
     pub repl_timeout: Duration,
     pub maxclients: usize,
+    /// `None` when disabled.
+    pub master_info_interval: Option<Duration>,
     pub metrics_port: u16,
     pub metrics_bind: String,
     pub log_level: String,
@@ -269,6 +276,13 @@ impl Config {
                 args.repl_timeout.or(file.repl_timeout).unwrap_or(60),
             ),
             maxclients: args.maxclients.or(file.maxclients).unwrap_or(10_000),
+            master_info_interval: Some(
+                args.master_info_interval
+                    .or(file.master_info_interval)
+                    .unwrap_or(1),
+            )
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
             metrics_port: args.metrics_port.or(file.metrics_port).unwrap_or(9480),
             metrics_bind: args
                 .metrics_bind

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::decode::SnapshotStats;
 use crate::downstream::{Client, ReplicaState};
-use crate::relay::{LinkState, Relay, Stats};
+use crate::relay::{LinkState, Relay};
 use crate::resp::Reply;
 use crate::store::NULL_REPLID;
 
@@ -164,19 +164,19 @@ fn replication(relay: &Relay, out: &mut String) {
 }
 
 fn stats(relay: &Relay, out: &mut String) {
-    let s = &relay.stats;
+    let m = &relay.metrics;
     let _ = write!(
         out,
         "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nrelay_upstream_full_syncs:{}\r\nrelay_upstream_partial_syncs:{}\r\nrelay_upstream_sync_failures:{}\r\nrelay_snapshot_refreshes:{}\r\n",
-        Stats::get(&s.connections_received),
-        Stats::get(&s.rejected_connections),
-        Stats::get(&s.sync_full),
-        Stats::get(&s.sync_partial_ok),
-        Stats::get(&s.sync_partial_err),
-        Stats::get(&s.upstream_full_syncs),
-        Stats::get(&s.upstream_partial_syncs),
-        Stats::get(&s.upstream_sync_failures),
-        Stats::get(&s.snapshot_refreshes),
+        m.connections_received.get(),
+        m.rejections(),
+        m.downstream_full_syncs.get(),
+        m.downstream_partial_syncs.get(),
+        m.downstream_partial_sync_errors.get(),
+        m.upstream_full_syncs.get(),
+        m.upstream_partial_syncs.get(),
+        m.failures(),
+        m.snapshot_refreshes.get(),
     );
 }
 

@@ -1,7 +1,6 @@
 //! The running relay: what its tasks share (store, upstream link status, replicas, counters)
 //! and how they are started and stopped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use tracing::{error, info};
 
 use crate::config::{Config, MasterAddr};
 use crate::downstream::{self, Replicas};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreConfig};
 use crate::{admin, upstream};
 
@@ -56,30 +56,6 @@ pub struct LinkStatus {
     pub snapshot_pending: bool,
 }
 
-/// Counters reported by INFO stats.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub sync_full: AtomicU64,
-    pub sync_partial_ok: AtomicU64,
-    pub sync_partial_err: AtomicU64,
-    pub connections_received: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub upstream_full_syncs: AtomicU64,
-    pub upstream_partial_syncs: AtomicU64,
-    pub upstream_sync_failures: AtomicU64,
-    pub snapshot_refreshes: AtomicU64,
-}
-
-impl Stats {
-    pub fn incr(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
-
 pub struct Relay {
     pub config: Config,
     pub store: Store,
@@ -87,7 +63,7 @@ pub struct Relay {
     pub master: watch::Sender<Option<MasterAddr>>,
     link: Mutex<LinkStatus>,
     pub replicas: Replicas,
-    pub stats: Stats,
+    pub metrics: Metrics,
     pub started: Instant,
     pub run_id: String,
     pub shutdown: CancellationToken,
@@ -118,7 +94,9 @@ impl Relay {
 
 /// Runs the relay until SIGTERM or SIGINT, then shuts down cleanly.
 pub async fn run(config: Config) -> Result<()> {
+    let metrics = Metrics::new();
     let store_cfg = StoreConfig {
+        metrics: metrics.store.clone(),
         dir: config.dir.clone(),
         fsync: config.appendfsync,
         segment_size: config.log_segment_size,
@@ -143,7 +121,7 @@ pub async fn run(config: Config) -> Result<()> {
             snapshot_pending: false,
         }),
         replicas: Replicas::default(),
-        stats: Stats::default(),
+        metrics,
         started: Instant::now(),
         run_id: random_hex(40),
         shutdown: CancellationToken::new(),
@@ -157,6 +135,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let tasks = [
         tokio::spawn(upstream::run(relay.clone())),
+        tokio::spawn(upstream::master_info::run(relay.clone())),
         tokio::spawn(downstream::serve(relay.clone(), listener)),
         tokio::spawn(admin::serve(relay.clone(), admin)),
     ];

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::commands::{self, Action};
 use crate::config::Config;
-use crate::relay::{Relay, Stats};
+use crate::relay::Relay;
 use crate::resp::{self, Reply};
 
 pub use psync::{Decision, ahead_of_store, decide};
@@ -146,11 +146,14 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
             },
             _ = relay.shutdown.cancelled() => return,
         };
-        Stats::incr(&relay.stats.connections_received);
-        let refusal = match slots.clone().try_acquire_owned() {
-            Err(_) => Some("ERR max number of clients reached".to_string()),
+        relay.metrics.connections_received.inc();
+        let (reason, refusal) = match slots.clone().try_acquire_owned() {
+            Err(_) => (
+                "maxclients",
+                "ERR max number of clients reached".to_string(),
+            ),
             Ok(slot) => match protected_mode_refusal(&relay.config, &peer) {
-                Some(denied) => Some(denied),
+                Some(denied) => ("protected_mode", denied),
                 None => {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(connection(relay.clone(), sock, peer, id, slot));
@@ -158,14 +161,11 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
                 }
             },
         };
-        Stats::incr(&relay.stats.rejected_connections);
-        warn!(
-            "Refusing connection from {peer}: {}",
-            refusal.as_deref().unwrap_or_default()
-        );
+        relay.metrics.rejected(reason);
+        warn!("Refusing connection from {peer}: {refusal}");
         tokio::spawn(async move {
             let mut out = BytesMut::new();
-            Reply::err(refusal.unwrap_or_default()).encode(&mut out);
+            Reply::err(refusal).encode(&mut out);
             let _ = sock.write_all(&out).await;
         });
     }
@@ -219,6 +219,7 @@ async fn connection(
             Ok(Some(Action::Close)) => return,
             Ok(_) => {}
             Err(why) => {
+                relay.metrics.rejected("protocol_error");
                 info!("Closing client {peer}: {why}");
                 return;
             }

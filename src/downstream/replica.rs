@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
 use crate::commands::SyncRequest;
-use crate::relay::{Relay, Stats};
+use crate::relay::Relay;
 use crate::resp;
 use crate::store::{State, TAIL_BYTES};
 
@@ -89,6 +89,7 @@ impl Session {
         let full = matches!(decision, Decision::Full(_));
         let cursor = match decision {
             Decision::NoMasterLink => {
+                self.relay.metrics.rejected("nomasterlink");
                 self.write(b"-NOMASTERLINK Can't SYNC while not connected with my master\r\n")
                     .await?;
                 return Ok("refused with -NOMASTERLINK: no snapshot in service yet".into());
@@ -161,7 +162,7 @@ impl Session {
             "+CONTINUE\r\n".to_string()
         };
         self.write(line.as_bytes()).await?;
-        Stats::incr(&self.relay.stats.sync_partial_ok);
+        self.relay.metrics.downstream_partial_syncs.inc();
         info!(
             "Partial resynchronization request from {} accepted. Sending {} bytes of backlog starting from offset {offset}.",
             self.name,
@@ -173,10 +174,10 @@ impl Session {
     async fn full(&mut self, state: &State, reason: &str) -> Result<u64> {
         let ident = state.ident.as_ref().context("no identity")?;
         let offset = ident.snapshot_offset;
-        Stats::incr(&self.relay.stats.sync_full);
+        self.relay.metrics.downstream_full_syncs.inc();
         match &self.request.psync {
             Some((id, _)) if id != "?" => {
-                Stats::incr(&self.relay.stats.sync_partial_err);
+                self.relay.metrics.downstream_partial_sync_errors.inc();
                 info!(
                     "Unable to partial resync with replica {}: {reason}",
                     self.name
@@ -204,6 +205,12 @@ impl Session {
             .await?;
         let mut reader = BufReader::with_capacity(SNAPSHOT_READ, file).take(ident.snapshot_size);
         let sent = tokio::io::copy_buf(&mut reader, &mut self.wr).await?;
+        let counter = self
+            .relay
+            .metrics
+            .downstream_sent
+            .with_label_values(&["snapshot"]);
+        counter.inc_by(sent);
         if sent != ident.snapshot_size {
             bail!(
                 "snapshot {} is shorter than recorded ({sent} bytes)",
@@ -225,6 +232,7 @@ impl Session {
         let store = &relay.store;
         let timeout = self.relay.config.repl_timeout;
         let mut changes = store.subscribe();
+        let sent = relay.metrics.downstream_sent.with_label_values(&["stream"]);
         let mut check = tokio::time::interval(Duration::from_secs(1));
         loop {
             let chunks: Vec<Bytes> = tokio::select! {
@@ -248,6 +256,7 @@ impl Session {
                     .await
                     .context("timeout writing to the replica")??;
                 cursor += chunk.len() as u64;
+                sent.inc_by(chunk.len() as u64);
             }
             if catching_up {
                 catching_up = self.keep_pin(cursor);

@@ -37,6 +37,7 @@ pub use writer::WriterStatus;
 use writer::{Op, Writer};
 
 use crate::decode::{SnapshotFacts, SnapshotStats, StreamStats};
+use crate::metrics::StoreMetrics;
 
 /// Longest read from a segment file for one downstream write.
 const DISK_READ: usize = 512 * 1024;
@@ -66,6 +67,7 @@ pub struct StoreConfig {
     pub segment_size: u64,
     /// Log bytes kept for partial resyncs beyond what the snapshot in service needs.
     pub backlog_size: u64,
+    pub metrics: StoreMetrics,
 }
 
 /// A snapshot arriving from upstream.
@@ -404,11 +406,13 @@ pub fn describe(dir: &Path) -> Result<StoreSummary> {
             dir.display()
         )
     })?;
+    let metrics = StoreMetrics::unregistered();
     let cfg = StoreConfig {
         dir: dir.into(),
         fsync: Fsync::No,
         segment_size: 0,
         backlog_size: 0,
+        metrics,
     };
     let segs = writer::list_segments(&cfg)?;
     let (first, next) = match (segs.first(), segs.last()) {

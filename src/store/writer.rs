@@ -162,7 +162,10 @@ impl Writer {
         if self.synced == self.written {
             return;
         }
-        match seg.file.sync_data() {
+        let timer = self.cfg.metrics.fsync_seconds.start_timer();
+        let synced = seg.file.sync_data();
+        timer.observe_duration();
+        match synced {
             Ok(()) => {
                 seg.checkpoint();
                 self.synced = self.written;
@@ -205,6 +208,7 @@ impl Writer {
 
     pub(super) fn fail(&mut self, why: String) {
         warn!("{why}");
+        self.cfg.metrics.write_errors.inc();
         self.status.send_modify(|s| s.failed = Some(why));
     }
 

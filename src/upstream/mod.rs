@@ -6,6 +6,7 @@
 //! link is retried every second, resuming with `PSYNC <replid> <offset+1>`. A second, short
 //! connection fetches a fresh snapshot now and then (`refresh`) so the log can be trimmed.
 
+pub mod master_info;
 mod refresh;
 pub mod wire;
 
@@ -17,7 +18,8 @@ use tracing::{info, warn};
 
 use crate::config::MasterAddr;
 use crate::decode::SnapshotFacts;
-use crate::relay::{LinkState, Relay, Stats};
+use crate::metrics::FailureReason;
+use crate::relay::{LinkState, Relay};
 use crate::store::Slot;
 use wire::{Auth, Framing, MasterConn, PsyncReply};
 
@@ -63,6 +65,9 @@ pub async fn run(relay: Arc<Relay>) {
         if !snapshot_rejected {
             rejected = 0;
         }
+        if let Some(Err(e)) = &ended {
+            relay.metrics.failure(classify(e));
+        }
         match ended {
             Some(Err(e)) if e.is::<SnapshotRejected>() => {
                 rejected += 1;
@@ -82,6 +87,26 @@ pub async fn run(relay: Arc<Relay>) {
             _ = master_rx.changed() => {}
             _ = relay.shutdown.cancelled() => return,
         }
+    }
+}
+
+/// The reason label of a failed link, from its error.
+fn classify(e: &anyhow::Error) -> FailureReason {
+    let text = e.to_string();
+    if e.is::<SnapshotRejected>() {
+        FailureReason::SnapshotRejected
+    } else if text.starts_with("Error condition on socket") {
+        FailureReason::Connect
+    } else if text.starts_with("Unable to AUTH") {
+        FailureReason::Auth
+    } else if text.contains("PSYNC") {
+        FailureReason::Psync
+    } else if text.contains("imeout") {
+        FailureReason::Timeout
+    } else if text.contains("the store could not keep the stream") {
+        FailureReason::Store
+    } else {
+        FailureReason::Link
     }
 }
 
@@ -145,7 +170,7 @@ impl<'a> Link<'a> {
             self.relay.update_link(|l| l.snapshot_pending = pending);
         }
         let reply = self.conn.psync(&replid, &offset).await;
-        let reply = reply.inspect_err(|_| Stats::incr(&self.relay.stats.upstream_sync_failures))?;
+        let reply = reply?;
         match &reply {
             PsyncReply::Full { replid, offset } if self.is_main() => {
                 info!("Full resync from master: {replid}:{offset}");
@@ -157,7 +182,7 @@ impl<'a> Link<'a> {
             }
             PsyncReply::Continue(new_id) => {
                 info!("Successful partial resynchronization with master.");
-                Stats::incr(&self.relay.stats.upstream_partial_syncs);
+                self.relay.metrics.upstream_partial_syncs.inc();
                 if let Some(id) = new_id {
                     self.relay.store.continue_with(id.clone()).await?;
                 }
@@ -193,7 +218,7 @@ impl<'a> Link<'a> {
     async fn full_sync(&mut self, replid: String, offset: u64) -> Result<()> {
         let relay = self.relay;
         relay.set_link_state(LinkState::Transfer);
-        Stats::incr(&relay.stats.upstream_full_syncs);
+        relay.metrics.upstream_full_syncs.inc();
         let (bytes, facts) = self.receive_snapshot(replid, offset).await?;
         info!(
             "MASTER <-> REPLICA sync: Finished with success ({bytes} bytes, {}{:04}, checksum {})",
@@ -234,18 +259,21 @@ impl<'a> Link<'a> {
         }
         let mut progress = Progress::new(total);
         let mut received = 0;
+        let counter = self
+            .relay
+            .metrics
+            .upstream_received
+            .with_label_values(&["snapshot"]);
         while let Some(chunk) = self.conn.payload_chunk(&mut framing).await? {
             received += chunk.len() as u64;
+            counter.inc_by(chunk.len() as u64);
             progress.advance(chunk.len() as u64);
             store.snapshot_data(self.slot, chunk).await?;
             self.touch();
         }
         match store.finish_snapshot(self.slot).await {
             Ok(facts) => Ok((received, facts)),
-            Err(e) => {
-                Stats::incr(&self.relay.stats.upstream_sync_failures);
-                Err(SnapshotRejected(e.context("the snapshot was rejected")).into())
-            }
+            Err(e) => Err(SnapshotRejected(e.context("the snapshot was rejected")).into()),
         }
     }
 
@@ -261,10 +289,16 @@ impl<'a> Link<'a> {
         let mut getacks = status.borrow_and_update().getacks;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut refresh = refresh::Refresher::default();
+        let counter = relay
+            .metrics
+            .upstream_received
+            .with_label_values(&["stream"]);
         loop {
             tokio::select! {
                 chunk = self.conn.stream_chunk() => {
-                    relay.store.append(chunk?).await?;
+                    let chunk = chunk?;
+                    counter.inc_by(chunk.len() as u64);
+                    relay.store.append(chunk).await?;
                     self.touch();
                 }
                 _ = tick.tick() => {

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::Link;
 use super::wire::PsyncReply;
 use crate::config::{MasterAddr, SnapshotRefresh};
-use crate::relay::{Relay, Stats};
+use crate::relay::Relay;
 use crate::store::Slot;
 
 /// With `auto`, refresh when the log since the snapshot exceeds the snapshot's size, but not
@@ -89,7 +89,7 @@ async fn fetch(relay: &Arc<Relay>, master: &MasterAddr) -> Result<()> {
     info!(
         "Snapshot refresh: the log since the snapshot is {since} bytes; asking {master} for a fresh snapshot"
     );
-    Stats::incr(&relay.stats.snapshot_refreshes);
+    relay.metrics.snapshot_refreshes.inc();
     let mut link = Link::connect(relay, master, Slot::Refresh).await?;
     link.handshake().await?;
     let PsyncReply::Full { replid, offset } = link.psync().await? else {

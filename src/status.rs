@@ -1,0 +1,143 @@
+//! `/status`: the facts of INFO replication, the store and the replicas, as JSON.
+
+use serde::Serialize;
+
+use crate::admin::not_ready;
+use crate::decode::{SnapshotStats, StreamStats};
+use crate::downstream::ReplicaState;
+use crate::relay::{LinkState, Relay};
+
+#[derive(Serialize)]
+pub struct Status {
+    role: &'static str,
+    ready: bool,
+    not_ready: Option<String>,
+    master: Option<Master>,
+    replid: Option<String>,
+    replid2: Option<String>,
+    second_repl_offset: Option<i64>,
+    master_repl_offset: u64,
+    store: Store,
+    stream: StreamStats,
+    replicas: Vec<Replica>,
+}
+
+#[derive(Serialize)]
+struct Master {
+    host: String,
+    port: u16,
+    link_status: &'static str,
+    state: &'static str,
+    last_io_seconds_ago: Option<u64>,
+    link_down_since_seconds: Option<u64>,
+    sync_in_progress: bool,
+    sync_received_bytes: Option<u64>,
+    sync_total_bytes: Option<u64>,
+    /// The master's own offset, from its INFO; 0 until read.
+    master_offset: i64,
+    lag_bytes: i64,
+}
+
+#[derive(Serialize)]
+struct Store {
+    dir: String,
+    snapshot: Option<String>,
+    snapshot_offset: Option<u64>,
+    snapshot_bytes: Option<u64>,
+    snapshot_contents: Option<SnapshotStats>,
+    refreshing: bool,
+    backlog_first_offset: u64,
+    backlog_next_offset: u64,
+    backlog_disk_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Replica {
+    ip: String,
+    port: u16,
+    state: &'static str,
+    ack_offset: u64,
+    lag_bytes: u64,
+    ack_age_seconds: f64,
+}
+
+impl Status {
+    pub fn of(relay: &Relay) -> Status {
+        let state = relay.store.view();
+        let offset = state.master_repl_offset();
+        let ident = state.ident.as_ref();
+        let not_ready = not_ready(relay);
+        Status {
+            role: if relay.master_addr().is_some() {
+                "slave"
+            } else {
+                "master"
+            },
+            ready: not_ready.is_none(),
+            not_ready,
+            master: master(relay, offset),
+            replid: ident.map(|i| i.replid.clone()),
+            replid2: ident.map(|i| i.replid2.clone()),
+            second_repl_offset: ident.map(|i| i.second_replid_offset),
+            master_repl_offset: offset,
+            store: Store {
+                dir: relay.config.dir.display().to_string(),
+                snapshot: ident.map(|i| i.snapshot.clone()),
+                snapshot_offset: ident.map(|i| i.snapshot_offset),
+                snapshot_bytes: ident.map(|i| i.snapshot_size),
+                snapshot_contents: relay.store.snapshot_stats().map(|s| (*s).clone()),
+                refreshing: state.refreshing,
+                backlog_first_offset: state.first,
+                backlog_next_offset: state.next,
+                backlog_disk_bytes: relay.store.log_disk_bytes(),
+            },
+            stream: relay.store.stream_stats(),
+            replicas: replicas(relay, offset),
+        }
+    }
+}
+
+fn master(relay: &Relay, offset: u64) -> Option<Master> {
+    let addr = relay.master_addr()?;
+    let link = relay.link();
+    let up = link.state == LinkState::Connected;
+    let receiving = relay.store.view().receiving;
+    let master_offset = relay.metrics.upstream_master_offset.get();
+    Some(Master {
+        host: addr.host,
+        port: addr.port,
+        link_status: if up { "up" } else { "down" },
+        state: link.state.role_name(),
+        last_io_seconds_ago: link.last_io.map(|t| t.elapsed().as_secs()),
+        link_down_since_seconds: link
+            .down_since
+            .filter(|_| !up)
+            .map(|t| t.elapsed().as_secs()),
+        sync_in_progress: receiving.is_some(),
+        sync_received_bytes: receiving.map(|r| r.received),
+        sync_total_bytes: link.sync_total,
+        master_offset,
+        lag_bytes: if master_offset > 0 {
+            (master_offset - offset as i64).max(0)
+        } else {
+            0
+        },
+    })
+}
+
+fn replicas(relay: &Relay, offset: u64) -> Vec<Replica> {
+    let all = relay.replicas.list().into_iter();
+    all.map(|r| Replica {
+        ip: r.ip,
+        port: r.port,
+        state: r.state.name(),
+        ack_offset: r.ack_offset,
+        lag_bytes: if r.state == ReplicaState::Online {
+            offset.saturating_sub(r.ack_offset)
+        } else {
+            0
+        },
+        ack_age_seconds: r.ack_time.elapsed().as_secs_f64(),
+    })
+    .collect()
+}

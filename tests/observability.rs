@@ -1,0 +1,149 @@
+//! What operators see: a live Prometheus scrape, /status and /readyz against real servers.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+
+use support::{Relay, Server, wait_for, wait_in_sync, write_mixed};
+
+/// `name{labels}` -> value, from the text exposition.
+fn scrape(relay: &Relay) -> HashMap<String, f64> {
+    let (code, body) = relay.http_get("/metrics");
+    assert_eq!(code, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn metric(m: &HashMap<String, f64>, name: &str) -> f64 {
+    *m.get(name)
+        .unwrap_or_else(|| panic!("no {name} in the scrape"))
+}
+
+/// `promtool check metrics` on a live scrape, when promtool is installed (scripts/test does).
+fn promtool_check(relay: &Relay) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("SKIPPED promtool check: promtool is not installed");
+        return;
+    };
+    let body = relay.http_get("/metrics").1;
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool check metrics: {text}");
+}
+
+#[test]
+fn a_live_scrape_shows_link_lag_and_replicas() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let r1 = Server::replica_of(relay.port, &[]);
+    let r2 = Server::replica_of(relay.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 20);
+    wait_in_sync(&master, &[&r1, &r2]);
+
+    let offset = m.info_num("replication", "master_repl_offset") as f64;
+    let seen = wait_for("lag 0 everywhere after quiesce", || {
+        let s = scrape(&relay);
+        let lags: Vec<f64> = [r1.port, r2.port]
+            .iter()
+            .map(|p| {
+                s.get(&format!(
+                    "replica_relay_replica_lag_bytes{{replica=\"127.0.0.1:{p}\"}}"
+                ))
+                .copied()
+                .unwrap_or(-1.0)
+            })
+            .collect();
+        let ok = metric(&s, "replica_relay_upstream_master_offset_bytes") == offset
+            && metric(&s, "replica_relay_upstream_lag_bytes") == 0.0
+            && lags == [0.0, 0.0];
+        (
+            ok,
+            (
+                lags,
+                s.get("replica_relay_upstream_master_offset_bytes").copied(),
+            ),
+        )
+    });
+    let s = scrape(&relay);
+    assert_eq!(
+        metric(&s, "replica_relay_upstream_link_up"),
+        1.0,
+        "{seen:?}"
+    );
+    assert_eq!(
+        metric(&s, "replica_relay_upstream_state{state=\"connected\"}"),
+        1.0
+    );
+    assert_eq!(metric(&s, "replica_relay_upstream_offset_bytes"), offset);
+    assert_eq!(metric(&s, "replica_relay_replicas_connected"), 2.0);
+    assert_eq!(metric(&s, "replica_relay_downstream_full_syncs_total"), 2.0);
+    assert_eq!(metric(&s, "replica_relay_upstream_full_syncs_total"), 1.0);
+    assert!(metric(&s, "replica_relay_commands_total{command=\"set\"}") >= 60.0);
+    assert!(metric(&s, "replica_relay_snapshot_bytes") > 0.0);
+    assert!(metric(&s, "process_resident_memory_bytes") > 0.0);
+    promtool_check(&relay);
+    every_metric_the_deploy_files_use_exists(&relay);
+
+    let (code, body) = relay.http_get("/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["master"]["link_status"], "up");
+    assert_eq!(status["replicas"].as_array().unwrap().len(), 2);
+    assert_eq!(status["master_repl_offset"], offset as i64);
+
+    drop(master);
+    let (code, body) = wait_for("/readyz to turn 503 and the link metric to 0", || {
+        let ready = relay.http_get("/readyz");
+        let up = metric(&scrape(&relay), "replica_relay_upstream_link_up");
+        (ready.0 == 503 && up == 0.0, ready)
+    });
+    assert!(body.contains("link with master"), "{code} {body}");
+    let s = scrape(&relay);
+    assert!(metric(&s, "replica_relay_upstream_link_down_since_seconds") >= 0.0);
+    assert_eq!(
+        metric(&s, "replica_relay_replicas_connected"),
+        2.0,
+        "replicas stay attached"
+    );
+}
+
+/// The dashboard and the alert rules name only metrics the relay exports.
+fn every_metric_the_deploy_files_use_exists(relay: &Relay) {
+    let body = relay.http_get("/metrics").1;
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in [
+        "deploy/grafana/replica-relay.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("replica_relay_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let base = name.strip_suffix("_bucket").unwrap_or(&name);
+            assert!(
+                body.contains(&format!("# TYPE {base} ")),
+                "{file} uses {name}, which the relay does not export"
+            );
+        }
+    }
+}
