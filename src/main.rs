@@ -10,6 +10,7 @@ mod feed;
 mod info;
 mod inspect;
 mod metrics;
+mod progress;
 mod relay;
 mod resp;
 mod status;

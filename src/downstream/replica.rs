@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{info, warn};
 
 use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
 use crate::commands::SyncRequest;
+use crate::progress::Progress;
 use crate::relay::Relay;
 use crate::resp;
 use crate::store::{State, TAIL_BYTES};
@@ -203,14 +204,7 @@ impl Session {
             .with_context(|| format!("opening snapshot {}", path.display()))?;
         self.write(format!("${}\r\n", ident.snapshot_size).as_bytes())
             .await?;
-        let mut reader = BufReader::with_capacity(SNAPSHOT_READ, file).take(ident.snapshot_size);
-        let sent = tokio::io::copy_buf(&mut reader, &mut self.wr).await?;
-        let counter = self
-            .relay
-            .metrics
-            .downstream_sent
-            .with_label_values(&["snapshot"]);
-        counter.inc_by(sent);
+        let sent = self.send_snapshot(file, ident.snapshot_size).await?;
         if sent != ident.snapshot_size {
             bail!(
                 "snapshot {} is shorter than recorded ({sent} bytes)",
@@ -219,6 +213,34 @@ impl Session {
         }
         info!("Synchronization with replica {} succeeded", self.name);
         Ok(offset + 1)
+    }
+
+    /// Copies the snapshot file to the replica, counting and logging progress.
+    async fn send_snapshot(&mut self, file: tokio::fs::File, size: u64) -> Result<u64> {
+        let counter = self
+            .relay
+            .metrics
+            .downstream_sent
+            .with_label_values(&["snapshot"]);
+        let what = format!("Full sync of {}: sent", self.name);
+        let mut progress = Progress::new(what, Some(size));
+        let mut reader = BufReader::with_capacity(SNAPSHOT_READ, file).take(size);
+        let mut sent = 0;
+        loop {
+            let chunk = reader.fill_buf().await?;
+            if chunk.is_empty() {
+                return Ok(sent);
+            }
+            let n = chunk.len();
+            let timeout = self.relay.config.repl_timeout;
+            tokio::time::timeout(timeout, self.wr.write_all(chunk))
+                .await
+                .context("timeout writing to the replica")??;
+            reader.consume(n);
+            sent += n as u64;
+            counter.inc_by(n as u64);
+            progress.advance(n as u64);
+        }
     }
 
     async fn stream(

@@ -11,7 +11,7 @@ mod refresh;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tracing::{info, warn};
@@ -19,14 +19,13 @@ use tracing::{info, warn};
 use crate::config::MasterAddr;
 use crate::decode::SnapshotFacts;
 use crate::metrics::FailureReason;
+use crate::progress::Progress;
 use crate::relay::{LinkState, Relay};
 use crate::store::Slot;
 use wire::{Auth, Framing, MasterConn, PsyncReply};
 
 /// Longest wait between full syncs whose snapshot was rejected (corrupt, or the disk is full).
 const MAX_SYNC_BACKOFF: Duration = Duration::from_secs(60);
-/// How often a full sync in progress is logged.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// A full sync whose snapshot failed verification or could not be stored: retried with backoff
 /// so a master is not made to fork every second.
@@ -257,7 +256,7 @@ impl<'a> Link<'a> {
             }
             self.relay.update_link(|l| l.sync_total = total);
         }
-        let mut progress = Progress::new(total);
+        let mut progress = Progress::new("MASTER <-> REPLICA sync: received", total);
         let mut received = 0;
         let counter = self
             .relay
@@ -342,46 +341,6 @@ impl<'a> Link<'a> {
         if self.is_main() {
             let last = self.conn.last_io();
             self.relay.update_link(|l| l.last_io = Some(last));
-        }
-    }
-}
-
-/// Logs a full sync's progress every few seconds.
-struct Progress {
-    total: Option<u64>,
-    done: u64,
-    started: Instant,
-    logged: Instant,
-}
-
-impl Progress {
-    fn new(total: Option<u64>) -> Progress {
-        let now = Instant::now();
-        Progress {
-            total,
-            done: 0,
-            started: now,
-            logged: now,
-        }
-    }
-
-    fn advance(&mut self, n: u64) {
-        self.done += n;
-        if self.logged.elapsed() < PROGRESS_EVERY {
-            return;
-        }
-        self.logged = Instant::now();
-        let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(0.001) / 1e6;
-        match self.total {
-            Some(t) => info!(
-                "MASTER <-> REPLICA sync: received {} of {t} bytes ({:.1}%) at {rate:.1} MB/s",
-                self.done,
-                self.done as f64 * 100.0 / t.max(1) as f64
-            ),
-            None => info!(
-                "MASTER <-> REPLICA sync: received {} bytes at {rate:.1} MB/s",
-                self.done
-            ),
         }
     }
 }
