@@ -163,6 +163,11 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 
+    /// The server's working directory, where SAVE writes dump.rdb.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
