@@ -123,3 +123,36 @@ async fn respond(sock: &mut TcpStream, code: u16, kind: &str, body: &str) -> std
     sock.write_all(body.as_bytes()).await?;
     sock.shutdown().await
 }
+
+/// `replica-relay healthcheck`: GETs a path of the admin server on this host and succeeds on
+/// 200, so container images need no curl.
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// The admin server's port.
+    #[arg(long, env = "REPLICA_RELAY_METRICS_PORT", default_value_t = 9480)]
+    metrics_port: u16,
+    /// What to check: /healthz (the process runs) or /readyz (ready for replicas).
+    #[arg(long, default_value = "/healthz")]
+    path: String,
+}
+
+pub fn healthcheck(args: HealthcheckArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(3);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.metrics_port));
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to the admin server on {addr}"))?;
+    sock.set_read_timeout(Some(timeout))?;
+    write!(
+        sock,
+        "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        args.path
+    )?;
+    let mut reply = String::new();
+    sock.take(MAX_REQUEST as u64).read_to_string(&mut reply)?;
+    let status = reply.lines().next().unwrap_or_default();
+    if status.split(' ').nth(1) != Some("200") {
+        anyhow::bail!("{} answered '{status}'", args.path);
+    }
+    Ok(())
+}

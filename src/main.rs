@@ -59,6 +59,9 @@ enum Tool {
     /// snapshot (which tail skips); pointed at a replica-relay, the relay serves the snapshot
     /// from its disk and the master is not touched. Prefer a relay.
     Tail(tail::TailArgs),
+    /// Exit 0 if the relay on this host answers 200 on its admin port (for container health
+    /// checks, which then need no curl).
+    Healthcheck(admin::HealthcheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
     match cli.tool {
         Some(Tool::Inspect(args)) => return tool_exit(inspect::run(args)),
         Some(Tool::Tail(args)) => return tool_exit(tail::run(args)),
+        Some(Tool::Healthcheck(args)) => return tool_exit(admin::healthcheck(args)),
         None => {}
     }
     let config = match Config::resolve(cli.relay) {
