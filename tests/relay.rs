@@ -540,3 +540,26 @@ fn retries_every_second_while_the_master_is_down() {
     let replica = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&replica]);
 }
+
+#[test]
+fn the_readme_documents_every_flag() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--")?.split([' ', '=']).next())
+        .filter(|f| !["help", "version"].contains(f))
+        .collect();
+    assert!(flags.len() > 15, "{flags:?}");
+    for flag in flags {
+        assert!(
+            readme.contains(&format!("`--{flag}")),
+            "README.md does not document --{flag}"
+        );
+    }
+}
