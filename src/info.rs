@@ -212,6 +212,7 @@ fn relay_section(relay: &Relay, out: &mut String) {
         None => {}
     }
     stream_facts(&relay.store.stream_stats(), out);
+    incompatible(relay, out);
     let _ = write!(
         out,
         "relay_log_first_offset:{}\r\nrelay_log_next_offset:{}\r\nrelay_log_disk_bytes:{}\r\nrelay_snapshot_refreshing:{}\r\n",
@@ -220,6 +221,21 @@ fn relay_section(relay: &Relay, out: &mut String) {
         relay.store.log_disk_bytes(),
         u8::from(state.refreshing)
     );
+}
+
+/// Replicas that cannot load the snapshot's format, with what it needs.
+fn incompatible(relay: &Relay, out: &mut String) {
+    let flagged = relay.replicas.formats.flagged();
+    let _ = write!(out, "relay_incompatible_replicas:{}\r\n", flagged.len());
+    for (i, (name, r)) in flagged.iter().enumerate() {
+        let _ = write!(
+            out,
+            "relay_incompatible_replica{i}:name={name},format={},needs={},drops={}\r\n",
+            r.signature,
+            crate::compat::requirement(&r.signature),
+            r.strikes
+        );
+    }
 }
 
 fn stream_facts(s: &crate::decode::StreamStats, out: &mut String) {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod commands;
+mod compat;
 mod config;
 mod decode;
 mod downstream;

@@ -107,6 +107,7 @@ pub struct Metrics {
     pub commands: IntCounterVec,
     pub stream_bytes: IntCounter,
     pub replicas_connected: IntGauge,
+    pub incompatible_replicas: IntGauge,
     pub replica_lag: IntGaugeVec,
     pub replica_ack_age: GaugeVec,
     pub replica_state: IntGaugeVec,
@@ -262,6 +263,7 @@ impl Metrics {
             ),
             stream_bytes: b.counter("stream_bytes_total", "Bytes of replication stream stored."),
             replicas_connected: b.gauge("replicas_connected", "Replicas attached to the relay."),
+            incompatible_replicas: b.gauge("incompatible_replicas", "Replicas taken as unable to load the snapshot's format; their full syncs are backed off."),
             replica_lag: b.gauges(
                 "replica_lag_bytes",
                 "Bytes between the relay's offset and the replica's last ACK.",
@@ -467,6 +469,8 @@ impl Metrics {
         let replicas = relay.replicas.list();
         let offset = relay.store.view().master_repl_offset();
         self.replicas_connected.set(replicas.len() as i64);
+        self.incompatible_replicas
+            .set(relay.replicas.formats.flagged().len() as i64);
         self.replica_lag.reset();
         self.replica_ack_age.reset();
         self.replica_state.reset();

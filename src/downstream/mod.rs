@@ -4,6 +4,7 @@
 //! Each connection is its own task with a bounded query buffer; a client that sends garbage gets
 //! a protocol error and is closed without affecting anyone else.
 
+mod formats;
 mod psync;
 mod replica;
 
@@ -41,6 +42,8 @@ pub struct Client {
     /// From `REPLCONF ip-address`.
     pub announced_ip: Option<String>,
     pub capa_psync2: bool,
+    /// From `REPLCONF version` (Valkey replicas).
+    pub version: Option<String>,
     pub rdb_only: bool,
     pub created: Instant,
 }
@@ -84,13 +87,16 @@ pub struct ReplicaInfo {
     pub state: ReplicaState,
     pub ack_offset: u64,
     pub ack_time: Instant,
+    /// Whether a `REPLCONF ACK` has come since the sync (a newline does not count).
+    pub acked: bool,
 }
 
-/// The replicas attached now, for INFO and ROLE.
+/// The replicas attached now, for INFO and ROLE, and those that cannot load the snapshot.
 #[derive(Default)]
 pub struct Replicas {
     next_id: AtomicU64,
     map: Mutex<BTreeMap<u64, ReplicaInfo>>,
+    pub formats: formats::Formats,
 }
 
 impl Replicas {
@@ -116,6 +122,11 @@ impl Replicas {
         if let Some(r) = self.lock().get_mut(&id) {
             f(r);
         }
+    }
+
+    /// Whether the replica has acknowledged since its sync.
+    fn acked(&self, id: u64) -> bool {
+        self.lock().get(&id).is_some_and(|r| r.acked)
     }
 
     /// Time since the replica last sent an ACK or a newline.
@@ -201,6 +212,7 @@ async fn connection(
         listening_port: None,
         announced_ip: None,
         capa_psync2: false,
+        version: None,
         rdb_only: false,
         created: Instant::now(),
     };

@@ -14,8 +14,10 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{info, warn};
 
+use super::formats::DROP_WINDOW;
 use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
 use crate::commands::SyncRequest;
+use crate::compat::valkey_loads;
 use crate::progress::Progress;
 use crate::relay::Relay;
 use crate::resp;
@@ -43,6 +45,7 @@ pub async fn serve(
         state: ReplicaState::WaitBgsave,
         ack_offset: 0,
         ack_time: Instant::now(),
+        acked: false,
     };
     let id = relay.replicas.add(info);
     info!("Replica {name} asks for synchronization");
@@ -54,6 +57,7 @@ pub async fn serve(
         client,
         wr,
         request,
+        sent_snapshot: None,
     };
     match session.run(rd, leftover).await {
         Ok(why) => info!("Connection with replica {} lost: {why}", session.name),
@@ -69,6 +73,8 @@ struct Session {
     client: Client,
     wr: OwnedWriteHalf,
     request: SyncRequest,
+    /// When the snapshot was sent, and its format.
+    sent_snapshot: Option<(Instant, String)>,
 }
 
 impl Drop for Session {
@@ -96,7 +102,17 @@ impl Session {
                 return Ok("refused with -NOMASTERLINK: no snapshot in service yet".into());
             }
             Decision::Continue => self.partial(&state).await?,
-            Decision::Full(reason) => self.full(&state, &reason).await?,
+            Decision::Full(reason) => {
+                let signature = self.snapshot_signature(&state).await;
+                if let Some(refusal) = self.format_refusal(&signature) {
+                    self.relay.metrics.rejected("rdb_format");
+                    self.write(format!("-{refusal}\r\n").as_bytes()).await?;
+                    return Ok(format!("refused: {refusal}"));
+                }
+                let cursor = self.full(&state, &reason).await?;
+                self.sent_snapshot = Some((Instant::now(), signature));
+                cursor
+            }
         };
         if self.client.rdb_only {
             return Ok("snapshot delivered (rdb-only)".into());
@@ -105,6 +121,7 @@ impl Session {
         let mut acks = tokio::spawn(read_acks(self.relay.clone(), self.id, rd, leftover));
         let result = self.stream(cursor, state.epoch, &mut acks, full).await;
         acks.abort();
+        self.judge_format();
         result
     }
 
@@ -147,6 +164,48 @@ impl Session {
                 _ = keepalive.tick() => self.write(b"\n").await?,
                 _ = self.relay.shutdown.cancelled() => bail!("shutting down"),
             }
+        }
+    }
+
+    /// The snapshot's first 9 bytes, `REDIS0011` or `VALKEY080`.
+    async fn snapshot_signature(&self, state: &State) -> String {
+        let Some(ident) = &state.ident else {
+            return String::new();
+        };
+        let mut header = [0u8; 9];
+        let read = async {
+            let mut f = tokio::fs::File::open(self.relay.store.snapshot_path(ident)).await?;
+            f.read_exact(&mut header).await
+        };
+        match read.await {
+            Ok(_) => String::from_utf8_lossy(&header).into_owned(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Why this replica gets no full sync: it cannot load `signature`, by its own word (Valkey's
+    /// `REPLCONF version`) or by having dropped every snapshot sent so far.
+    fn format_refusal(&self, signature: &str) -> Option<String> {
+        let formats = &self.relay.replicas.formats;
+        if let Some(version) = &self.client.version
+            && !valkey_loads(signature, version)
+        {
+            formats.known_incompatible(&self.name, signature);
+        }
+        formats.refusal(&self.name)
+    }
+
+    /// After a full sync: a replica that acknowledged loaded the snapshot; one that dropped soon
+    /// after it, silently, most likely could not.
+    fn judge_format(&self) {
+        let Some((sent, signature)) = &self.sent_snapshot else {
+            return;
+        };
+        let formats = &self.relay.replicas.formats;
+        if self.relay.replicas.acked(self.id) {
+            formats.clear(&self.name);
+        } else if sent.elapsed() < DROP_WINDOW {
+            formats.strike(&self.name, signature);
         }
     }
 
@@ -332,6 +391,7 @@ async fn read_acks(relay: Arc<Relay>, id: u64, mut rd: OwnedReadHalf, mut buf: B
                     let offset = is_ack.then(|| std::str::from_utf8(&args[2]).ok()?.parse().ok());
                     if let Some(Some(offset)) = offset {
                         r.ack_offset = r.ack_offset.max(offset);
+                        r.acked = true;
                     }
                 }),
                 Ok(None) => break,
