@@ -51,6 +51,17 @@ impl FailureReason {
     }
 }
 
+/// Every `FailureReason` label, so the series exist from the start.
+const FAILURE_REASONS: [&str; 7] = [
+    "connect",
+    "auth",
+    "psync",
+    "snapshot_rejected",
+    "timeout",
+    "store",
+    "link",
+];
+
 /// Why a downstream connection or sync was refused.
 pub const REJECT_REASONS: [&str; 5] = [
     "maxclients",
@@ -317,15 +328,7 @@ impl Metrics {
 
     /// Series with known labels exist from the start, at zero, so rates and alerts see them.
     fn initialise_labels(&self) {
-        for reason in [
-            "connect",
-            "auth",
-            "psync",
-            "snapshot_rejected",
-            "timeout",
-            "store",
-            "link",
-        ] {
+        for reason in FAILURE_REASONS {
             self.upstream_sync_failures.with_label_values(&[reason]);
         }
         for phase in ["snapshot", "stream"] {
@@ -344,16 +347,7 @@ impl Metrics {
     }
 
     pub fn failures(&self) -> u64 {
-        let reasons = [
-            "connect",
-            "auth",
-            "psync",
-            "snapshot_rejected",
-            "timeout",
-            "store",
-            "link",
-        ];
-        reasons
+        FAILURE_REASONS
             .iter()
             .map(|r| self.upstream_sync_failures.with_label_values(&[r]).get())
             .sum()
