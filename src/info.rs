@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::decode::SnapshotStats;
+use crate::decode::{SnapshotStats, counts};
 use crate::downstream::{Client, ReplicaState};
 use crate::relay::{LinkState, Relay};
 use crate::resp::Reply;
@@ -239,14 +239,13 @@ fn incompatible(relay: &Relay, out: &mut String) {
 }
 
 fn stream_facts(s: &crate::decode::StreamStats, out: &mut String) {
-    let commands: Vec<String> = s.commands.iter().map(|(k, n)| format!("{k}={n}")).collect();
     let dbs: Vec<String> = s.dbs.iter().map(|(db, n)| format!("db{db}={n}")).collect();
     let _ = write!(
         out,
         "relay_stream_bytes:{}\r\nrelay_stream_bytes_per_sec:{:.0}\r\nrelay_stream_commands:{}\r\nrelay_stream_commands_per_db:{}\r\nrelay_stream_multi_blocks:{}\r\nrelay_stream_pings:{}\r\nrelay_stream_getacks:{}\r\n",
         s.bytes,
         s.bytes_per_sec,
-        commands.join(","),
+        counts(&s.commands, ","),
         dbs.join(","),
         s.multi_blocks,
         s.pings,
@@ -255,12 +254,6 @@ fn stream_facts(s: &crate::decode::StreamStats, out: &mut String) {
 }
 
 fn snapshot_facts(s: &SnapshotStats, out: &mut String) {
-    let joined = |m: &BTreeMap<&str, u64>| {
-        m.iter()
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     let mut types = BTreeMap::new();
     for d in s.dbs.values() {
         for (k, n) in &d.types {
@@ -284,8 +277,8 @@ fn snapshot_facts(s: &SnapshotStats, out: &mut String) {
         s.rdb_version,
         aux("ctime"),
         s.keys(),
-        joined(&types),
-        joined(&s.not_decoded),
+        counts(&types, ","),
+        counts(&s.not_decoded, ","),
     );
 }
 

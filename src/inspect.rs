@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::decode::{SnapshotCheck, SnapshotStats, analyze};
+use crate::decode::{SnapshotCheck, SnapshotStats, analyze, counts};
 use crate::store::{self, StoreSummary};
 
 #[derive(Debug, clap::Args)]
@@ -106,25 +106,19 @@ fn text(r: &Report) -> String {
     }
     let _ = writeln!(out, "keys       {}", s.keys());
     for (db, d) in &s.dbs {
-        let types: Vec<String> = d.types.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let _ = writeln!(
             out,
             "  db{db:<6} keys={} expires={} {}",
             d.keys,
             d.expires,
-            types.join(" ")
+            counts(&d.types, " ")
         );
     }
     if !s.not_decoded.is_empty() {
-        let kinds: Vec<String> = s
-            .not_decoded
-            .iter()
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
         let _ = writeln!(
             out,
             "counted by type only (values not decoded, expiries unknown): {}",
-            kinds.join(" ")
+            counts(&s.not_decoded, " ")
         );
     }
     if !s.largest.is_empty() {

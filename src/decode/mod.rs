@@ -8,5 +8,5 @@ mod stream;
 
 pub use check::{SnapshotCheck, SnapshotFacts};
 pub use follow::{Follow, FollowReader};
-pub use stats::{SnapshotStats, analyze};
+pub use stats::{SnapshotStats, analyze, counts};
 pub use stream::StreamStats;

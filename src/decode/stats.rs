@@ -56,6 +56,12 @@ impl SnapshotStats {
     }
 }
 
+/// `name=count` pairs joined by `sep`, for INFO and `inspect`.
+pub fn counts<K: std::fmt::Display>(map: &BTreeMap<K, u64>, sep: &str) -> String {
+    let pairs: Vec<String> = map.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    pairs.join(sep)
+}
+
 /// The Redis type a value type byte encodes (PROTOCOL §6.4).
 pub fn type_name(enc: u8) -> &'static str {
     match enc {

@@ -136,10 +136,17 @@ impl Shared {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Changes the state and wakes every reader: for what readers wait on.
     fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let out = f(&mut self.state.write().unwrap_or_else(|e| e.into_inner()));
+        let out = self.quietly(f);
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
         out
+    }
+
+    /// Changes the state without waking readers: bytes not yet published (the memory tail),
+    /// progress counters and pins, so the fan-out path is woken once per published batch.
+    fn quietly<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.write().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -341,17 +348,17 @@ impl Store {
     /// Keeps the log from `offset` on while a replica catches up after a full sync. False if
     /// retention already dropped it.
     pub fn pin(&self, session: u64, offset: u64) -> bool {
-        let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-        let kept = offset >= st.first;
-        if kept {
-            st.pins.insert(session, offset);
-        }
-        kept
+        self.shared.quietly(|st| {
+            let kept = offset >= st.first;
+            if kept {
+                st.pins.insert(session, offset);
+            }
+            kept
+        })
     }
 
     pub fn unpin(&self, session: u64) {
-        let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-        st.pins.remove(&session);
+        self.shared.quietly(|st| st.pins.remove(&session));
     }
 
     pub async fn append(&self, data: Bytes) -> Result<()> {

@@ -17,7 +17,9 @@ use tracing::{info, warn};
 use super::identity::{Identity, NULL_REPLID, sync_dir};
 use super::writer::{Writer, create_segment, remove_segments};
 use super::{Receiving, Shared};
-use crate::decode::{Follow, FollowReader, SnapshotCheck, SnapshotFacts, SnapshotStats, analyze};
+use crate::decode::{
+    Follow, FollowReader, SnapshotCheck, SnapshotFacts, SnapshotStats, analyze, counts,
+};
 use crate::feed::Scanner;
 
 /// Which upstream connection a snapshot comes from.
@@ -161,7 +163,7 @@ impl Writer {
         let size = inc.size;
         if slot == Slot::Main {
             self.shared
-                .update(|st| st.receiving = Some(Receiving { received: size }));
+                .quietly(|st| st.receiving = Some(Receiving { received: size }));
         }
     }
 
@@ -344,10 +346,8 @@ fn not_decoded_note(stats: &SnapshotStats) -> String {
     if stats.not_decoded.is_empty() {
         return String::new();
     }
-    let kinds: Vec<String> = stats
-        .not_decoded
-        .iter()
-        .map(|(k, n)| format!("{n} {k}"))
-        .collect();
-    format!("; counted by type only: {}", kinds.join(", "))
+    format!(
+        "; counted by type only: {}",
+        counts(&stats.not_decoded, ", ")
+    )
 }

@@ -277,7 +277,7 @@ impl Writer {
         let offset = self.written;
         self.written += data.len() as u64;
         self.shared
-            .update(|st| st.tail.push(offset, data, TAIL_BYTES));
+            .quietly(|st| st.tail.push(offset, data, TAIL_BYTES));
         Ok(())
     }
 
