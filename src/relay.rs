@@ -54,6 +54,9 @@ pub struct LinkStatus {
     /// PSYNC was sent without a snapshot, or +FULLRESYNC received: a snapshot is on its way and
     /// replicas asking now should wait for it rather than be refused.
     pub snapshot_pending: bool,
+    /// A snapshot refresh was asked of the master and has not fully arrived yet: the master may
+    /// still be waiting out its `repl-diskless-sync-delay` before it forks.
+    pub refresh_requested: bool,
 }
 
 pub struct Relay {
@@ -119,6 +122,7 @@ pub async fn run(config: Config) -> Result<()> {
             down_since: None,
             sync_total: None,
             snapshot_pending: false,
+            refresh_requested: false,
         }),
         replicas: Replicas::default(),
         metrics,

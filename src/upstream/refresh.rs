@@ -49,11 +49,13 @@ impl Refresher {
         let token = CancellationToken::new();
         let guard = token.clone().drop_guard();
         let (relay, master) = (relay.clone(), master.clone());
+        relay.update_link(|l| l.refresh_requested = true);
         let handle = tokio::spawn(async move {
             let result = tokio::select! {
                 r = fetch(&relay, &master) => r,
                 _ = token.cancelled() => Err(anyhow::anyhow!("the link with the master ended")),
             };
+            relay.update_link(|l| l.refresh_requested = false);
             if let Err(e) = &result {
                 warn!("Snapshot refresh failed: {e:#}; the current snapshot stays in service");
                 let _ = relay.store.abort_snapshot(Slot::Refresh).await;
