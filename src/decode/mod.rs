@@ -6,6 +6,8 @@ mod follow;
 mod stats;
 mod stream;
 
+#[cfg(test)]
+pub(crate) use check::tiny_rdb;
 pub use check::{SnapshotCheck, SnapshotFacts};
 pub use follow::{Follow, FollowReader};
 pub use stats::{SnapshotStats, analyze, counts};

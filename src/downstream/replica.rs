@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -315,9 +315,10 @@ impl Session {
         let mut changes = store.subscribe();
         let sent = relay.metrics.downstream_sent.with_label_values(&["stream"]);
         let mut check = tokio::time::interval(Duration::from_secs(1));
+        let mut scratch = BytesMut::new();
         loop {
-            let chunks: Vec<Bytes> = tokio::select! {
-                read = store.read(cursor, epoch, &mut changes) => match read {
+            let mut chunks = tokio::select! {
+                read = store.read(cursor, epoch, &mut changes, &mut scratch) => match read {
                     Ok(chunks) => chunks,
                     Err(gone) => return Ok(format!("disconnecting it: {gone}")),
                 },
@@ -332,13 +333,12 @@ impl Session {
                 }
                 _ = self.relay.shutdown.cancelled() => return Ok("shutting down".into()),
             };
-            for chunk in chunks {
-                tokio::time::timeout(timeout, self.wr.write_all(&chunk))
-                    .await
-                    .context("timeout writing to the replica")??;
-                cursor += chunk.len() as u64;
-                sent.inc_by(chunk.len() as u64);
-            }
+            let len = chunks.remaining();
+            tokio::time::timeout(timeout, self.wr.write_all_buf(&mut chunks))
+                .await
+                .context("timeout writing to the replica")??;
+            cursor += len as u64;
+            sent.inc_by(len as u64);
             if catching_up {
                 catching_up = self.keep_pin(cursor);
             }

@@ -11,9 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crc::{CRC_32_ISCSI, Crc, Digest};
-
-static CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+use crc32c::{crc32c, crc32c_append};
 
 const RECORD: usize = 16;
 
@@ -24,7 +22,8 @@ pub(super) fn index_path(segment: &Path) -> PathBuf {
 /// The checksums of the segment being written.
 pub(super) struct Index {
     file: File,
-    digest: Digest<'static, u32>,
+    /// CRC32C of the bytes since the last record.
+    crc: u32,
     /// Segment length covered by the last record.
     indexed: u64,
 }
@@ -35,7 +34,7 @@ impl Index {
         let file = File::create(index_path(segment))?;
         Ok(Index {
             file,
-            digest: CRC32C.digest(),
+            crc: 0,
             indexed: 0,
         })
     }
@@ -52,18 +51,18 @@ impl Index {
         let mut index = Index::create(segment)?;
         let mut prev = 0;
         for &mark in &marks {
-            let crc = CRC32C.checksum(&read_range(segment, prev, mark)?);
+            let crc = crc_of_range(segment, prev, mark)?;
             index.file.write_all(&record(mark, crc))?;
             prev = mark;
         }
-        index.digest.update(&read_range(segment, prev, len)?);
+        index.crc = crc_of_range(segment, prev, len)?;
         index.indexed = prev;
         Ok(index)
     }
 
     /// Bytes just appended to the segment.
     pub(super) fn update(&mut self, data: &[u8]) {
-        self.digest.update(data);
+        self.crc = crc32c_append(self.crc, data);
     }
 
     /// Records a checkpoint at segment length `len`.
@@ -71,7 +70,7 @@ impl Index {
         if len <= self.indexed {
             return Ok(());
         }
-        let crc = std::mem::replace(&mut self.digest, CRC32C.digest()).finalize();
+        let crc = std::mem::take(&mut self.crc);
         self.file.write_all(&record(len, crc))?;
         self.indexed = len;
         Ok(())
@@ -82,7 +81,7 @@ fn record(len: u64, crc: u32) -> [u8; RECORD] {
     let mut r = [0u8; RECORD];
     r[..8].copy_from_slice(&len.to_le_bytes());
     r[8..12].copy_from_slice(&crc.to_le_bytes());
-    let own = CRC32C.checksum(&r[..12]);
+    let own = crc32c(&r[..12]);
     r[12..].copy_from_slice(&own.to_le_bytes());
     r
 }
@@ -94,7 +93,7 @@ fn read_records(path: &Path) -> io::Result<Vec<(u64, u32)>> {
     for r in bytes.chunks_exact(RECORD) {
         let own = u32::from_le_bytes(r[12..].try_into().expect("4 bytes"));
         let len = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
-        if own != CRC32C.checksum(&r[..12]) || out.last().is_some_and(|&(prev, _)| len <= prev) {
+        if own != crc32c(&r[..12]) || out.last().is_some_and(|&(prev, _)| len <= prev) {
             break;
         }
         out.push((
@@ -105,12 +104,28 @@ fn read_records(path: &Path) -> io::Result<Vec<(u64, u32)>> {
     Ok(out)
 }
 
-fn read_range(path: &Path, from: u64, to: u64) -> io::Result<Vec<u8>> {
+/// Bytes read at a time while checksumming: a checkpoint can cover a whole segment, which must
+/// not become one allocation.
+const CHECK_READ: usize = 1 << 20;
+
+/// The CRC32C of `[from, to)` of a file, read in bounded pieces.
+fn crc_of_range(path: &Path, from: u64, to: u64) -> io::Result<u32> {
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(from))?;
-    let mut buf = vec![0u8; (to - from) as usize];
-    f.read_exact(&mut buf)?;
-    Ok(buf)
+    crc_of_next(&mut f, to - from)
+}
+
+/// The CRC32C of the next `len` bytes of `f`.
+fn crc_of_next(f: &mut File, len: u64) -> io::Result<u32> {
+    let mut buf = vec![0u8; CHECK_READ.min(len as usize)];
+    let (mut crc, mut left) = (0, len);
+    while left > 0 {
+        let piece = &mut buf[..CHECK_READ.min(left as usize)];
+        f.read_exact(piece)?;
+        crc = crc32c_append(crc, piece);
+        left -= piece.len() as u64;
+    }
+    Ok(crc)
 }
 
 /// How much of a segment can be trusted: up to the first checkpoint whose checksum fails, or
@@ -128,9 +143,7 @@ pub(super) fn trusted_len(segment: &Path) -> io::Result<(u64, Option<u64>)> {
         if mark > file_len {
             break;
         }
-        let mut chunk = vec![0u8; (mark - prev) as usize];
-        file.read_exact(&mut chunk)?;
-        if CRC32C.checksum(&chunk) != crc {
+        if crc_of_next(&mut file, mark - prev)? != crc {
             return Ok((prev, Some(mark)));
         }
         prev = mark;
@@ -187,5 +200,16 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
         f.set_len(20).unwrap();
         assert_eq!(trusted_len(&seg).unwrap(), (20, None));
+    }
+
+    #[test]
+    fn records_hold_the_crc32c_of_the_bytes_however_they_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = dir.path().join("00000000000000000001.seg");
+        let mut index = Index::create(&seg).unwrap();
+        index.update(b"1234");
+        index.update(b"56789");
+        index.mark(9).unwrap();
+        assert_eq!(read_records(&index_path(&seg)).unwrap(), [(9, 0xe306_9283)]);
     }
 }

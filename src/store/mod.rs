@@ -22,7 +22,7 @@ mod tail;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use identity::{Identity, NULL_REPLID, is_replid};
 pub use snapshot::Slot;
+pub use tail::Chunks;
 use tail::Tail;
 pub use writer::WriterStatus;
 use writer::{Op, Writer};
@@ -39,8 +40,9 @@ use writer::{Op, Writer};
 use crate::decode::{SnapshotFacts, SnapshotStats, StreamStats};
 use crate::metrics::StoreMetrics;
 
-/// Longest read from a segment file for one downstream write.
-const DISK_READ: usize = 512 * 1024;
+/// Most bytes handed to a downstream session per read, from memory or from a segment file:
+/// also what a replica stalled in a write can keep alive after the tail has moved on.
+const READ_MAX: u64 = 512 * 1024;
 /// Recent stream bytes kept in memory for replicas that keep up.
 pub const TAIL_BYTES: usize = 4 * 1024 * 1024;
 /// Decoded statistics kept: the snapshot in service and ones arriving.
@@ -159,7 +161,7 @@ pub struct Store {
 }
 
 enum Located {
-    Memory(Vec<Bytes>),
+    Memory(Chunks),
     Disk(PathBuf, u64, usize),
     Nothing,
 }
@@ -255,19 +257,29 @@ impl Store {
     }
 
     /// Stream bytes from offset `from` of history `epoch`, waiting until there are some.
+    /// `scratch` is the caller's buffer for disk reads, reused while it lags behind the memory
+    /// tail and released once it is back on it.
     pub async fn read(
         &self,
         from: u64,
         epoch: u64,
         changes: &mut watch::Receiver<u64>,
-    ) -> Result<Vec<Bytes>, Gone> {
+        scratch: &mut BytesMut,
+    ) -> Result<Chunks, Gone> {
         loop {
             changes.borrow_and_update();
             match self.locate(from, epoch)? {
-                Located::Memory(chunks) => return Ok(chunks),
+                Located::Memory(chunks) => {
+                    *scratch = BytesMut::new();
+                    return Ok(chunks);
+                }
                 Located::Disk(path, pos, len) => {
-                    return match read_file(path, pos, len).await {
-                        Ok(b) => Ok(vec![b]),
+                    let buf = std::mem::take(scratch);
+                    return match read_file(path, pos, len, buf).await {
+                        Ok((read, buf)) => {
+                            *scratch = buf;
+                            Ok(read.into())
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                             Err(Gone::Trimmed(from))
                         }
@@ -290,7 +302,7 @@ impl Store {
         if from >= st.next {
             return Ok(Located::Nothing);
         }
-        if let Some(chunks) = st.tail.slice(from, st.next) {
+        if let Some(chunks) = st.tail.slice(from, st.next.min(from + READ_MAX)) {
             return Ok(Located::Memory(chunks));
         }
         let start = *st
@@ -305,7 +317,7 @@ impl Store {
             .copied()
             .unwrap_or(st.next)
             .min(st.next);
-        let len = ((end - from) as usize).min(DISK_READ);
+        let len = (end - from).min(READ_MAX) as usize;
         Ok(Located::Disk(
             segment_path(&self.shared.dir, start),
             from - start,
@@ -443,13 +455,21 @@ fn segment_path(dir: &Path, start: u64) -> PathBuf {
     dir.join("log").join(format!("{start:020}.seg"))
 }
 
-async fn read_file(path: PathBuf, pos: u64, len: usize) -> std::io::Result<Bytes> {
-    let read = move || -> std::io::Result<Bytes> {
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(pos))?;
-        let mut buf = BytesMut::zeroed(len);
-        f.read_exact(&mut buf)?;
-        Ok(buf.freeze())
+/// Reads `len` bytes at `pos` into `buf`, whose memory comes back for the next read once the
+/// bytes returned are dropped: a lagging replica reuses warm pages instead of faulting in a
+/// fresh allocation for every read.
+async fn read_file(
+    path: PathBuf,
+    pos: u64,
+    len: usize,
+    mut buf: BytesMut,
+) -> std::io::Result<(Bytes, BytesMut)> {
+    let read = move || -> std::io::Result<(Bytes, BytesMut)> {
+        let f = std::fs::File::open(&path)?;
+        buf.clear();
+        buf.resize(len, 0);
+        f.read_exact_at(&mut buf, pos)?;
+        Ok((buf.split().freeze(), buf))
     };
     tokio::task::spawn_blocking(read)
         .await

@@ -5,8 +5,9 @@
 //! the write rate or the number of replicas; slower readers fall back to the segment files.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 #[derive(Debug, Clone, Default)]
 pub struct Tail {
@@ -26,7 +27,7 @@ impl Tail {
     }
 
     /// The bytes in `[from, until)`, if the tail still holds `from`.
-    pub fn slice(&self, from: u64, until: u64) -> Option<Vec<Bytes>> {
+    pub fn slice(&self, from: u64, until: u64) -> Option<Chunks> {
         let first = self.chunks.front()?.0;
         if from < first {
             return None;
@@ -34,7 +35,7 @@ impl Tail {
         let i = self
             .chunks
             .partition_point(|(s, b)| s + b.len() as u64 <= from);
-        let out: Vec<Bytes> = self
+        let out: VecDeque<Bytes> = self
             .chunks
             .range(i..)
             .take_while(|(s, _)| *s < until)
@@ -44,7 +45,7 @@ impl Tail {
                 b.slice(lo..hi)
             })
             .collect();
-        (!out.is_empty()).then_some(out)
+        (!out.is_empty()).then(|| Chunks::new(out))
     }
 
     /// Forgets everything from `offset` on (an incomplete command cut from the log).
@@ -66,6 +67,59 @@ impl Tail {
     }
 }
 
+/// Stream bytes handed to one replica: shared handles on the stored chunks, written with one
+/// vectored write for as many chunks as the socket takes, not one write per upstream read.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    parts: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Chunks {
+    pub fn new(parts: VecDeque<Bytes>) -> Chunks {
+        let remaining = parts.iter().map(Bytes::len).sum();
+        Chunks { parts, remaining }
+    }
+}
+
+impl From<Bytes> for Chunks {
+    fn from(b: Bytes) -> Chunks {
+        Chunks::new(VecDeque::from([b]))
+    }
+}
+
+impl Buf for Chunks {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |b| b)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        assert!(n <= self.remaining, "advance past the end of the chunks");
+        self.remaining -= n;
+        while n > 0 {
+            let front = self.parts.front_mut().expect("remaining bytes");
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.parts.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let n = dst.len().min(self.parts.len());
+        for (slot, part) in dst.iter_mut().zip(&self.parts) {
+            *slot = IoSlice::new(part);
+        }
+        n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,8 +131,8 @@ mod tests {
         t
     }
 
-    fn joined(v: Option<Vec<Bytes>>) -> Option<Vec<u8>> {
-        v.map(|v| v.concat())
+    fn joined(v: Option<Chunks>) -> Option<Vec<u8>> {
+        v.map(|mut c| c.copy_to_bytes(c.remaining()).to_vec())
     }
 
     #[test]
@@ -87,18 +141,30 @@ mod tests {
         assert_eq!(joined(t.slice(12, 18)), Some(b"cdefgh".to_vec()));
         assert_eq!(joined(t.slice(12, 15)), Some(b"cde".to_vec()));
         assert_eq!(joined(t.slice(14, 18)), Some(b"efgh".to_vec()));
-        assert_eq!(t.slice(9, 18), None);
-        assert_eq!(t.slice(18, 18), None);
+        assert!(t.slice(9, 18).is_none());
+        assert!(t.slice(18, 18).is_none());
     }
 
     #[test]
     fn bounded_and_truncatable() {
         let mut t = tail();
         t.push(18, Bytes::from_static(b"ijkl"), 8);
-        assert_eq!(t.slice(12, 22), None);
+        assert!(t.slice(12, 22).is_none());
         assert_eq!(joined(t.slice(14, 22)), Some(b"efghijkl".to_vec()));
         t.truncate(16);
         assert_eq!(joined(t.slice(14, 22)), Some(b"ef".to_vec()));
         assert_eq!(t.bytes, 2);
+    }
+
+    #[test]
+    fn chunks_advance_across_parts_and_vector_what_is_left() {
+        let mut c = tail().slice(11, 18).expect("held");
+        assert_eq!(c.remaining(), 7);
+        c.advance(4);
+        assert_eq!(c.chunk(), b"fgh");
+        let mut slots = [IoSlice::new(&[]); 4];
+        assert_eq!(c.chunks_vectored(&mut slots), 1);
+        c.advance(3);
+        assert_eq!((c.remaining(), c.chunk()), (0, &b""[..]));
     }
 }

@@ -17,8 +17,10 @@ use crate::store::is_replid;
 
 /// Longest reply line accepted during the handshake.
 const MAX_LINE: usize = 4096;
-/// Bytes asked of the socket per read.
+/// Size of each read buffer block; stream chunks are slices of these blocks.
 const READ_CHUNK: usize = 64 * 1024;
+/// Least room worth a read before a new block is started.
+const MIN_READ: usize = 8 * 1024;
 const EOF_MARK_LEN: usize = 40;
 
 /// Credentials for the master: `AUTH <pass>` or `AUTH <user> <pass>`.
@@ -220,7 +222,7 @@ impl MasterConn {
     /// Cancel-safe: nothing is lost if the future is dropped.
     pub async fn stream_chunk(&mut self) -> Result<Bytes> {
         if self.buf.is_empty() {
-            self.buf.reserve(READ_CHUNK);
+            make_room(&mut self.buf);
             if self
                 .rd
                 .read_buf(&mut self.buf)
@@ -248,7 +250,7 @@ impl MasterConn {
     }
 
     async fn read_more(&mut self) -> Result<()> {
-        self.buf.reserve(READ_CHUNK);
+        make_room(&mut self.buf);
         let read = tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf));
         match read.await {
             Err(_) => bail!("Timeout receiving data from the MASTER..."),
@@ -284,5 +286,43 @@ impl MasterConn {
                 return Ok(line);
             }
         }
+    }
+}
+
+/// Starts a new block only when the current one is nearly full. Each chunk handed to the store
+/// keeps its whole block alive while the memory tail holds it, so reserving a full block before
+/// every read would let a few hundred bytes pin 64 KiB: the tail, counted in bytes, would hold
+/// many times its size in memory under a stream of small writes.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < MIN_READ {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_reads_share_one_block() {
+        let mut buf = BytesMut::new();
+        make_room(&mut buf);
+        let mut chunks = Vec::new();
+        for _ in 0..3 {
+            make_room(&mut buf);
+            buf.extend_from_slice(&[7; 300]);
+            chunks.push(buf.split().freeze());
+        }
+        for pair in chunks.windows(2) {
+            assert_eq!(pair[0].as_ptr().wrapping_add(300), pair[1].as_ptr());
+        }
+        buf.extend_from_slice(&vec![7; READ_CHUNK - 900 - MIN_READ + 1]);
+        let almost_full = buf.split().freeze();
+        make_room(&mut buf);
+        assert!(
+            buf.capacity() >= READ_CHUNK,
+            "a fresh block once the last one is nearly full"
+        );
+        drop(almost_full);
     }
 }
