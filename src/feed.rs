@@ -232,14 +232,7 @@ impl Scanner {
             (State::Boundary, b'\r') => State::EmptyLine,
             (State::Boundary, _) => return Err(self.error("expected '*' at a command boundary")),
             (State::EmptyLine, _) => return Err(self.error("stray '\\r' between commands")),
-            (State::ArrayHeader | State::BulkHeader, b'\n') => self.end_header()?,
-            (State::ArrayHeader | State::BulkHeader, _) if self.header.len() < MAX_HEADER => {
-                self.header.push(b);
-                self.state
-            }
-            (State::ArrayHeader | State::BulkHeader, _) => {
-                return Err(self.error("header line too long"));
-            }
+            (State::ArrayHeader | State::BulkHeader, _) => return self.header_line(data),
             (State::BulkStart, b'$') => {
                 self.header.clear();
                 State::BulkHeader
@@ -261,6 +254,31 @@ impl Scanner {
             }
         };
         Ok(1)
+    }
+
+    /// Takes a header line's bytes up to and including its `\n` at once, not byte by byte: the
+    /// headers are most of what the scanner reads in a stream of small commands.
+    fn header_line(&mut self, data: &[u8]) -> Result<usize, FeedError> {
+        let room = MAX_HEADER - self.header.len();
+        let window = &data[..data.len().min(room + 1)];
+        match window.iter().position(|&b| b == b'\n') {
+            Some(nl) => {
+                self.header.extend_from_slice(&data[..nl]);
+                let at = self.offset + nl as u64;
+                self.state = self
+                    .end_header()
+                    .map_err(|e| FeedError { offset: at, ..e })?;
+                Ok(nl + 1)
+            }
+            None if window.len() > room => Err(FeedError {
+                offset: self.offset + room as u64,
+                what: "header line too long",
+            }),
+            None => {
+                self.header.extend_from_slice(window);
+                Ok(window.len())
+            }
+        }
     }
 
     fn end_header(&mut self) -> Result<State, FeedError> {
@@ -365,6 +383,19 @@ mod tests {
         assert!(commands(b"*1\r\n:4\r\n", 0).is_err());
         assert!(commands(b"*1\r\n$abc\r\n", 0).is_err());
         assert!(commands(b"*99999999999999999999999999\r\n", 0).is_err());
+    }
+
+    #[test]
+    fn header_errors_name_the_offending_byte_wherever_the_chunks_split() {
+        let long = [&b"*"[..], &[b'1'; MAX_HEADER + 5]].concat();
+        for split in 0..10 {
+            assert_eq!(commands(b"*1\r\n$abc\r\n", split).unwrap_err().offset, 109);
+            let err = commands(&long, split).unwrap_err();
+            assert_eq!(
+                (err.offset, err.what),
+                (101 + MAX_HEADER as u64, "header line too long")
+            );
+        }
     }
 
     #[test]
