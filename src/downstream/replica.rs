@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{info, warn};
@@ -21,12 +21,12 @@ use crate::compat::valkey_loads;
 use crate::progress::Progress;
 use crate::relay::Relay;
 use crate::resp;
-use crate::store::{State, TAIL_BYTES};
+use crate::store::{State, TAIL_BYTES, read_at};
 
 /// How long a replica ahead of the store waits for the relay to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
-/// Buffer for reading the snapshot file.
-const SNAPSHOT_READ: usize = 256 * 1024;
+/// Piece of the snapshot file read at a time; two are in use per full sync.
+const SNAPSHOT_READ: u64 = 512 * 1024;
 
 pub async fn serve(
     relay: Arc<Relay>,
@@ -258,24 +258,23 @@ impl Session {
         if !self.relay.store.pin(self.id, offset + 1) {
             bail!("the snapshot was replaced while the full sync started; the replica will retry");
         }
-        let file = tokio::fs::File::open(&path)
-            .await
+        // Held open for the whole sync: a refresh may unlink the file meanwhile.
+        let open = path.clone();
+        let file = tokio::task::spawn_blocking(move || std::fs::File::open(open))
+            .await?
             .with_context(|| format!("opening snapshot {}", path.display()))?;
         self.write(format!("${}\r\n", ident.snapshot_size).as_bytes())
             .await?;
-        let sent = self.send_snapshot(file, ident.snapshot_size).await?;
-        if sent != ident.snapshot_size {
-            bail!(
-                "snapshot {} is shorter than recorded ({sent} bytes)",
-                path.display()
-            );
-        }
+        self.send_snapshot(Arc::new(file), ident.snapshot_size)
+            .await
+            .with_context(|| format!("sending snapshot {}", path.display()))?;
         info!("Synchronization with replica {} succeeded", self.name);
         Ok(offset + 1)
     }
 
-    /// Copies the snapshot file to the replica, counting and logging progress.
-    async fn send_snapshot(&mut self, file: tokio::fs::File, size: u64) -> Result<u64> {
+    /// Copies the snapshot file to the replica, counting and logging progress. The next piece
+    /// is read from disk while the current one is written, in two buffers that are reused.
+    async fn send_snapshot(&mut self, file: Arc<std::fs::File>, size: u64) -> Result<()> {
         let counter = self
             .relay
             .metrics
@@ -283,23 +282,30 @@ impl Session {
             .with_label_values(&["snapshot"]);
         let what = format!("Full sync of {}: sent", self.name);
         let mut progress = Progress::new(what, Some(size));
-        let mut reader = BufReader::with_capacity(SNAPSHOT_READ, file).take(size);
+        let timeout = self.relay.config.repl_timeout;
+        let piece = |pos: u64, buf: BytesMut| {
+            let file = file.clone();
+            let len = (size - pos).min(SNAPSHOT_READ) as usize;
+            read_at(move || file.try_clone(), pos, len, buf)
+        };
+        let (mut current, mut spare) = piece(0, BytesMut::new()).await.map_err(cut_short)?;
         let mut sent = 0;
-        loop {
-            let chunk = reader.fill_buf().await?;
-            if chunk.is_empty() {
-                return Ok(sent);
-            }
-            let n = chunk.len();
-            let timeout = self.relay.config.repl_timeout;
-            tokio::time::timeout(timeout, self.wr.write_all(chunk))
-                .await
-                .context("timeout writing to the replica")??;
-            reader.consume(n);
-            sent += n as u64;
-            counter.inc_by(n as u64);
-            progress.advance(n as u64);
+        while !current.is_empty() {
+            sent += current.len() as u64;
+            let next = async {
+                match sent < size {
+                    true => piece(sent, spare).await,
+                    false => Ok((Bytes::new(), spare)),
+                }
+            };
+            let write = tokio::time::timeout(timeout, self.wr.write_all(&current));
+            let (written, next) = tokio::join!(write, next);
+            written.context("timeout writing to the replica")??;
+            counter.inc_by(current.len() as u64);
+            progress.advance(current.len() as u64);
+            (current, spare) = next.map_err(cut_short)?;
         }
+        Ok(())
     }
 
     async fn stream(
@@ -374,6 +380,14 @@ impl Session {
             .await
             .context("timeout writing to the replica")?
             .context("writing to the replica")
+    }
+}
+
+/// A snapshot file cut short on disk says so, not "failed to fill whole buffer".
+fn cut_short(e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => anyhow::anyhow!("the file is shorter than recorded"),
+        _ => e.into(),
     }
 }
 

@@ -275,7 +275,7 @@ impl Store {
                 }
                 Located::Disk(path, pos, len) => {
                     let buf = std::mem::take(scratch);
-                    return match read_file(path, pos, len, buf).await {
+                    return match read_at(move || std::fs::File::open(path), pos, len, buf).await {
                         Ok((read, buf)) => {
                             *scratch = buf;
                             Ok(read.into())
@@ -455,17 +455,18 @@ fn segment_path(dir: &Path, start: u64) -> PathBuf {
     dir.join("log").join(format!("{start:020}.seg"))
 }
 
-/// Reads `len` bytes at `pos` into `buf`, whose memory comes back for the next read once the
-/// bytes returned are dropped: a lagging replica reuses warm pages instead of faulting in a
-/// fresh allocation for every read.
-async fn read_file(
-    path: PathBuf,
+/// Reads `len` bytes at `pos` of the file `open` gives, on a blocking thread, into `buf`, whose
+/// memory comes back for the next read once the bytes returned are dropped: a reader that goes
+/// on reuses warm pages instead of faulting in a fresh allocation for every read. A file shorter
+/// than `pos + len` is an error.
+pub async fn read_at(
+    open: impl FnOnce() -> std::io::Result<std::fs::File> + Send + 'static,
     pos: u64,
     len: usize,
     mut buf: BytesMut,
 ) -> std::io::Result<(Bytes, BytesMut)> {
     let read = move || -> std::io::Result<(Bytes, BytesMut)> {
-        let f = std::fs::File::open(&path)?;
+        let f = open()?;
         buf.clear();
         buf.resize(len, 0);
         f.read_exact_at(&mut buf, pos)?;
