@@ -1,9 +1,12 @@
 //! Durability and bounded disk, against real redis-server processes: kill -9 at different
 //! moments, a torn log tail, retention under a steady write load with snapshot refreshes,
-//! a failover to a promoted replica, and a master that comes back with a new history.
+//! a full sync that outlives the refresh replacing its snapshot, a failover to a promoted
+//! replica, and a master that comes back with a new history.
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 
 use support::{Relay, Server, chain, wait_for, wait_in_sync, write_mixed};
@@ -414,4 +417,64 @@ fn disk_full_stops_acks_keeps_serving_and_recovers() {
         1,
         "recovered without a full sync"
     );
+}
+
+/// Reads a full sync's preamble from the relay: `+FULLRESYNC`, then `$<size>` after any `\n`
+/// keepalives. Returns the size.
+fn full_sync_size(rd: &mut BufReader<TcpStream>) -> usize {
+    let mut line = String::new();
+    while !line.starts_with('$') {
+        line.clear();
+        rd.read_line(&mut line).unwrap();
+        line = line.trim_start_matches('\n').to_string();
+    }
+    line.trim_end()[1..].parse().unwrap()
+}
+
+#[test]
+fn a_full_sync_under_way_outlives_the_refresh_that_replaces_its_snapshot() {
+    let master = Server::master(&["--rdbcompression", "no"]);
+    let mut m = master.client();
+    m.cmd(&["DEBUG", "POPULATE", "40000", "big", "1000"]);
+    let relay = Relay::of(master.port, &["--snapshot-refresh", "1mb"]);
+    let old = wait_for("the relay's snapshot in service", || {
+        let file = relay.client().info("relay", "relay_snapshot_file");
+        (file.is_some(), file.unwrap_or_default())
+    });
+
+    // A replica that takes the first bytes of its full sync, then stops reading, so the relay is
+    // still sending the old snapshot (40 MB, more than the socket buffers) when it is replaced.
+    let sock = TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    (&sock).write_all(b"PSYNC ? -1\r\n").unwrap();
+    let mut rd = BufReader::new(sock);
+    let size = full_sync_size(&mut rd);
+    let mut payload = vec![0u8; size];
+    rd.read_exact(&mut payload[..65536]).unwrap();
+
+    let value = "v".repeat(1000);
+    let writes: Vec<Vec<String>> = (0..2000)
+        .map(|i| support::cmd(&["SET", &format!("w:{i}"), &value]))
+        .collect();
+    m.pipeline(&writes);
+    let old_path = relay.dir.join("snapshots").join(&old);
+    wait_for("a refresh in service, the old snapshot unlinked", || {
+        (
+            !old_path.exists(),
+            relay_stat(&relay, "relay_snapshot_refreshes"),
+        )
+    });
+
+    rd.read_exact(&mut payload[65536..]).unwrap();
+    let crc64 = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
+    let (body, trailer) = payload.split_at(size - 8);
+    assert_eq!(
+        crc64.checksum(body).to_le_bytes(),
+        trailer,
+        "the whole old snapshot arrived intact"
+    );
+    let mut next = [0u8; 1];
+    rd.read_exact(&mut next).unwrap();
+    assert_eq!(&next, b"*", "the stream follows the snapshot");
 }
