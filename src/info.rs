@@ -219,7 +219,7 @@ fn relay_section(relay: &Relay, out: &mut String) {
         state.first,
         state.next,
         relay.store.log_disk_bytes(),
-        u8::from(state.refreshing || relay.link().refresh_requested)
+        u8::from(relay.refreshing(&state))
     );
 }
 

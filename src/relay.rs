@@ -13,7 +13,7 @@ use tracing::{error, info};
 use crate::config::{Config, MasterAddr};
 use crate::downstream::{self, Replicas};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreConfig};
+use crate::store::{State, Store, StoreConfig};
 use crate::{admin, upstream};
 
 /// The upstream link's state, named as Redis' ROLE names a replica's `repl_state`.
@@ -88,6 +88,12 @@ impl Relay {
             }
             l.state = state;
         });
+    }
+
+    /// A snapshot refresh is under way: asked of the master, arriving, or waiting for the log
+    /// to reach its offset.
+    pub fn refreshing(&self, state: &State) -> bool {
+        state.refreshing || self.link().refresh_requested
     }
 
     pub fn master_addr(&self) -> Option<MasterAddr> {

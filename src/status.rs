@@ -86,7 +86,7 @@ impl Status {
                 snapshot_offset: ident.map(|i| i.snapshot_offset),
                 snapshot_bytes: ident.map(|i| i.snapshot_size),
                 snapshot_contents: relay.store.snapshot_stats().map(|s| (*s).clone()),
-                refreshing: state.refreshing || relay.link().refresh_requested,
+                refreshing: relay.refreshing(&state),
                 backlog_first_offset: state.first,
                 backlog_next_offset: state.next,
                 backlog_disk_bytes: relay.store.log_disk_bytes(),

@@ -244,7 +244,7 @@ impl Store {
     }
 
     pub fn snapshot_path(&self, ident: &Identity) -> PathBuf {
-        self.shared.dir.join("snapshots").join(&ident.snapshot)
+        snapshot_path(&self.shared.dir, &ident.snapshot)
     }
 
     /// Bytes on disk under the log directory.
@@ -439,7 +439,7 @@ pub fn describe(dir: &Path) -> Result<StoreSummary> {
         _ => (ident.snapshot_offset + 1, ident.snapshot_offset + 1),
     };
     Ok(StoreSummary {
-        snapshot: dir.join("snapshots").join(&ident.snapshot),
+        snapshot: snapshot_path(dir, &ident.snapshot),
         replid: ident.replid,
         replid2: ident.replid2,
         second_replid_offset: ident.second_replid_offset,
@@ -449,6 +449,10 @@ pub fn describe(dir: &Path) -> Result<StoreSummary> {
         log_segments: segs.len(),
         log_bytes: segs.iter().map(|s| s.1).sum(),
     })
+}
+
+fn snapshot_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("snapshots").join(name)
 }
 
 fn segment_path(dir: &Path, start: u64) -> PathBuf {

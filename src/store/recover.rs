@@ -16,7 +16,7 @@ use super::snapshot::{Incomings, spawn_decoder};
 use super::writer::{
     Segment, Writer, WriterStatus, create_segment, list_segments, remove_segment, remove_segments,
 };
-use super::{Shared, StoreConfig, segment_path};
+use super::{Shared, StoreConfig, segment_path, snapshot_path};
 use crate::decode::{Follow, StreamStats};
 use crate::feed::Scanner;
 
@@ -82,7 +82,7 @@ impl Writer {
 
 /// The snapshot in service is decoded again after a restart, for INFO and metrics.
 fn decode_in_background(shared: &Arc<Shared>, cfg: &StoreConfig, ident: &Identity) {
-    match File::open(cfg.dir.join("snapshots").join(&ident.snapshot)) {
+    match File::open(snapshot_path(&cfg.dir, &ident.snapshot)) {
         Ok(file) => {
             let follow = Follow::complete(ident.snapshot_size);
             spawn_decoder(
@@ -105,7 +105,7 @@ fn load_identity(cfg: &StoreConfig) -> Option<Identity> {
             return None;
         }
     };
-    let path = cfg.dir.join("snapshots").join(&ident.snapshot);
+    let path = snapshot_path(&cfg.dir, &ident.snapshot);
     match fs::metadata(&path) {
         Ok(m) if m.len() == ident.snapshot_size => Some(ident),
         _ => {

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::identity::{Identity, NULL_REPLID, sync_dir};
 use super::writer::{Writer, create_segment, remove_segments};
-use super::{Receiving, Shared};
+use super::{Receiving, Shared, snapshot_path};
 use crate::decode::{
     Follow, FollowReader, SnapshotCheck, SnapshotFacts, SnapshotStats, analyze, counts,
 };
@@ -47,7 +47,7 @@ pub(super) struct Incoming {
 impl Incoming {
     fn create(shared: &Arc<Shared>, replid: String, offset: u64) -> Incoming {
         let name = format!("{replid}-{offset}.rdb");
-        let tmp = shared.dir.join("snapshots").join(format!("{name}.tmp"));
+        let tmp = snapshot_path(&shared.dir, &format!("{name}.tmp"));
         let (file, error) = match File::create(&tmp) {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(format!("creating {}: {e}", tmp.display()))),
@@ -228,7 +228,7 @@ impl Writer {
             .as_ref()
             .is_none_or(|c| !c.replid.eq_ignore_ascii_case(&fresh.replid))
         {
-            let _ = fs::remove_file(self.cfg.dir.join("snapshots").join(&fresh.snapshot));
+            self.remove_snapshot(&fresh.snapshot);
             bail!("the master's replication ID changed during the snapshot refresh");
         }
         self.drop_refreshed();
@@ -256,7 +256,7 @@ impl Writer {
         ident.snapshot_size = fresh.snapshot_size;
         if let Err(e) = ident.save(&self.cfg.dir) {
             warn!("Keeping the previous snapshot: saving the identity failed: {e:#}");
-            let _ = fs::remove_file(self.cfg.dir.join("snapshots").join(&ident.snapshot));
+            self.remove_snapshot(&ident.snapshot);
             self.shared.update(|st| st.refreshing = false);
             return;
         }
@@ -273,7 +273,7 @@ impl Writer {
 
     fn drop_refreshed(&mut self) {
         if let Some(old) = self.incoming.refreshed.take() {
-            let _ = fs::remove_file(self.cfg.dir.join("snapshots").join(old.snapshot));
+            self.remove_snapshot(&old.snapshot);
         }
     }
 
@@ -281,8 +281,13 @@ impl Writer {
     fn remove_old_snapshot(&self, current: &Identity) {
         let old = self.shared.read().ident.clone();
         if let Some(old) = old.filter(|o| o.snapshot != current.snapshot) {
-            let _ = fs::remove_file(self.cfg.dir.join("snapshots").join(old.snapshot));
+            self.remove_snapshot(&old.snapshot);
         }
+    }
+
+    /// Best effort: a snapshot file left behind is removed by the next recovery.
+    fn remove_snapshot(&self, name: &str) {
+        let _ = fs::remove_file(snapshot_path(&self.cfg.dir, name));
     }
 
     /// `+CONTINUE <replid>` with a new id: the old one becomes replid2, valid up to here.

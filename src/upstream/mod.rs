@@ -168,8 +168,7 @@ impl<'a> Link<'a> {
             let pending = replid == "?";
             self.relay.update_link(|l| l.snapshot_pending = pending);
         }
-        let reply = self.conn.psync(&replid, &offset).await;
-        let reply = reply?;
+        let reply = self.conn.psync(&replid, &offset).await?;
         match &reply {
             PsyncReply::Full { replid, offset } if self.is_main() => {
                 info!("Full resync from master: {replid}:{offset}");
