@@ -7,6 +7,7 @@ use tracing::{info, warn};
 
 use crate::config::MasterAddr;
 use crate::downstream::Client;
+use crate::glob::{self, OverBudget};
 use crate::info;
 use crate::relay::Relay;
 use crate::resp::Reply;
@@ -18,7 +19,6 @@ pub enum Action {
     /// `REPLCONF ACK` and friends: no reply at all.
     NoReply,
     Quit,
-    Close,
     /// PSYNC or SYNC: the connection becomes a replica session.
     Sync(SyncRequest),
 }
@@ -254,6 +254,12 @@ fn replicaof(relay: &Relay, client: &Client, args: &[Bytes]) -> Action {
     Action::Reply(Reply::ok())
 }
 
+/// Longest `CONFIG GET` pattern: every option name is far shorter.
+const MAX_PATTERN: usize = 128;
+/// Matching steps one `CONFIG GET` may spend (see `glob::matches`): a thousand ordinary patterns
+/// fit, and the worst case costs a few milliseconds of one worker.
+const CONFIG_GET_BUDGET: u64 = 4_000_000;
+
 fn config(relay: &Relay, args: &[Bytes]) -> Action {
     let sub = args.get(1).map(|s| text(s).to_ascii_lowercase());
     if sub.as_deref() != Some("get") || args.len() < 3 {
@@ -261,31 +267,35 @@ fn config(relay: &Relay, args: &[Bytes]) -> Action {
             "ERR replica-relay supports only CONFIG GET <pattern> [pattern ...]; change settings with flags or the config file",
         );
     }
-    let values = info::config_values(relay);
+    let patterns = &args[2..];
+    if patterns.iter().any(|p| p.len() > MAX_PATTERN) {
+        return err(format!(
+            "ERR CONFIG GET pattern longer than {MAX_PATTERN} bytes"
+        ));
+    }
+    let mut budget = CONFIG_GET_BUDGET;
     let mut out = Vec::new();
-    for (key, value) in &values {
-        if args[2..]
-            .iter()
-            .any(|p| glob_match(&text(p).to_ascii_lowercase(), key))
-        {
+    for (key, value) in info::config_values(relay) {
+        let mut matched = false;
+        for p in patterns {
+            match glob::matches(p, key.as_bytes(), &mut budget) {
+                Ok(m) => matched |= m,
+                Err(OverBudget) => {
+                    return err(
+                        "ERR CONFIG GET patterns too costly to match; use fewer or simpler patterns",
+                    );
+                }
+            }
+            if matched {
+                break;
+            }
+        }
+        if matched {
             out.push(Reply::bulk(key.to_string()));
-            out.push(Reply::bulk(value.clone()));
+            out.push(Reply::bulk(value));
         }
     }
     Action::Reply(Reply::Array(out))
-}
-
-/// Redis-style glob with `*` and `?`, enough for CONFIG GET patterns.
-fn glob_match(pattern: &str, s: &str) -> bool {
-    match (pattern.chars().next(), s.chars().next()) {
-        (None, None) => true,
-        (Some('*'), _) => {
-            glob_match(&pattern[1..], s) || (!s.is_empty() && glob_match(pattern, &s[1..]))
-        }
-        (Some('?'), Some(_)) => glob_match(&pattern[1..], &s[1..]),
-        (Some(p), Some(c)) if p == c => glob_match(&pattern[p.len_utf8()..], &s[c.len_utf8()..]),
-        _ => false,
-    }
 }
 
 fn client_command(client: &mut Client, args: &[Bytes]) -> Action {
@@ -317,15 +327,6 @@ fn command(args: &[Bytes]) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_patterns() {
-        assert!(glob_match("*", "port"));
-        assert!(glob_match("repl-*", "repl-timeout"));
-        assert!(glob_match("p?rt", "port"));
-        assert!(!glob_match("repl-*", "port"));
-        assert!(glob_match("port", "port"));
-    }
 
     #[test]
     fn constant_time_compare() {

@@ -177,6 +177,9 @@ pub struct Scanner {
     args_left: u64,
     arg: usize,
     captured: [Vec<u8>; 2],
+    /// Calls of `step`, for the tests' bound on the work per byte.
+    #[cfg(test)]
+    steps: u64,
 }
 
 impl Scanner {
@@ -189,6 +192,8 @@ impl Scanner {
             args_left: 0,
             arg: 0,
             captured: [Vec::with_capacity(CAPTURE), Vec::with_capacity(CAPTURE)],
+            #[cfg(test)]
+            steps: 0,
         }
     }
 
@@ -222,6 +227,10 @@ impl Scanner {
 
     /// Consumes at least one byte of `data`, returns how many.
     fn step(&mut self, data: &[u8]) -> Result<usize, FeedError> {
+        #[cfg(test)]
+        {
+            self.steps += 1;
+        }
         let b = data[0];
         self.state = match (self.state, b) {
             (State::Boundary, b'*') => {
@@ -343,6 +352,7 @@ impl Scanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn commands(input: &[u8], split: usize) -> Result<Vec<(u64, Command)>, FeedError> {
         let mut s = Scanner::at(100);
@@ -406,5 +416,47 @@ mod tests {
         let got = commands(&big, 5000).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].0, 100 + big.len() as u64);
+    }
+
+    /// Bytes close to a replication stream, so that most inputs get past the first byte.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(STREAM.to_vec()),
+            Just(b"*3\r\n".to_vec()),
+            Just(b"$3\r\nSET\r\n".to_vec()),
+            Just(b"$100\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ];
+        prop::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    /// Scans `input` in pieces; returns the commands found, the error if any, and the steps.
+    fn scan_in(input: &[u8], piece: usize) -> (Vec<(u64, Command)>, Option<FeedError>, u64) {
+        let mut s = Scanner::at(0);
+        let mut out = Vec::new();
+        for part in input.chunks(piece.max(1)) {
+            let base = s.offset();
+            if let Err(e) = s.scan(part, |end, c| out.push((base + end as u64, c))) {
+                return (out, Some(e), s.steps);
+            }
+        }
+        (out, None, s.steps)
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_scans_alike_in_at_most_one_step_per_byte(
+            input in stream(),
+            piece in 1usize..64,
+        ) {
+            let (whole, whole_err, _) = scan_in(&input, input.len());
+            let (split, split_err, steps) = scan_in(&input, piece);
+            prop_assert_eq!(whole_err.as_ref().map(|e| e.offset), split_err.as_ref().map(|e| e.offset));
+            if split_err.is_none() {
+                prop_assert_eq!(whole, split);
+            }
+            prop_assert!(steps <= input.len() as u64, "{} steps for {} bytes", steps, input.len());
+        }
     }
 }

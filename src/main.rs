@@ -8,6 +8,7 @@ mod config;
 mod decode;
 mod downstream;
 mod feed;
+mod glob;
 mod info;
 mod inspect;
 mod metrics;

@@ -29,14 +29,144 @@ pub enum ProtocolError {
     UnbalancedQuotes,
 }
 
-/// Parses one command from the front of `buf`. `Ok(None)` means more bytes are needed; an empty
-/// argument list is a bare newline (replicas send those as keepalives).
-pub fn parse_command(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    match buf.first() {
-        None => Ok(None),
-        Some(b'*') => parse_multibulk(buf, Limits::CLIENT),
-        Some(_) => parse_inline(buf),
+/// Parses the commands of one client's query buffer. What it learned of a command that has not
+/// fully arrived (the argument count, the arguments so far, how far an inline line was searched
+/// for its newline) is kept between calls, so each byte is examined a bounded number of times
+/// however the command is split into reads: a client sending one byte at a time costs what it
+/// sends, not its square.
+#[derive(Debug, Default)]
+pub struct CommandParser {
+    /// The multibulk being read: its argument count and the spans of its complete arguments.
+    multibulk: Option<(usize, Vec<(usize, usize)>)>,
+    /// Where the next element of the multibulk begins.
+    pos: usize,
+    /// Bytes of an inline line already searched for its newline.
+    searched: usize,
+    /// Bytes examined so far, for the tests' bound on the work per byte.
+    #[cfg(test)]
+    steps: u64,
+}
+
+impl CommandParser {
+    /// Parses one command from the front of `buf`. `Ok(None)` means more bytes are needed; an
+    /// empty argument list is a bare newline (replicas send those as keepalives).
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let parsed = match buf.first() {
+            None => Ok(None),
+            Some(b'*') => self.parse_multibulk(buf, Limits::CLIENT),
+            Some(_) => self.parse_inline(buf),
+        };
+        if !matches!(parsed, Ok(None)) {
+            self.multibulk = None;
+            (self.pos, self.searched) = (0, 0);
+        }
+        parsed
     }
+
+    fn parse_multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: Limits,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        if self.multibulk.is_none() {
+            let Some((count, pos)) = self.header(buf, 0, ProtocolError::MultibulkLength)? else {
+                return Ok(None);
+            };
+            if count > limits.args as i64 {
+                return Err(ProtocolError::MultibulkLength);
+            }
+            let count = count.max(0) as usize;
+            self.multibulk = Some((count, Vec::with_capacity(count)));
+            self.pos = pos;
+        }
+        while let Some((count, spans)) = &self.multibulk
+            && spans.len() < *count
+        {
+            let Some(span) = self.bulk(buf, limits)? else {
+                return Ok(None);
+            };
+            self.pos = span.1 + 2;
+            if let Some((_, spans)) = &mut self.multibulk {
+                spans.push(span);
+            }
+        }
+        let spans = self.multibulk.take().map(|m| m.1).unwrap_or_default();
+        let frame = buf.split_to(self.pos).freeze();
+        Ok(Some(
+            spans.into_iter().map(|(s, e)| frame.slice(s..e)).collect(),
+        ))
+    }
+
+    /// The span of the bulk argument at `self.pos`, once it has fully arrived.
+    fn bulk(
+        &mut self,
+        buf: &[u8],
+        limits: Limits,
+    ) -> Result<Option<(usize, usize)>, ProtocolError> {
+        match buf.get(self.pos) {
+            None => return Ok(None),
+            Some(b'$') => {}
+            Some(&c) => return Err(ProtocolError::ExpectedBulk(c as char)),
+        }
+        let Some((len, start)) = self.header(buf, self.pos, ProtocolError::BulkLength)? else {
+            return Ok(None);
+        };
+        if !(0..=limits.bulk as i64).contains(&len) {
+            return Err(ProtocolError::BulkLength);
+        }
+        let end = start + len as usize;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        self.count(2);
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ProtocolError::BulkLength);
+        }
+        Ok(Some((start, end)))
+    }
+
+    fn header(
+        &mut self,
+        buf: &[u8],
+        at: usize,
+        err: ProtocolError,
+    ) -> Result<Option<(i64, usize)>, ProtocolError> {
+        #[cfg(test)]
+        {
+            let window = &buf[at..buf.len().min(at + MAX_HEADER)];
+            self.count(
+                window
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(window.len(), |nl| nl + 1),
+            );
+        }
+        header(buf, at, err)
+    }
+
+    fn parse_inline(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let window = &buf[self.searched..buf.len().min(MAX_INLINE + 1)];
+        let newline = window.iter().position(|&b| b == b'\n');
+        self.count(newline.map_or(window.len(), |nl| nl + 1));
+        let Some(nl) = newline else {
+            if buf.len() > MAX_INLINE {
+                return Err(ProtocolError::InlineTooBig);
+            }
+            self.searched = buf.len();
+            return Ok(None);
+        };
+        let line = buf.split_to(self.searched + nl + 1);
+        self.count(line.len());
+        split_inline(&line[..line.len() - 1]).map(Some)
+    }
+
+    #[cfg(test)]
+    fn count(&mut self, n: usize) {
+        self.steps += n as u64;
+    }
+
+    #[cfg(not(test))]
+    fn count(&mut self, _: usize) {}
 }
 
 /// Bounds on a multibulk command, checked before anything is buffered.
@@ -59,48 +189,10 @@ impl Limits {
     };
 }
 
-/// Parses one multibulk command of the replication stream, within `Limits::STREAM`.
+/// Parses one multibulk command of the replication stream, within `Limits::STREAM`, from a
+/// buffer that holds it whole or will (the stream of a master the caller trusts).
 pub fn parse_stream_command(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    parse_multibulk(buf, Limits::STREAM)
-}
-
-fn parse_multibulk(
-    buf: &mut BytesMut,
-    limits: Limits,
-) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some((count, mut pos)) = header(buf, 0, ProtocolError::MultibulkLength)? else {
-        return Ok(None);
-    };
-    if count > limits.args as i64 {
-        return Err(ProtocolError::MultibulkLength);
-    }
-    let mut spans = Vec::with_capacity(count.max(0) as usize);
-    for _ in 0..count.max(0) {
-        match buf.get(pos) {
-            None => return Ok(None),
-            Some(b'$') => {}
-            Some(&c) => return Err(ProtocolError::ExpectedBulk(c as char)),
-        }
-        let Some((len, start)) = header(buf, pos, ProtocolError::BulkLength)? else {
-            return Ok(None);
-        };
-        if !(0..=limits.bulk as i64).contains(&len) {
-            return Err(ProtocolError::BulkLength);
-        }
-        let end = start + len as usize;
-        if buf.len() < end + 2 {
-            return Ok(None);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
-            return Err(ProtocolError::BulkLength);
-        }
-        spans.push((start, end));
-        pos = end + 2;
-    }
-    let frame = buf.split_to(pos).freeze();
-    Ok(Some(
-        spans.into_iter().map(|(s, e)| frame.slice(s..e)).collect(),
-    ))
+    CommandParser::default().parse_multibulk(buf, Limits::STREAM)
 }
 
 /// Reads `<prefix><integer>\r\n` at `at`; returns the integer and the position after the line.
@@ -123,19 +215,6 @@ fn header(
         .and_then(|s| s.parse::<i64>().ok())
         .ok_or(err)?;
     Ok(Some((n, at + nl + 1)))
-}
-
-fn parse_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let window = &buf[..buf.len().min(MAX_INLINE + 1)];
-    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > MAX_INLINE {
-            Err(ProtocolError::InlineTooBig)
-        } else {
-            Ok(None)
-        };
-    };
-    let line = buf.split_to(nl + 1);
-    split_inline(&line[..nl]).map(Some)
 }
 
 /// Splits an inline command on whitespace, honouring double quotes like redis-cli input.
@@ -239,10 +318,11 @@ pub fn command(args: &[&[u8]]) -> BytesMut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(input: &[u8]) -> (Result<Option<Vec<Bytes>>, ProtocolError>, usize) {
         let mut buf = BytesMut::from(input);
-        let r = parse_command(&mut buf);
+        let r = CommandParser::default().parse(&mut buf);
         (r, buf.len())
     }
 
@@ -251,11 +331,12 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"*1\r\n$4\r\nPING\r\n*3\r\n$8\r\nREPLCONF\r\n$4\r\ncapa\r\n$3\r\neof\r\n"[..],
         );
+        let mut parser = CommandParser::default();
         assert_eq!(
-            parse_command(&mut buf).unwrap().unwrap(),
+            parser.parse(&mut buf).unwrap().unwrap(),
             vec![Bytes::from("PING")]
         );
-        let args = parse_command(&mut buf).unwrap().unwrap();
+        let args = parser.parse(&mut buf).unwrap().unwrap();
         assert_eq!(
             args,
             vec![Bytes::from("REPLCONF"), "capa".into(), "eof".into()]
@@ -335,5 +416,73 @@ mod tests {
             &out[..],
             b"*4\r\n$6\r\nmaster\r\n:42\r\n$-1\r\n+OK\r\n-ERR bad  line\r\n"
         );
+    }
+
+    /// Feeds `input` in pieces of the given sizes, parsing after each; returns what was parsed
+    /// (or the first error) and the bytes examined.
+    fn feed(input: &[u8], pieces: &[usize]) -> (Vec<Result<Vec<Bytes>, ProtocolError>>, u64, u64) {
+        let (mut parser, mut buf) = (CommandParser::default(), BytesMut::new());
+        let (mut out, mut calls, mut rest) = (Vec::new(), 0, input);
+        for &n in pieces.iter().chain(std::iter::repeat(&usize::MAX)) {
+            let (now, later) = rest.split_at(n.min(rest.len()));
+            buf.extend_from_slice(now);
+            rest = later;
+            loop {
+                calls += 1;
+                match parser.parse(&mut buf) {
+                    Ok(Some(args)) => out.push(Ok(args)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.push(Err(e));
+                        return (out, parser.steps, calls);
+                    }
+                }
+            }
+            if rest.is_empty() {
+                return (out, parser.steps, calls);
+            }
+        }
+        unreachable!()
+    }
+
+    /// Frames close to valid RESP, so that most inputs get past the first byte.
+    fn frames() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"*2\r\n".to_vec()),
+            Just(b"*1\r\n".to_vec()),
+            Just(b"*-1\r\n".to_vec()),
+            Just(b"$4\r\nPING\r\n".to_vec()),
+            Just(b"$0\r\n\r\n".to_vec()),
+            Just(b"$99999999\r\n".to_vec()),
+            Just(b"PING \"a b\"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ];
+        prop::collection::vec(piece, 0..60).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_parses_alike_and_costs_what_is_sent(
+            input in frames(),
+            pieces in prop::collection::vec(1usize..20, 0..40),
+        ) {
+            let (whole, _, _) = feed(&input, &[]);
+            let (split, steps, calls) = feed(&input, &pieces);
+            prop_assert_eq!(&whole, &split);
+            let bound = 2 * input.len() as u64 + (MAX_HEADER as u64 + 2) * calls;
+            prop_assert!(steps <= bound, "{} steps for {} bytes in {} calls", steps, input.len(), calls);
+        }
+
+        #[test]
+        fn byte_at_a_time_is_linear(args in prop::collection::vec("[a-z]{0,8}", 1..200)) {
+            let mut input = format!("*{}\r\n", args.len()).into_bytes();
+            for a in &args {
+                input.extend(format!("${}\r\n{a}\r\n", a.len()).bytes());
+            }
+            let (parsed, steps, _) = feed(&input, &vec![1; input.len()]);
+            prop_assert_eq!(parsed.len(), 1);
+            prop_assert!(steps <= (MAX_HEADER as u64 + 4) * input.len() as u64);
+        }
     }
 }

@@ -218,18 +218,24 @@ async fn connection(
     };
     debug!("Accepted {peer}");
     let mut buf = BytesMut::with_capacity(1024);
+    let mut parser = resp::CommandParser::default();
     let mut out = BytesMut::new();
     loop {
-        let action = next_action(&relay, &mut client, &mut buf, &mut out);
+        let action = next_action(&relay, &mut client, &mut parser, &mut buf, &mut out);
         if !out.is_empty() && sock.write_all(&out.split()).await.is_err() {
             return;
         }
         match action {
-            Ok(Some(Action::Sync(request))) => {
+            Ok(Turn::Sync(request)) => {
                 return replica::serve(relay, sock, client, buf, request).await;
             }
-            Ok(Some(Action::Close)) => return,
-            Ok(_) => {}
+            Ok(Turn::Close) => return,
+            // More complete commands wait in `buf`: let other tasks (the stream) run first.
+            Ok(Turn::Yield) => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Ok(Turn::Read) => {}
             Err(why) => {
                 relay.metrics.rejected("protocol_error");
                 info!("Closing client {peer}: {why}");
@@ -247,19 +253,39 @@ async fn connection(
     }
 }
 
-/// Answers every complete command in `buf` into `out`; stops at one that ends the
-/// conversation (QUIT, PSYNC/SYNC) or at a protocol error, which is answered and closes.
+/// What the connection does after answering what it could.
+enum Turn {
+    /// Every complete command is answered: read more.
+    Read,
+    /// Commands are left, but this turn's share is used: write, yield, go on.
+    Yield,
+    Close,
+    Sync(commands::SyncRequest),
+}
+
+/// Commands answered in one turn before the connection writes and yields, and the most reply
+/// bytes gathered before it does: a client pipelining many commands holds a worker for a
+/// bounded time and its replies are written (and wait for it to read) before more are made.
+const TURN_COMMANDS: usize = 32;
+const TURN_OUTPUT: usize = 64 * 1024;
+
+/// Answers the complete commands in `buf` into `out`, up to one turn's share; stops at one that
+/// ends the conversation (QUIT, PSYNC/SYNC) or at a protocol error, which is answered and closes.
 fn next_action(
     relay: &Relay,
     client: &mut Client,
+    parser: &mut resp::CommandParser,
     buf: &mut BytesMut,
     out: &mut BytesMut,
-) -> Result<Option<Action>, resp::ProtocolError> {
-    loop {
-        let args = match resp::parse_command(buf) {
+) -> Result<Turn, resp::ProtocolError> {
+    for _ in 0..TURN_COMMANDS {
+        if out.len() >= TURN_OUTPUT {
+            break;
+        }
+        let args = match parser.parse(buf) {
             Ok(Some(args)) if args.is_empty() => continue,
             Ok(Some(args)) => args,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(Turn::Read),
             Err(e) => {
                 Reply::err(format!("ERR {e}")).encode(out);
                 return Err(e);
@@ -270,11 +296,12 @@ fn next_action(
             Action::NoReply => {}
             Action::Quit => {
                 Reply::ok().encode(out);
-                return Ok(Some(Action::Close));
+                return Ok(Turn::Close);
             }
-            action => return Ok(Some(action)),
+            Action::Sync(request) => return Ok(Turn::Sync(request)),
         }
     }
+    Ok(Turn::Yield)
 }
 
 #[cfg(test)]

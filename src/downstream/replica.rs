@@ -394,9 +394,10 @@ fn cut_short(e: std::io::Error) -> anyhow::Error {
 /// Takes `REPLCONF ACK <offset> [FACK <offset>]` and `\n` from the replica; returns why it
 /// stopped.
 async fn read_acks(relay: Arc<Relay>, id: u64, mut rd: OwnedReadHalf, mut buf: BytesMut) -> String {
+    let mut parser = resp::CommandParser::default();
     loop {
         loop {
-            match resp::parse_command(&mut buf) {
+            match parser.parse(&mut buf) {
                 Ok(Some(args)) => relay.replicas.update(id, |r| {
                     r.ack_time = Instant::now();
                     let is_ack = args.len() >= 3

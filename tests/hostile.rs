@@ -1,0 +1,113 @@
+//! Hostile clients on the replica port: what a client controls (pattern matching, pipelining,
+//! the name it announces) never crashes the relay, stalls the stream to the replicas, or denies
+//! service to another replica.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use support::{Client, Relay, Server, Value, encode, wait_for, wait_in_sync};
+
+/// `CONFIG GET <pattern>` as one raw command.
+fn config_get(pattern: &[u8]) -> Vec<u8> {
+    let mut out = format!("*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n${}\r\n", pattern.len()).into_bytes();
+    out.extend_from_slice(pattern);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[test]
+fn a_forty_thousand_star_pattern_gets_an_error_and_the_relay_lives() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let mut c = relay.client();
+    c.send_raw(&config_get(&[b'*'; 40_000]));
+    match c.read() {
+        Some(Value::Error(e)) => assert!(e.contains("pattern longer than"), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(c.cmd(&["PING"]), Value::Simple("PONG".into()));
+    let mut other = relay.client();
+    assert_eq!(other.cmd(&["PING"]), Value::Simple("PONG".into()));
+    let ok = other.cmd(&["CONFIG", "GET", "repl-*"]);
+    let Value::Array(Some(items)) = &ok else {
+        panic!("{ok:?}")
+    };
+    assert!(items.iter().any(|v| v.text() == "repl-timeout"), "{ok:?}");
+}
+
+/// Two clients send the patterns that cost most, back to back, while the master writes: the
+/// replica behind the relay keeps receiving every write, and the relay keeps answering.
+#[test]
+fn a_streaming_replica_keeps_receiving_while_clients_send_costly_patterns() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let attackers: Vec<_> = [
+        [&[b'*'; 26][..], b"#"].concat(),
+        [&b"*a".repeat(63)[..], b"#"].concat(),
+    ]
+    .into_iter()
+    .map(|pattern| {
+        let (stop, sent, port) = (stop.clone(), sent.clone(), relay.port);
+        std::thread::spawn(move || {
+            let mut c = Client::connect(port);
+            let one = config_get(&pattern);
+            let batch: Vec<u8> = one.repeat(8);
+            while !stop.load(Ordering::Relaxed) {
+                c.send_raw(&batch);
+                for _ in 0..8 {
+                    c.read().expect("the relay answers every pattern");
+                }
+                sent.fetch_add(8, Ordering::Relaxed);
+            }
+        })
+    })
+    .collect();
+    wait_for("the attackers to get answers", || {
+        let n = sent.load(Ordering::Relaxed);
+        (n >= 16, n)
+    });
+    let (mut m, mut r) = (master.client(), replica.client());
+    for i in 0..50 {
+        let value = i.to_string();
+        m.cmd(&["SET", "under-attack", &value]);
+        wait_for("the write to reach the replica through the relay", || {
+            let got = r.cmd(&["GET", "under-attack"]);
+            (got.text() == value, got)
+        });
+    }
+    assert_eq!(relay.client().cmd(&["PING"]), Value::Simple("PONG".into()));
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.join().unwrap();
+    }
+    assert!(sent.load(Ordering::Relaxed) >= 16);
+}
+
+/// A client that pipelines thousands of INFO commands without reading the replies is held back
+/// by its own socket, while others are answered.
+#[test]
+fn a_client_that_pipelines_and_never_reads_holds_nobody_up() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let mut greedy = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
+    greedy
+        .set_write_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    // Fills both socket buffers and stops there: the relay waits for it to read.
+    let _ = std::io::Write::write_all(&mut greedy, &encode(&["INFO"]).repeat(20_000));
+    let (mut m, mut r) = (master.client(), replica.client());
+    m.cmd(&["SET", "after-greedy", "1"]);
+    wait_for("the write to reach the replica", || {
+        let got = r.cmd(&["GET", "after-greedy"]);
+        (got.text() == "1", got)
+    });
+    assert_eq!(relay.client().cmd(&["PING"]), Value::Simple("PONG".into()));
+}
