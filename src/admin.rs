@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::relay::{LinkState, Relay};
 use crate::status::Status;
+use crate::store::Verification;
 
 const MAX_REQUEST: usize = 8 * 1024;
 const PLAIN: &str = "text/plain; charset=utf-8";
@@ -98,8 +99,18 @@ async fn answer(relay: &Relay, mut sock: TcpStream) -> std::io::Result<()> {
 /// Why the relay should not receive replicas yet, if it should not.
 pub fn not_ready(relay: &Relay) -> Option<String> {
     let link = relay.link();
-    if relay.store.view().ident.is_none() {
+    let state = relay.store.view();
+    if state.ident.is_none() {
         return Some("no verified snapshot in service yet".into());
+    }
+    match &state.verification {
+        Verification::Verified => {}
+        Verification::Verifying => return Some("the stored snapshot is being verified".into()),
+        Verification::Corrupt(why) => {
+            return Some(format!(
+                "the stored snapshot failed verification ({why}); waiting for a fresh one from the master"
+            ));
+        }
     }
     match (relay.master_addr(), link.state) {
         (None, _) => Some("no master configured (REPLICAOF NO ONE)".into()),

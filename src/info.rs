@@ -202,8 +202,11 @@ fn relay_section(relay: &Relay, out: &mut String) {
     if let Some(id) = &state.ident {
         let _ = write!(
             out,
-            "relay_snapshot_file:{}\r\nrelay_snapshot_offset:{}\r\nrelay_snapshot_bytes:{}\r\n",
-            id.snapshot, id.snapshot_offset, id.snapshot_size
+            "relay_snapshot_file:{}\r\nrelay_snapshot_offset:{}\r\nrelay_snapshot_bytes:{}\r\nrelay_snapshot_verification:{}\r\n",
+            id.snapshot,
+            id.snapshot_offset,
+            id.snapshot_size,
+            state.verification.name()
         );
     }
     match relay.store.snapshot_stats() {

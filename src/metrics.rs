@@ -76,6 +76,7 @@ pub const REJECT_REASONS: [&str; 5] = [
 pub struct StoreMetrics {
     pub fsync_seconds: Histogram,
     pub write_errors: IntCounter,
+    pub snapshot_corrupt: IntCounter,
 }
 
 impl StoreMetrics {
@@ -85,6 +86,7 @@ impl StoreMetrics {
             fsync_seconds: Histogram::with_opts(HistogramOpts::new("fsync", "fsync"))
                 .expect("valid"),
             write_errors: IntCounter::new("errors", "errors").expect("valid"),
+            snapshot_corrupt: IntCounter::new("corrupt", "corrupt").expect("valid"),
         }
     }
 }
@@ -265,6 +267,10 @@ impl Metrics {
                 write_errors: b.counter(
                     "store_write_errors_total",
                     "Writes or fsyncs of the store that failed.",
+                ),
+                snapshot_corrupt: b.counter(
+                    "store_snapshot_corrupt_total",
+                    "Stored snapshots taken out of service because they failed verification, at start or while serving a full sync.",
                 ),
             },
             commands: b.counters(

@@ -18,10 +18,11 @@ use super::formats::DROP_WINDOW;
 use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
 use crate::commands::SyncRequest;
 use crate::compat::valkey_loads;
+use crate::decode::SnapshotCheck;
 use crate::progress::Progress;
 use crate::relay::Relay;
 use crate::resp;
-use crate::store::{State, TAIL_BYTES, read_at};
+use crate::store::{State, TAIL_BYTES, Verification, read_at};
 
 /// How long a replica ahead of the store waits for the relay to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
@@ -102,6 +103,12 @@ impl Session {
                 return Ok("refused with -NOMASTERLINK: no snapshot in service yet".into());
             }
             Decision::Continue => self.partial(&state).await?,
+            Decision::Full(_) if state.verification != Verification::Verified => {
+                self.relay.metrics.rejected("nomasterlink");
+                self.write(b"-NOMASTERLINK the stored snapshot failed verification and no master is configured to replace it\r\n")
+                    .await?;
+                return Ok("refused with -NOMASTERLINK: the stored snapshot is damaged".into());
+            }
             Decision::Full(reason) => {
                 let signature = self.snapshot_signature(&state).await;
                 if let Some(refusal) = self.format_refusal(&signature) {
@@ -138,12 +145,14 @@ impl Session {
         loop {
             changes.borrow_and_update();
             let state = self.relay.store.view();
-            let pending = state.receiving.is_some() || self.relay.link().snapshot_pending;
             let request = self
                 .request
                 .psync
                 .as_ref()
                 .map(|(id, off)| (id.as_str(), *off));
+            let pending = state.receiving.is_some()
+                || self.relay.link().snapshot_pending
+                || self.snapshot_awaited(&state, request);
             let ahead = ahead_of_store(&state, request)
                 && Instant::now() < catch_up_until
                 && self.relay.master_addr().is_some();
@@ -164,6 +173,17 @@ impl Session {
                 _ = keepalive.tick() => self.write(b"\n").await?,
                 _ = self.relay.shutdown.cancelled() => bail!("shutting down"),
             }
+        }
+    }
+
+    /// A full sync must wait while the stored snapshot is being verified, or while a damaged
+    /// one waits for its replacement from the master.
+    fn snapshot_awaited(&self, state: &State, request: Option<(&str, i64)>) -> bool {
+        let full = matches!(decide(state, request), Decision::Full(_));
+        match state.verification {
+            Verification::Verified => false,
+            Verification::Verifying => full,
+            Verification::Corrupt(_) => full && self.relay.master_addr().is_some(),
         }
     }
 
@@ -265,7 +285,7 @@ impl Session {
             .with_context(|| format!("opening snapshot {}", path.display()))?;
         self.write(format!("${}\r\n", ident.snapshot_size).as_bytes())
             .await?;
-        self.send_snapshot(Arc::new(file), ident.snapshot_size)
+        self.send_snapshot(Arc::new(file), ident.snapshot_size, &ident.snapshot)
             .await
             .with_context(|| format!("sending snapshot {}", path.display()))?;
         info!("Synchronization with replica {} succeeded", self.name);
@@ -273,8 +293,16 @@ impl Session {
     }
 
     /// Copies the snapshot file to the replica, counting and logging progress. The next piece
-    /// is read from disk while the current one is written, in two buffers that are reused.
-    async fn send_snapshot(&mut self, file: Arc<std::fs::File>, size: u64) -> Result<()> {
+    /// is read from disk (and added to the CRC64) while the current one is written, in two
+    /// buffers that are reused. The last 8 bytes, the checksum, are sent only once the bytes
+    /// before them are found to match it: a replica sent a damaged snapshot would load it and
+    /// exit, while one whose transfer breaks retries.
+    async fn send_snapshot(
+        &mut self,
+        file: Arc<std::fs::File>,
+        size: u64,
+        name: &str,
+    ) -> Result<()> {
         let counter = self
             .relay
             .metrics
@@ -283,27 +311,42 @@ impl Session {
         let what = format!("Full sync of {}: sent", self.name);
         let mut progress = Progress::new(what, Some(size));
         let timeout = self.relay.config.repl_timeout;
-        let piece = |pos: u64, buf: BytesMut| {
+        let piece = |pos: u64, buf: BytesMut, check: SnapshotCheck| {
             let file = file.clone();
-            let len = (size - pos).min(SNAPSHOT_READ) as usize;
-            read_at(move || file.try_clone(), pos, len, buf)
+            read_checked(file, pos, piece_len(pos, size), buf, check)
         };
-        let (mut current, mut spare) = piece(0, BytesMut::new()).await.map_err(cut_short)?;
+        let first = piece(0, BytesMut::new(), SnapshotCheck::default());
+        let (mut current, mut spare, mut check) = first.await.map_err(cut_short)?;
         let mut sent = 0;
         while !current.is_empty() {
             sent += current.len() as u64;
+            let last = sent == size;
+            let body = match last {
+                true => current.slice(..current.len().saturating_sub(8)),
+                false => current.clone(),
+            };
             let next = async {
-                match sent < size {
-                    true => piece(sent, spare).await,
-                    false => Ok((Bytes::new(), spare)),
+                match last {
+                    false => piece(sent, spare, check).await,
+                    true => Ok((Bytes::new(), spare, check)),
                 }
             };
-            let write = tokio::time::timeout(timeout, self.wr.write_all(&current));
+            let write = tokio::time::timeout(timeout, self.wr.write_all(&body));
             let (written, next) = tokio::join!(write, next);
             written.context("timeout writing to the replica")??;
-            counter.inc_by(current.len() as u64);
-            progress.advance(current.len() as u64);
-            (current, spare) = next.map_err(cut_short)?;
+            let trailer = current.slice(body.len()..);
+            (current, spare, check) = next.map_err(cut_short)?;
+            if last {
+                if let Err(e) = std::mem::take(&mut check).finish() {
+                    self.relay.store.snapshot_failed(name, &e.to_string());
+                    bail!(
+                        "the stored snapshot failed verification ({e}); closing before its checksum so the replica retries"
+                    );
+                }
+                self.write(&trailer).await?;
+            }
+            counter.inc_by(body.len() as u64 + trailer.len() as u64);
+            progress.advance(body.len() as u64 + trailer.len() as u64);
         }
         Ok(())
     }
@@ -383,6 +426,35 @@ impl Session {
     }
 }
 
+/// How much of the snapshot to read at `pos`: a full piece, except that the checksum (the
+/// last 8 bytes) never straddles two pieces.
+fn piece_len(pos: u64, size: u64) -> usize {
+    let left = size - pos;
+    let len = left.min(SNAPSHOT_READ);
+    match left - len {
+        1..8 => (left - 8) as usize,
+        _ => len as usize,
+    }
+}
+
+/// Reads a piece of the snapshot on a blocking thread and adds it to the running check there,
+/// so the CRC64 costs the runtime nothing.
+async fn read_checked(
+    file: Arc<std::fs::File>,
+    pos: u64,
+    len: usize,
+    buf: BytesMut,
+    mut check: SnapshotCheck,
+) -> std::io::Result<(Bytes, BytesMut, SnapshotCheck)> {
+    let (read, buf) = read_at(move || file.try_clone(), pos, len, buf).await?;
+    let checked = tokio::task::spawn_blocking(move || {
+        check.update(&read);
+        (read, check)
+    });
+    let (read, check) = checked.await.map_err(std::io::Error::other)?;
+    Ok((read, buf, check))
+}
+
 /// A snapshot file cut short on disk says so, not "failed to fill whole buffer".
 fn cut_short(e: std::io::Error) -> anyhow::Error {
     match e.kind() {
@@ -420,6 +492,31 @@ async fn read_acks(relay: Arc<Relay>, id: u64, mut rd: OwnedReadHalf, mut buf: B
             Ok(0) => return "connection closed".into(),
             Err(e) => return e.to_string(),
             Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checksum_never_straddles_two_pieces() {
+        for size in [
+            18,
+            SNAPSHOT_READ,
+            SNAPSHOT_READ + 3,
+            SNAPSHOT_READ + 8,
+            3 * SNAPSHOT_READ + 1,
+        ] {
+            let mut pos = 0;
+            let mut last = 0;
+            while pos < size {
+                last = piece_len(pos, size);
+                pos += last as u64;
+            }
+            assert_eq!(pos, size);
+            assert!(last >= 8, "size {size}: last piece of {last} bytes");
         }
     }
 }

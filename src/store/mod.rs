@@ -19,6 +19,7 @@ mod index;
 mod recover;
 mod snapshot;
 mod tail;
+mod verify;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +35,7 @@ pub use identity::{Identity, NULL_REPLID, is_replid};
 pub use snapshot::Slot;
 pub use tail::Chunks;
 use tail::Tail;
+pub use verify::Verification;
 pub use writer::WriterStatus;
 use writer::{Op, Writer};
 
@@ -92,6 +94,8 @@ pub struct State {
     pub receiving: Option<Receiving>,
     /// A refresh snapshot is arriving or waiting to go into service.
     pub refreshing: bool,
+    /// Whether the snapshot named by `ident` may be served.
+    pub verification: Verification,
     segments: BTreeSet<u64>,
     /// Offsets replicas catching up after a full sync still need, by session.
     pins: BTreeMap<u64, u64>,
@@ -117,6 +121,7 @@ pub enum Gone {
 
 struct Shared {
     dir: PathBuf,
+    metrics: StoreMetrics,
     state: RwLock<State>,
     changed: watch::Sender<u64>,
     /// What decoding learned, by snapshot file name; only the newest few are kept.
@@ -132,6 +137,21 @@ impl Shared {
         all.push((name, Arc::new(stats)));
         let excess = all.len().saturating_sub(STATS_KEPT);
         all.drain(..excess);
+    }
+
+    /// Records the standing of snapshot `name` if it is still the one in service and not
+    /// already found corrupt; returns whether it changed.
+    fn verified(&self, name: &str, to: Verification) -> bool {
+        self.update(|st| {
+            let current = st.ident.as_ref().is_some_and(|i| i.snapshot == name);
+            let changed = current
+                && st.verification != to
+                && !matches!(st.verification, Verification::Corrupt(_));
+            if changed {
+                st.verification = to;
+            }
+            changed
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -176,6 +196,7 @@ impl Store {
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             dir: cfg.dir.clone(),
+            metrics: cfg.metrics.clone(),
             state: RwLock::new(State::default()),
             changed,
             stats: Mutex::new(Vec::new()),
@@ -207,6 +228,7 @@ impl Store {
             epoch: st.epoch,
             receiving: st.receiving.clone(),
             refreshing: st.refreshing,
+            verification: st.verification.clone(),
             segments: BTreeSet::new(),
             pins: BTreeMap::new(),
             tail: Tail::default(),
@@ -245,6 +267,11 @@ impl Store {
 
     pub fn snapshot_path(&self, ident: &Identity) -> PathBuf {
         snapshot_path(&self.shared.dir, &ident.snapshot)
+    }
+
+    /// A full sync found the snapshot `name` damaged while serving it: it is never served again.
+    pub fn snapshot_failed(&self, name: &str, why: &str) {
+        verify::mark_corrupt(&self.shared, name, why);
     }
 
     /// Bytes on disk under the log directory.

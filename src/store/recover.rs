@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::identity::Identity;
 use super::index::{Index, trusted_len};
 use super::snapshot::{Incomings, spawn_decoder};
+use super::verify::verify_in_background;
 use super::writer::{
     Segment, Writer, WriterStatus, create_segment, list_segments, remove_segment, remove_segments,
 };
@@ -50,6 +51,14 @@ impl Writer {
         if let Some(id) = &ident {
             decode_in_background(&shared, &cfg, id);
         }
+        let checked = ident.as_ref().and_then(|id| {
+            let path = snapshot_path(&cfg.dir, &id.snapshot);
+            Some((
+                id.snapshot.clone(),
+                File::open(path).ok()?,
+                id.snapshot_size,
+            ))
+        });
         if let (Some(id), Some(r)) = (&ident, &recovered) {
             info!(
                 "Store recovered: replid {} snapshot at offset {}, backlog {}..{}",
@@ -64,6 +73,9 @@ impl Writer {
                 st.segments = r.starts.iter().copied().collect();
             }
         });
+        if let Some((name, file, size)) = checked {
+            verify_in_background(shared.clone(), name, file, size);
+        }
         let writer = Writer {
             shared,
             cfg,

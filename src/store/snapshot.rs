@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::identity::{Identity, NULL_REPLID, sync_dir};
 use super::writer::{Writer, create_segment, remove_segments};
-use super::{Receiving, Shared, snapshot_path};
+use super::{Receiving, Shared, Verification, snapshot_path};
 use crate::decode::{
     Follow, FollowReader, SnapshotCheck, SnapshotFacts, SnapshotStats, analyze, counts,
 };
@@ -218,6 +218,7 @@ impl Writer {
             st.tail.clear();
             st.epoch += 1;
             st.refreshing = false;
+            st.verification = Verification::Verified;
         });
         Ok(())
     }
@@ -268,6 +269,7 @@ impl Writer {
         self.shared.update(|st| {
             st.ident = Some(ident);
             st.refreshing = false;
+            st.verification = Verification::Verified;
         });
     }
 

@@ -16,7 +16,7 @@ use super::Link;
 use super::wire::PsyncReply;
 use crate::config::{MasterAddr, SnapshotRefresh};
 use crate::relay::Relay;
-use crate::store::Slot;
+use crate::store::{Slot, Verification};
 
 /// With `auto`, refresh when the log since the snapshot exceeds the snapshot's size, but not
 /// before it reaches this much: each refresh costs the master a fork.
@@ -75,6 +75,9 @@ fn due(relay: &Relay) -> bool {
     if state.refreshing {
         return false;
     }
+    if let Verification::Corrupt(_) = state.verification {
+        return true;
+    }
     let threshold = match relay.config.snapshot_refresh {
         SnapshotRefresh::Never => return false,
         SnapshotRefresh::Auto => ident.snapshot_size.max(AUTO_MIN),
@@ -87,10 +90,16 @@ async fn fetch(relay: &Arc<Relay>, master: &MasterAddr) -> Result<()> {
     let state = relay.store.view();
     let since = state
         .ident
+        .as_ref()
         .map_or(0, |i| state.next.saturating_sub(i.snapshot_offset + 1));
-    info!(
-        "Snapshot refresh: the log since the snapshot is {since} bytes; asking {master} for a fresh snapshot"
-    );
+    match state.verification {
+        Verification::Corrupt(_) => info!(
+            "Snapshot refresh: the stored snapshot failed verification; asking {master} for a fresh snapshot"
+        ),
+        _ => info!(
+            "Snapshot refresh: the log since the snapshot is {since} bytes; asking {master} for a fresh snapshot"
+        ),
+    }
     relay.metrics.snapshot_refreshes.inc();
     let mut link = Link::connect(relay, master, Slot::Refresh).await?;
     link.handshake().await?;
