@@ -63,12 +63,13 @@ const FAILURE_REASONS: [&str; 7] = [
 ];
 
 /// Why a downstream connection or sync was refused.
-pub const REJECT_REASONS: [&str; 5] = [
+pub const REJECT_REASONS: [&str; 6] = [
     "maxclients",
     "protected_mode",
     "protocol_error",
     "auth",
     "nomasterlink",
+    "rdb_format",
 ];
 
 /// The store's own instruments, handed to its writer thread.

@@ -111,3 +111,72 @@ fn a_client_that_pipelines_and_never_reads_holds_nobody_up() {
     });
     assert_eq!(relay.client().cmd(&["PING"]), Value::Simple("PONG".into()));
 }
+
+/// Asks the relay for a full sync as a replica announcing `port` would, reads the whole
+/// snapshot, and hangs up without acknowledging: what a replica that cannot load it does.
+fn take_snapshot_and_drop(relay_port: u16, announce: Option<u16>, psync: bool) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", relay_port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut rd = BufReader::new(s);
+    let mut line = String::new();
+    if let Some(port) = announce {
+        w.write_all(&encode(&["REPLCONF", "listening-port", &port.to_string()]))
+            .unwrap();
+        rd.read_line(&mut line).unwrap();
+        assert_eq!(line, "+OK\r\n");
+    }
+    match psync {
+        true => w.write_all(&encode(&["PSYNC", "?", "-1"])).unwrap(),
+        false => w.write_all(&encode(&["SYNC"])).unwrap(),
+    }
+    let len = loop {
+        line.clear();
+        assert!(rd.read_line(&mut line).unwrap() > 0, "the relay hung up");
+        assert!(!line.starts_with('-'), "refused: {line}");
+        if let Some(n) = line.trim_end().strip_prefix('$') {
+            break n.parse::<usize>().unwrap();
+        }
+    };
+    let mut snapshot = vec![0; len];
+    rd.read_exact(&mut snapshot).unwrap();
+}
+
+/// A client that claims a real replica's name (even from the same host) and drops snapshots
+/// does not lock that replica out; tools that SYNC and drop are not counted at all.
+#[test]
+fn a_client_claiming_a_replicas_name_cannot_lock_it_out() {
+    let master = Server::master(&[]);
+    master.client().cmd(&["SET", "k", "v"]);
+    let relay = Relay::of(master.port, &[]);
+    wait_for("the relay's snapshot", || {
+        let (code, body) = relay.http_get("/readyz");
+        (code == 200, body)
+    });
+    for _ in 0..3 {
+        take_snapshot_and_drop(relay.port, None, false);
+        take_snapshot_and_drop(relay.port, None, true);
+    }
+    let mut rc = relay.client();
+    assert_eq!(rc.info_num("relay", "relay_incompatible_replicas"), 0);
+    let victim_port = support::free_port();
+    for _ in 0..3 {
+        take_snapshot_and_drop(relay.port, Some(victim_port), true);
+    }
+    assert_eq!(
+        rc.info_num("relay", "relay_incompatible_replicas"),
+        1,
+        "the evidence is still named"
+    );
+    let victim = Server::start_on(
+        victim_port,
+        &["--replicaof", "127.0.0.1", &relay.port.to_string()],
+    );
+    wait_in_sync(&master, &[&victim]);
+    wait_for("a replica that loads the snapshot to be cleared", || {
+        let n = rc.info_num("relay", "relay_incompatible_replicas");
+        (n == 0, n)
+    });
+}

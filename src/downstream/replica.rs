@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::formats::DROP_WINDOW;
 use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
 use crate::commands::SyncRequest;
-use crate::compat::valkey_loads;
+use crate::compat::{requirement, valkey_loads};
 use crate::decode::SnapshotCheck;
 use crate::progress::Progress;
 use crate::relay::Relay;
@@ -87,6 +87,7 @@ impl Drop for Session {
 
 impl Session {
     async fn run(&mut self, rd: OwnedReadHalf, leftover: BytesMut) -> Result<String> {
+        self.format_delay().await?;
         let state = self.wait_until_servable().await?;
         let request = self
             .request
@@ -203,29 +204,83 @@ impl Session {
         }
     }
 
-    /// Why this replica gets no full sync: it cannot load `signature`, by its own word (Valkey's
-    /// `REPLCONF version`) or by having dropped every snapshot sent so far.
+    /// Why this replica gets no full sync: by its own word (Valkey's `REPLCONF version`) it
+    /// cannot load `signature`.
     fn format_refusal(&self, signature: &str) -> Option<String> {
-        let formats = &self.relay.replicas.formats;
-        if let Some(version) = &self.client.version
-            && !valkey_loads(signature, version)
-        {
-            formats.known_incompatible(&self.name, signature);
+        let version = self.client.version.as_ref()?;
+        if valkey_loads(signature, version) {
+            return None;
         }
-        formats.refusal(&self.name)
+        let key = self.evidence_key().unwrap_or_else(|| self.name.clone());
+        self.relay
+            .replicas
+            .formats
+            .announced_incompatible(&key, signature);
+        Some(format!(
+            "NOMASTERLINK replica-relay: this replica announced Valkey {version}, which cannot load the snapshot ({signature}; it needs {})",
+            requirement(signature)
+        ))
+    }
+
+    /// A replica that dropped the last snapshots without loading them waits a few seconds, on
+    /// this connection, before the next one (see `formats`).
+    async fn format_delay(&mut self) -> Result<()> {
+        let Some(key) = self.evidence_key() else {
+            return Ok(());
+        };
+        let Some((wait, why)) = self.relay.replicas.formats.delay(&key) else {
+            return Ok(());
+        };
+        info!(
+            "Replica {}: {why}; its next full sync starts in {} s",
+            self.name,
+            wait.as_secs_f64().ceil()
+        );
+        let until = tokio::time::Instant::now() + wait;
+        let mut keepalive = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return Ok(()),
+                _ = keepalive.tick() => self.write(b"\n").await?,
+                _ = self.relay.shutdown.cancelled() => bail!("shutting down"),
+            }
+        }
+    }
+
+    /// Whom the drop-after-snapshot evidence is recorded against: the peer's own IP address and
+    /// the port it announced, and only for connections that look like a real replica's (PSYNC
+    /// with a listening port, not a backup tool's `rdb-only`).
+    fn evidence_key(&self) -> Option<String> {
+        let port = self.client.listening_port?;
+        if self.request.psync.is_none() || self.client.rdb_only {
+            return None;
+        }
+        Some(std::net::SocketAddr::new(self.client.peer.ip().to_canonical(), port).to_string())
+    }
+
+    /// The first ACK after a full sync says the replica loaded the snapshot: whatever was
+    /// recorded against it no longer holds.
+    fn loaded_snapshot(&mut self) {
+        if self.sent_snapshot.is_some() && self.relay.replicas.acked(self.id) {
+            self.sent_snapshot = None;
+            if let Some(key) = self.evidence_key() {
+                self.relay.replicas.formats.clear(&key);
+            }
+        }
     }
 
     /// After a full sync: a replica that acknowledged loaded the snapshot; one that dropped soon
     /// after it, silently, most likely could not.
     fn judge_format(&self) {
-        let Some((sent, signature)) = &self.sent_snapshot else {
+        let (Some((sent, signature)), Some(key)) = (&self.sent_snapshot, self.evidence_key())
+        else {
             return;
         };
         let formats = &self.relay.replicas.formats;
         if self.relay.replicas.acked(self.id) {
-            formats.clear(&self.name);
+            formats.clear(&key);
         } else if sent.elapsed() < DROP_WINDOW {
-            formats.strike(&self.name, signature);
+            formats.strike(&key, signature);
         }
     }
 
@@ -373,6 +428,7 @@ impl Session {
                 },
                 why = &mut *acks => return Ok(why.unwrap_or_else(|e| e.to_string())),
                 _ = check.tick() => {
+                    self.loaded_snapshot();
                     if self.pre_psync() { continue }
                     let idle = self.relay.replicas.ack_age(self.id);
                     if idle > timeout {
