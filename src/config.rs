@@ -61,6 +61,33 @@ pub enum YesNo {
     No,
 }
 
+/// The version the relay announces to a Valkey master (`REPLCONF version`), which picks the
+/// snapshot's format by it: RDB 11 for a version before 9.0, its native format from 9.0 on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnounceVersion {
+    /// The master's own version, so it sends its native format as to a replica of its kind.
+    Auto,
+    Fixed(String),
+}
+
+impl AnnounceVersion {
+    fn parse(s: &str) -> Result<AnnounceVersion> {
+        let s = s.trim();
+        if s == "auto" {
+            return Ok(AnnounceVersion::Auto);
+        }
+        let parts: Vec<&str> = s.split('.').collect();
+        if !(2..=3).contains(&parts.len())
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            bail!("announce-version must be \"auto\" or a version like 8.1.0, got {s:?}");
+        }
+        Ok(AnnounceVersion::Fixed(s.to_string()))
+    }
+}
+
 /// When to fetch a fresh snapshot so the log before it can be dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotRefresh {
@@ -130,6 +157,13 @@ pub struct RelayArgs {
     /// snapshot outgrows the snapshot, and at least 64mb), "never", or a size [default: auto].
     #[arg(long, env = "REPLICA_RELAY_SNAPSHOT_REFRESH")]
     pub snapshot_refresh: Option<String>,
+    /// Version announced to a Valkey master (REPLCONF version), which picks the snapshot's
+    /// format by it: "auto" (the master's own version: its native format, which Valkey
+    /// replicas as new as the master load), or the oldest Valkey version of the replicas
+    /// behind the relay, e.g. 8.1.0 (RDB 11, which Redis 7.2+ replicas load too, but which
+    /// cannot hold hash field expiry) [default: auto].
+    #[arg(long, env = "REPLICA_RELAY_ANNOUNCE_VERSION")]
+    pub announce_version: Option<String>,
     /// Size at which a new log segment is started, like 64mb [default: 64mb].
     #[arg(long, env = "REPLICA_RELAY_LOG_SEGMENT_SIZE")]
     pub log_segment_size: Option<String>,
@@ -173,6 +207,7 @@ struct FileConfig {
     appendfsync: Option<Fsync>,
     backlog_size: Option<String>,
     snapshot_refresh: Option<String>,
+    announce_version: Option<String>,
     log_segment_size: Option<String>,
     repl_timeout: Option<u64>,
     maxclients: Option<usize>,
@@ -198,6 +233,7 @@ pub struct Config {
     pub appendfsync: Fsync,
     pub backlog_size: u64,
     pub snapshot_refresh: SnapshotRefresh,
+    pub announce_version: AnnounceVersion,
     pub log_segment_size: u64,
     pub repl_timeout: Duration,
     pub maxclients: usize,
@@ -228,6 +264,7 @@ impl Config {
         let segment = args.log_segment_size.or(file.log_segment_size);
         let backlog = args.backlog_size.or(file.backlog_size);
         let refresh = args.snapshot_refresh.or(file.snapshot_refresh);
+        let announce = args.announce_version.or(file.announce_version);
         let config = Config {
             config_file: args.config.clone(),
             port: args.port.or(file.port).unwrap_or(6380),
@@ -267,6 +304,11 @@ impl Config {
                 .map(SnapshotRefresh::parse)
                 .transpose()?
                 .unwrap_or(SnapshotRefresh::Auto),
+            announce_version: announce
+                .as_deref()
+                .map(AnnounceVersion::parse)
+                .transpose()?
+                .unwrap_or(AnnounceVersion::Auto),
             log_segment_size: segment
                 .as_deref()
                 .map(parse_size)
@@ -411,6 +453,21 @@ mod tests {
                 port: 6379
             })
         );
+    }
+
+    #[test]
+    fn announced_versions_are_auto_or_numbers() {
+        assert_eq!(
+            AnnounceVersion::parse("auto").unwrap(),
+            AnnounceVersion::Auto
+        );
+        assert_eq!(
+            AnnounceVersion::parse("8.1.0").unwrap(),
+            AnnounceVersion::Fixed("8.1.0".into())
+        );
+        for bad in ["8", "8.x", "8.1.0.1", "", "8..1", "v9.1"] {
+            assert!(AnnounceVersion::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub enum FailureReason {
     Connect,
     Auth,
     Psync,
+    FullSync,
     SnapshotRejected,
     Timeout,
     Store,
@@ -43,6 +44,7 @@ impl FailureReason {
             FailureReason::Connect => "connect",
             FailureReason::Auth => "auth",
             FailureReason::Psync => "psync",
+            FailureReason::FullSync => "full_sync",
             FailureReason::SnapshotRejected => "snapshot_rejected",
             FailureReason::Timeout => "timeout",
             FailureReason::Store => "store",
@@ -52,10 +54,11 @@ impl FailureReason {
 }
 
 /// Every `FailureReason` label, so the series exist from the start.
-const FAILURE_REASONS: [&str; 7] = [
+const FAILURE_REASONS: [&str; 8] = [
     "connect",
     "auth",
     "psync",
+    "full_sync",
     "snapshot_rejected",
     "timeout",
     "store",

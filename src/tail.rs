@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-use crate::config::MasterAddr;
+use crate::config::{AnnounceVersion, MasterAddr};
 use crate::resp;
 use crate::upstream::wire::{Auth, MasterConn, PsyncReply};
 
@@ -56,7 +56,8 @@ async fn tail(args: TailArgs) -> Result<()> {
         user: args.masteruser.as_deref(),
         pass: args.masterauth.as_deref(),
     };
-    conn.handshake(auth, 0, false).await?;
+    conn.handshake(auth, 0, false, &AnnounceVersion::Auto)
+        .await?;
     let PsyncReply::Full { replid, offset } = conn.psync("?", "-1").await? else {
         anyhow::bail!("{master} continued instead of starting a full sync");
     };

@@ -24,7 +24,8 @@ use crate::relay::{LinkState, Relay};
 use crate::store::Slot;
 use wire::{Auth, Framing, MasterConn, PsyncReply};
 
-/// Longest wait between full syncs whose snapshot was rejected (corrupt, or the disk is full).
+/// Longest wait between full syncs that failed: on the master's side, or whose snapshot was
+/// rejected (corrupt, or the disk is full).
 const MAX_SYNC_BACKOFF: Duration = Duration::from_secs(60);
 
 /// A full sync whose snapshot failed verification or could not be stored: retried with backoff
@@ -33,10 +34,31 @@ const MAX_SYNC_BACKOFF: Duration = Duration::from_secs(60);
 #[error("{0:#}")]
 struct SnapshotRejected(anyhow::Error);
 
+/// A full sync that the master started (`+FULLRESYNC`) and did not complete: its fork or its
+/// BGSAVE failed, or it closed the link during the transfer. Retried with backoff like a
+/// rejected snapshot, since every attempt is a fork on the master.
+#[derive(Debug, thiserror::Error)]
+#[error("Full sync failed on the master's side: {reason:#}{hint}", reason = .0, hint = hint(.0))]
+struct FullSyncFailed(anyhow::Error);
+
+/// The master gives no reason on the wire when its BGSAVE fails: it just closes the link.
+fn hint(e: &anyhow::Error) -> &'static str {
+    if e.to_string().starts_with("Connection with master lost") {
+        " (a master closes the link this way when its BGSAVE for the replica fails; its log says why)"
+    } else {
+        ""
+    }
+}
+
+/// Whether a failed link waits longer and longer before the next attempt.
+fn backs_off(e: &anyhow::Error) -> bool {
+    e.is::<SnapshotRejected>() || e.is::<FullSyncFailed>()
+}
+
 /// Follows `relay.master` until shutdown.
 pub async fn run(relay: Arc<Relay>) {
     let mut master_rx = relay.master.subscribe();
-    let mut rejected = 0u32;
+    let mut failed_syncs = 0u32;
     loop {
         let Some(master) = master_rx.borrow_and_update().clone() else {
             relay.set_link_state(LinkState::None);
@@ -60,17 +82,16 @@ pub async fn run(relay: Arc<Relay>) {
             warn!("{e:#}");
         }
         let mut delay = Duration::from_secs(1);
-        let snapshot_rejected = matches!(&ended, Some(Err(e)) if e.is::<SnapshotRejected>());
-        if !snapshot_rejected {
-            rejected = 0;
+        if !matches!(&ended, Some(Err(e)) if backs_off(e)) {
+            failed_syncs = 0;
         }
         if let Some(Err(e)) = &ended {
             relay.metrics.failure(classify(e));
         }
         match ended {
-            Some(Err(e)) if e.is::<SnapshotRejected>() => {
-                rejected += 1;
-                delay = MAX_SYNC_BACKOFF.min(delay * 2u32.saturating_pow(rejected - 1));
+            Some(Err(e)) if backs_off(&e) => {
+                failed_syncs += 1;
+                delay = MAX_SYNC_BACKOFF.min(delay * 2u32.saturating_pow(failed_syncs - 1));
                 warn!("{e:#}; next full sync attempt in {} s", delay.as_secs());
             }
             Some(Err(e)) => warn!("{e:#}"),
@@ -94,6 +115,8 @@ fn classify(e: &anyhow::Error) -> FailureReason {
     let text = e.to_string();
     if e.is::<SnapshotRejected>() {
         FailureReason::SnapshotRejected
+    } else if e.is::<FullSyncFailed>() {
+        FailureReason::FullSync
     } else if text.starts_with("Error condition on socket") {
         FailureReason::Connect
     } else if text.starts_with("Unable to AUTH") {
@@ -122,7 +145,13 @@ impl<'a> Link<'a> {
         let mut link = Link::connect(relay, master, Slot::Main).await?;
         link.handshake().await?;
         if let PsyncReply::Full { replid, offset } = link.psync().await? {
-            link.full_sync(replid, offset).await?;
+            link.full_sync(replid, offset).await.map_err(|e| {
+                if backs_off(&e) {
+                    e
+                } else {
+                    FullSyncFailed(e).into()
+                }
+            })?;
         }
         link.stream().await
     }
@@ -155,9 +184,17 @@ impl<'a> Link<'a> {
             user: cfg.masteruser.as_deref(),
             pass: cfg.masterauth.as_deref(),
         };
-        self.conn.handshake(auth, cfg.port, !self.is_main()).await?;
+        let server = self
+            .conn
+            .handshake(auth, cfg.port, !self.is_main(), &cfg.announce_version)
+            .await?;
         if self.is_main() {
             info!("Master replied to PING, replication can continue...");
+            if let (Some(valkey), Some(announced)) = (&server.valkey, &server.announced) {
+                info!(
+                    "Master is Valkey {valkey}: announcing version {announced} (REPLCONF version), by which it picks the snapshot's format"
+                );
+            }
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::info;
 
-use crate::config::MasterAddr;
+use crate::config::{AnnounceVersion, MasterAddr};
 use crate::resp;
 use crate::store::is_replid;
 
@@ -22,6 +22,36 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Least room worth a read before a new block is started.
 const MIN_READ: usize = 8 * 1024;
 const EOF_MARK_LEN: usize = 40;
+
+/// Longest bulk reply accepted during the handshake (`INFO server` is about 1 KiB).
+const MAX_BULK: usize = 1 << 20;
+
+/// What the master said of itself in `INFO server`, and the version the relay announced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MasterServer {
+    /// `valkey_version` of a Valkey master; `None` for Redis.
+    pub valkey: Option<String>,
+    /// `redis_version` (Valkey reports the Redis version it is compatible with).
+    pub redis: Option<String>,
+    /// What `REPLCONF version` said, if it was sent.
+    pub announced: Option<String>,
+}
+
+impl MasterServer {
+    fn from_info(info: &str) -> MasterServer {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        };
+        let valkey = field("server_name").is_some_and(|n| n == "valkey");
+        MasterServer {
+            valkey: field("valkey_version").filter(|_| valkey),
+            redis: field("redis_version"),
+            announced: None,
+        }
+    }
+}
 
 /// Credentials for the master: `AUTH <pass>` or `AUTH <user> <pass>`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,23 +109,31 @@ impl MasterConn {
         self.last_io
     }
 
-    /// PING, then AUTH and the REPLCONFs pipelined, one reply read per command (§1.1).
-    pub async fn handshake(&mut self, auth: Auth<'_>, port: u16, rdb_only: bool) -> Result<()> {
+    /// PING; then AUTH and `INFO server` pipelined; then the REPLCONFs pipelined, one reply
+    /// read per command (§1.1). A Valkey master is told a version (`REPLCONF version`), by
+    /// which it picks the snapshot's format: without one it writes RDB 11, which cannot hold
+    /// what Valkey 9 can (hash field expiry), and its full syncs fail.
+    pub async fn handshake(
+        &mut self,
+        auth: Auth<'_>,
+        port: u16,
+        rdb_only: bool,
+        announce: &AnnounceVersion,
+    ) -> Result<MasterServer> {
         self.send(&[b"PING"]).await?;
         let pong = self.read_line().await?;
         let accepted = ["+", "-NOAUTH", "-NOPERM", "-ERR operation not permitted"];
         if !accepted.iter().any(|p| pong.starts_with(p)) {
             bail!("Error reply to PING from master: '{pong}'");
         }
+        let server = self.authenticate(auth).await?;
+        let version = match (announce, &server.valkey) {
+            (_, None) => None,
+            (AnnounceVersion::Auto, Some(v)) => Some(v.clone()),
+            (AnnounceVersion::Fixed(v), Some(_)) => Some(v.clone()),
+        };
         let port = port.to_string();
         let mut out = BytesMut::new();
-        match (auth.user, auth.pass) {
-            (Some(user), Some(pass)) => {
-                out.extend(resp::command(&[b"AUTH", user.as_bytes(), pass.as_bytes()]))
-            }
-            (None, Some(pass)) => out.extend(resp::command(&[b"AUTH", pass.as_bytes()])),
-            _ => {}
-        }
         let mut sent = vec!["REPLCONF listening-port", "REPLCONF capa"];
         out.extend(resp::command(&[
             b"REPLCONF",
@@ -109,6 +147,10 @@ impl MasterConn {
             b"capa",
             b"psync2",
         ]));
+        if let Some(v) = &version {
+            out.extend(resp::command(&[b"REPLCONF", b"version", v.as_bytes()]));
+            sent.push("REPLCONF version");
+        }
         if rdb_only {
             // Masters that know it close the connection after the snapshot; older ones reply
             // with an error and start streaming, and the caller closes the connection itself.
@@ -119,19 +161,42 @@ impl MasterConn {
             .write_all(&out)
             .await
             .context("Error writing to MASTER")?;
-        if auth.pass.is_some() {
-            let reply = self.read_line().await?;
-            if reply.starts_with('-') {
-                bail!("Unable to AUTH to MASTER: {reply}");
-            }
-        }
         for what in sent {
             let reply = self.read_line().await?;
             if reply.starts_with('-') {
                 info!("(Non critical) Master does not understand {what}: {reply}");
             }
         }
-        Ok(())
+        Ok(MasterServer {
+            announced: version,
+            ..server
+        })
+    }
+
+    /// AUTH when a password is set, and `INFO server` for what the master is. A master that
+    /// refuses INFO (an ACL without it) is taken as a Redis master.
+    async fn authenticate(&mut self, auth: Auth<'_>) -> Result<MasterServer> {
+        let mut out = BytesMut::new();
+        match (auth.user, auth.pass) {
+            (Some(user), Some(pass)) => {
+                out.extend(resp::command(&[b"AUTH", user.as_bytes(), pass.as_bytes()]))
+            }
+            (None, Some(pass)) => out.extend(resp::command(&[b"AUTH", pass.as_bytes()])),
+            _ => {}
+        }
+        out.extend(resp::command(&[b"INFO", b"server"]));
+        self.wr
+            .write_all(&out)
+            .await
+            .context("Error writing to MASTER")?;
+        if auth.pass.is_some() {
+            let reply = self.read_line().await?;
+            if reply.starts_with('-') {
+                bail!("Unable to AUTH to MASTER: {reply}");
+            }
+        }
+        let info = self.read_bulk().await?;
+        Ok(MasterServer::from_info(info.as_deref().unwrap_or("")))
     }
 
     /// Sends `PSYNC <replid> <offset>` and reads the reply; never falls back to SYNC (§7.3).
@@ -249,6 +314,22 @@ impl MasterConn {
             .context("Error writing to MASTER")
     }
 
+    /// A bulk reply of at most `MAX_BULK` bytes; `None` for an error or any other reply.
+    async fn read_bulk(&mut self) -> Result<Option<String>> {
+        let line = self.read_line().await?;
+        let Some(len) = line.strip_prefix('$').and_then(|l| l.parse::<usize>().ok()) else {
+            return Ok(None);
+        };
+        if len > MAX_BULK {
+            bail!("Bad protocol from MASTER: a reply of {len} bytes");
+        }
+        while self.buf.len() < len + 2 {
+            self.read_more().await?;
+        }
+        let body = self.buf.split_to(len + 2);
+        Ok(Some(String::from_utf8_lossy(&body[..len]).into_owned()))
+    }
+
     async fn read_more(&mut self) -> Result<()> {
         make_room(&mut self.buf);
         let read = tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf));
@@ -302,6 +383,18 @@ fn make_room(buf: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_valkey_master_is_known_by_its_server_name() {
+        let valkey =
+            "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:9.1.2\r\n";
+        let m = MasterServer::from_info(valkey);
+        assert_eq!(m.valkey.as_deref(), Some("9.1.2"));
+        assert_eq!(m.redis.as_deref(), Some("7.2.4"));
+        let redis = MasterServer::from_info("# Server\r\nredis_version:8.2.3\r\n");
+        assert_eq!(redis.valkey, None);
+        assert_eq!(MasterServer::from_info(""), MasterServer::default());
+    }
 
     #[test]
     fn small_reads_share_one_block() {
