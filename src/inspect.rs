@@ -47,6 +47,15 @@ pub fn run(args: InspectArgs) -> Result<()> {
     } else {
         print!("{}", text(&report));
     }
+    if let Some(d) = report.store.as_ref().and_then(|s| s.log_damage.first()) {
+        bail!(
+            "{} is damaged: log segment {} fails its checksum in bytes {}..{}",
+            args.path.display(),
+            d.segment,
+            d.from,
+            d.to
+        );
+    }
     let checksum_ok = matches!(report.checksum.as_str(), "ok" | "disabled");
     match (checksum_ok, &report.stats.error) {
         (true, None) => Ok(()),
@@ -150,6 +159,17 @@ fn text(r: &Report) -> String {
             "           log {}..{} ({} segments, {} bytes)",
             st.log_first, st.log_next, st.log_segments, st.log_bytes
         );
+        for d in &st.log_damage {
+            let _ = writeln!(
+                out,
+                "damage     log segment {} fails its checksum in bytes {}..{} (offsets {}..{})",
+                d.segment,
+                d.from,
+                d.to,
+                d.segment + d.from,
+                d.segment + d.to
+            );
+        }
     }
     out
 }

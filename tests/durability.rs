@@ -339,11 +339,23 @@ fn corrupt_bytes_inside_the_log_are_caught_by_checksums() {
     bytes[at] = b'V';
     std::fs::write(last, bytes).unwrap();
 
+    let inspect = std::process::Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .arg("inspect")
+        .arg(&relay.dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&inspect.stdout).into_owned()
+        + &String::from_utf8_lossy(&inspect.stderr);
+    assert_eq!(inspect.status.code(), Some(1), "inspect fails: {said}");
+    assert!(said.contains("fails its checksum in bytes"), "{said}");
+
     relay.restart();
     wait_in_sync(&master, &[&replica]);
+    let log = relay.log();
+    assert!(log.contains("checksum mismatch"), "the damage was detected");
     assert!(
-        relay.log().contains("checksum mismatch"),
-        "the damage was detected"
+        log.contains("a checksum failed in log segment") && !log.contains("incomplete command"),
+        "the cut names the checksum, not an incomplete command: {log}"
     );
     assert_eq!(
         replica.client().cmd(&["GET", "a:str:10"]).text(),

@@ -180,3 +180,15 @@ fn a_client_claiming_a_replicas_name_cannot_lock_it_out() {
         (n == 0, n)
     });
 }
+
+/// With a dual-stack listener, IPv4 loopback clients arrive as `::ffff:127.0.0.1` and are
+/// still loopback clients for protected mode.
+#[test]
+fn a_dual_stack_bind_lets_ipv4_loopback_clients_in() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &["--bind", "::"]);
+    let mut c = relay.client();
+    assert_eq!(c.cmd(&["PING"]), Value::Simple("PONG".into()));
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+}

@@ -189,8 +189,9 @@ fn protected_mode_refusal(cfg: &Config, peer: &SocketAddr) -> Option<String> {
             .bind
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    if !cfg.protected_mode || cfg.requirepass.is_some() || loopback_bind || peer.ip().is_loopback()
-    {
+    // A dual-stack listener (`--bind ::`) sees IPv4 clients as `::ffff:a.b.c.d`.
+    let loopback_peer = peer.ip().to_canonical().is_loopback();
+    if !cfg.protected_mode || cfg.requirepass.is_some() || loopback_bind || loopback_peer {
         return None;
     }
     Some("DENIED replica-relay is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers, either set a password with --requirepass (replicas then use it as their masterauth), bind to the loopback interface only, or disable protected mode with --protected-mode no.".into())
@@ -335,6 +336,11 @@ mod tests {
             protected_mode_refusal(&config("127.0.0.1", None, None), &remote),
             None
         );
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        let dual = config("::", None, None);
+        assert_eq!(protected_mode_refusal(&dual, &mapped), None);
+        let mapped_remote: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
+        assert!(protected_mode_refusal(&dual, &mapped_remote).is_some());
         let off = config("0.0.0.0", None, Some(crate::config::YesNo::No));
         assert_eq!(protected_mode_refusal(&off, &remote), None);
     }

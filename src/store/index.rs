@@ -128,6 +128,15 @@ fn crc_of_next(f: &mut File, len: u64) -> io::Result<u32> {
     Ok(crc)
 }
 
+/// Where a segment's bytes fail their checksum: the segment (by its first offset) and the byte
+/// range within it that the failing checkpoint covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    pub segment: u64,
+    pub from: u64,
+    pub to: u64,
+}
+
 /// How much of a segment can be trusted: up to the first checkpoint whose checksum fails, or
 /// the whole file when every checkpoint matches. Also returns the length that failed, if any.
 pub(super) fn trusted_len(segment: &Path) -> io::Result<(u64, Option<u64>)> {

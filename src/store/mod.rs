@@ -32,6 +32,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use identity::{Identity, NULL_REPLID, is_replid};
+pub use index::Damage;
 pub use snapshot::Slot;
 pub use tail::Chunks;
 use tail::Tail;
@@ -443,6 +444,8 @@ pub struct StoreSummary {
     pub log_next: u64,
     pub log_segments: usize,
     pub log_bytes: u64,
+    /// Segments whose bytes fail their checksums.
+    pub log_damage: Vec<Damage>,
 }
 
 pub fn describe(dir: &Path) -> Result<StoreSummary> {
@@ -461,6 +464,19 @@ pub fn describe(dir: &Path) -> Result<StoreSummary> {
         metrics,
     };
     let segs = writer::list_segments(&cfg)?;
+    let mut log_damage = Vec::new();
+    for &(start, _) in &segs {
+        let path = segment_path(dir, start);
+        let (from, failed) =
+            index::trusted_len(&path).with_context(|| format!("checking {}", path.display()))?;
+        if let Some(to) = failed {
+            log_damage.push(Damage {
+                segment: start,
+                from,
+                to,
+            });
+        }
+    }
     let (first, next) = match (segs.first(), segs.last()) {
         (Some(f), Some(l)) => (f.0, l.0 + l.1),
         _ => (ident.snapshot_offset + 1, ident.snapshot_offset + 1),
@@ -475,6 +491,7 @@ pub fn describe(dir: &Path) -> Result<StoreSummary> {
         log_next: next,
         log_segments: segs.len(),
         log_bytes: segs.iter().map(|s| s.1).sum(),
+        log_damage,
     })
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::identity::Identity;
-use super::index::{Index, trusted_len};
+use super::index::{Damage, Index, trusted_len};
 use super::snapshot::{Incomings, spawn_decoder};
 use super::verify::verify_in_background;
 use super::writer::{
@@ -149,7 +149,7 @@ fn clean_snapshots(cfg: &StoreConfig, ident: Option<&Identity>) -> Result<()> {
 /// cuts a tail that is not a complete command, and drops whatever cannot be used.
 fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
     let segs = list_segments(cfg)?;
-    let (run, limit) = trusted_run(cfg, &segs, from)?;
+    let (run, limit, damaged) = trusted_run(cfg, &segs, from)?;
     for &(start, _) in &segs[run.len()..] {
         warn!(
             "Removing log segment {start}: not contiguous with, or after damage in, the log before it"
@@ -174,10 +174,19 @@ fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
         return empty("The log ends before the snapshot's offset");
     }
     if next < start + len {
-        warn!(
-            "Cut {} bytes of an incomplete command at the end of the log",
-            start + len - next
-        );
+        match damaged {
+            Some(d) => warn!(
+                "Cut {} bytes at the end of the log, from offset {next}: a checksum failed in log segment {} (its bytes {}..{}); they are refetched from the master",
+                start + len - next,
+                d.segment,
+                d.from,
+                d.to
+            ),
+            None => warn!(
+                "Cut {} bytes of an incomplete command at the end of the log",
+                start + len - next
+            ),
+        }
     }
     let file = OpenOptions::new().append(true).open(&path)?;
     file.set_len(next - start)?;
@@ -198,12 +207,12 @@ fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
 }
 
 /// The contiguous segments from the one holding `from`, each checked against its index, up to
-/// the first damage; and how many bytes of the last one can be trusted.
+/// the first damage; how many bytes of the last one can be trusted; and the damage, if any.
 fn trusted_run(
     cfg: &StoreConfig,
     segs: &[(u64, u64)],
     from: u64,
-) -> Result<(Vec<(u64, u64)>, u64)> {
+) -> Result<(Vec<(u64, u64)>, u64, Option<Damage>)> {
     let mut run: Vec<(u64, u64)> = Vec::new();
     let mut limit = 0;
     for &(start, len) in segs {
@@ -221,10 +230,15 @@ fn trusted_run(
             warn!(
                 "Log segment {start}: checksum mismatch in bytes {trusted}..{at}; the log is cut there and refetched from the master"
             );
-            break;
+            let damage = Damage {
+                segment: start,
+                from: trusted,
+                to: at,
+            };
+            return Ok((run, limit, Some(damage)));
         }
     }
-    Ok((run, limit))
+    Ok((run, limit, None))
 }
 
 /// Scans the first `limit` bytes of a segment (which starts on a command) for the end of its
