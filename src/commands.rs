@@ -327,11 +327,90 @@ fn command(args: &[Bytes]) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn constant_time_compare() {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    /// Commands of the table, with arguments a client chooses: long, many, odd bytes, costly
+    /// patterns.
+    fn commands() -> impl Strategy<Value = Vec<Bytes>> {
+        let name = prop::sample::select(vec![
+            "PING", "ECHO", "AUTH", "HELLO", "REPLCONF", "PSYNC", "INFO", "ROLE", "CONFIG",
+            "CLIENT", "COMMAND", "SET", "GET", "config", "replconf",
+        ]);
+        let arg = prop_oneof![
+            prop::sample::select(vec![
+                "GET",
+                "get",
+                "*",
+                "listening-port",
+                "capa",
+                "ip-address",
+                "version",
+                "?",
+                "-1",
+                "2",
+                "setname",
+                "list",
+                "all",
+                "AUTH",
+                "6379",
+                "psync2",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+            prop::collection::vec(prop::sample::select(&b"*?[]^-\\a#"[..]), 0..200),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ];
+        (name, prop::collection::vec(arg, 0..40)).prop_map(|(name, args)| {
+            std::iter::once(Bytes::from(name))
+                .chain(args.into_iter().map(Bytes::from))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Every command gets one answer, and the answer's size, which bounds the work of
+        /// building it, is a constant plus what the client sent.
+        #[test]
+        fn every_command_is_answered_within_bounds(args in commands()) {
+            let dir = DIR.with(|d| d.path().to_path_buf());
+            let relay = RELAY.with(|r| {
+                r.get_or_init(|| std::sync::Arc::new(crate::relay::for_tests(&dir))).clone()
+            });
+            let mut client = client();
+            let sent: usize = args.iter().map(|a| a.len() + 16).sum();
+            let mut out = bytes::BytesMut::new();
+            match dispatch(&relay, &mut client, &args) {
+                Action::Reply(reply) => reply.encode(&mut out),
+                Action::NoReply | Action::Quit | Action::Sync(_) => {}
+            }
+            prop_assert!(out.len() <= 64 * 1024 + 2 * sent, "{} reply bytes for {} sent", out.len(), sent);
+        }
+    }
+
+    thread_local! {
+        static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
+        static RELAY: std::cell::OnceCell<std::sync::Arc<Relay>> = const { std::cell::OnceCell::new() };
+    }
+
+    fn client() -> Client {
+        Client {
+            id: 1,
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            authed: true,
+            name: None,
+            listening_port: None,
+            announced_ip: None,
+            capa_psync2: false,
+            version: None,
+            rdb_only: false,
+            created: std::time::Instant::now(),
+        }
     }
 }

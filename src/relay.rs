@@ -101,6 +101,44 @@ impl Relay {
     }
 }
 
+/// A relay with its store in `dir` and no tasks running, for the tests of what it answers.
+#[cfg(test)]
+pub fn for_tests(dir: &std::path::Path) -> Relay {
+    let config = Config::resolve(crate::config::RelayArgs {
+        dir: Some(dir.into()),
+        replicaof: Some(vec!["127.0.0.1".into(), "1".into()]),
+        ..Default::default()
+    })
+    .expect("a valid config");
+    let metrics = Metrics::new();
+    let (store, _writer) = Store::open(StoreConfig {
+        metrics: metrics.store.clone(),
+        dir: config.dir.clone(),
+        fsync: config.appendfsync,
+        segment_size: config.log_segment_size,
+        backlog_size: config.backlog_size,
+    })
+    .expect("a store in a fresh directory");
+    Relay {
+        master: watch::Sender::new(config.replicaof.clone()),
+        config,
+        store,
+        link: Mutex::new(LinkStatus {
+            state: LinkState::None,
+            last_io: None,
+            down_since: None,
+            sync_total: None,
+            snapshot_pending: false,
+            refresh_requested: false,
+        }),
+        replicas: Replicas::default(),
+        metrics,
+        started: Instant::now(),
+        run_id: random_hex(40),
+        shutdown: CancellationToken::new(),
+    }
+}
+
 /// Runs the relay until SIGTERM or SIGINT, then shuts down cleanly.
 pub async fn run(config: Config) -> Result<()> {
     let metrics = Metrics::new();

@@ -149,7 +149,11 @@ fn clean_snapshots(cfg: &StoreConfig, ident: Option<&Identity>) -> Result<()> {
 /// cuts a tail that is not a complete command, and drops whatever cannot be used.
 fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
     let segs = list_segments(cfg)?;
-    let (run, limit, damaged) = trusted_run(cfg, &segs, from)?;
+    let TrustedRun {
+        run,
+        limit,
+        damaged,
+    } = trusted_run(cfg, &segs, from)?;
     for &(start, _) in &segs[run.len()..] {
         warn!(
             "Removing log segment {start}: not contiguous with, or after damage in, the log before it"
@@ -206,13 +210,16 @@ fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
     })
 }
 
-/// The contiguous segments from the one holding `from`, each checked against its index, up to
-/// the first damage; how many bytes of the last one can be trusted; and the damage, if any.
-fn trusted_run(
-    cfg: &StoreConfig,
-    segs: &[(u64, u64)],
-    from: u64,
-) -> Result<(Vec<(u64, u64)>, u64, Option<Damage>)> {
+/// The contiguous segments (start, length) from the one holding the snapshot's offset, each
+/// checked against its index, up to the first damage.
+struct TrustedRun {
+    run: Vec<(u64, u64)>,
+    /// How many bytes of the last segment can be trusted.
+    limit: u64,
+    damaged: Option<Damage>,
+}
+
+fn trusted_run(cfg: &StoreConfig, segs: &[(u64, u64)], from: u64) -> Result<TrustedRun> {
     let mut run: Vec<(u64, u64)> = Vec::new();
     let mut limit = 0;
     for &(start, len) in segs {
@@ -235,10 +242,18 @@ fn trusted_run(
                 from: trusted,
                 to: at,
             };
-            return Ok((run, limit, Some(damage)));
+            return Ok(TrustedRun {
+                run,
+                limit,
+                damaged: Some(damage),
+            });
         }
     }
-    Ok((run, limit, None))
+    Ok(TrustedRun {
+        run,
+        limit,
+        damaged: None,
+    })
 }
 
 /// Scans the first `limit` bytes of a segment (which starts on a command) for the end of its
