@@ -104,8 +104,8 @@ fn inspect_reports_a_store_and_refuses_a_damaged_snapshot() {
     assert!(err.contains("damaged") && err.contains("byte"), "{err}");
 }
 
-/// A master for what a real one cannot do: it answers the handshake, then sends `payload`
-/// after `+FULLRESYNC` and closes. Returns its port.
+/// A master for what a real one cannot do: it answers the handshake (refusing `INFO`), then
+/// sends `payload` after `+FULLRESYNC` and closes. Returns its port.
 fn fake_master(payload: Vec<u8>) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -125,6 +125,11 @@ fn fake_master(payload: Vec<u8>) -> u16 {
                 true
             };
             if !wait_for(b"PING", 1, &mut sock) || sock.write_all(b"+PONG\r\n").is_err() {
+                continue;
+            }
+            // A master that does not tell what it is: the relay takes it for a Redis master.
+            let unknown = b"-ERR unknown command 'INFO'\r\n";
+            if !wait_for(b"INFO", 1, &mut sock) || sock.write_all(unknown).is_err() {
                 continue;
             }
             if !wait_for(b"REPLCONF", 2, &mut sock) || sock.write_all(b"+OK\r\n+OK\r\n").is_err() {

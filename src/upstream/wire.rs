@@ -127,10 +127,10 @@ impl MasterConn {
             bail!("Error reply to PING from master: '{pong}'");
         }
         let server = self.authenticate(auth).await?;
+        // A fixed version is sent whatever INFO said: an ACL user may not be allowed INFO.
         let version = match (announce, &server.valkey) {
-            (_, None) => None,
-            (AnnounceVersion::Auto, Some(v)) => Some(v.clone()),
-            (AnnounceVersion::Fixed(v), Some(_)) => Some(v.clone()),
+            (AnnounceVersion::Fixed(v), _) => Some(v.clone()),
+            (AnnounceVersion::Auto, v) => v.clone(),
         };
         let port = port.to_string();
         let mut out = BytesMut::new();
