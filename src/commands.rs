@@ -383,7 +383,7 @@ mod tests {
             let relay = RELAY.with(|r| {
                 r.get_or_init(|| std::sync::Arc::new(crate::relay::for_tests(&dir))).clone()
             });
-            let mut client = client();
+            let mut client = Client::new(1, "127.0.0.1:5000".parse().unwrap(), true);
             let sent: usize = args.iter().map(|a| a.len() + 16).sum();
             let mut out = bytes::BytesMut::new();
             match dispatch(&relay, &mut client, &args) {
@@ -397,20 +397,5 @@ mod tests {
     thread_local! {
         static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
         static RELAY: std::cell::OnceCell<std::sync::Arc<Relay>> = const { std::cell::OnceCell::new() };
-    }
-
-    fn client() -> Client {
-        Client {
-            id: 1,
-            peer: "127.0.0.1:5000".parse().unwrap(),
-            authed: true,
-            name: None,
-            listening_port: None,
-            announced_ip: None,
-            capa_psync2: false,
-            version: None,
-            rdb_only: false,
-            created: std::time::Instant::now(),
-        }
     }
 }

@@ -111,44 +111,48 @@ pub fn for_tests(dir: &std::path::Path) -> Relay {
     })
     .expect("a valid config");
     let metrics = Metrics::new();
-    let (store, _writer) = Store::open(StoreConfig {
+    let (store, _writer) =
+        Store::open(store_config(&config, &metrics)).expect("a store in a fresh directory");
+    Relay::new(config, store, metrics)
+}
+
+fn store_config(config: &Config, metrics: &Metrics) -> StoreConfig {
+    StoreConfig {
         metrics: metrics.store.clone(),
         dir: config.dir.clone(),
         fsync: config.appendfsync,
         segment_size: config.log_segment_size,
         backlog_size: config.backlog_size,
-    })
-    .expect("a store in a fresh directory");
-    Relay {
-        master: watch::Sender::new(config.replicaof.clone()),
-        config,
-        store,
-        link: Mutex::new(LinkStatus {
-            state: LinkState::None,
-            last_io: None,
-            down_since: None,
-            sync_total: None,
-            snapshot_pending: false,
-            refresh_requested: false,
-        }),
-        replicas: Replicas::default(),
-        metrics,
-        started: Instant::now(),
-        run_id: random_hex(40),
-        shutdown: CancellationToken::new(),
+    }
+}
+
+impl Relay {
+    fn new(config: Config, store: Store, metrics: Metrics) -> Relay {
+        Relay {
+            master: watch::Sender::new(config.replicaof.clone()),
+            config,
+            store,
+            link: Mutex::new(LinkStatus {
+                state: LinkState::None,
+                last_io: None,
+                down_since: None,
+                sync_total: None,
+                snapshot_pending: false,
+                refresh_requested: false,
+            }),
+            replicas: Replicas::default(),
+            metrics,
+            started: Instant::now(),
+            run_id: random_hex(40),
+            shutdown: CancellationToken::new(),
+        }
     }
 }
 
 /// Runs the relay until SIGTERM or SIGINT, then shuts down cleanly.
 pub async fn run(config: Config) -> Result<()> {
     let metrics = Metrics::new();
-    let store_cfg = StoreConfig {
-        metrics: metrics.store.clone(),
-        dir: config.dir.clone(),
-        fsync: config.appendfsync,
-        segment_size: config.log_segment_size,
-        backlog_size: config.backlog_size,
-    };
+    let store_cfg = store_config(&config, &metrics);
     let (store, writer) = tokio::task::spawn_blocking(move || Store::open(store_cfg))
         .await?
         .context("opening the store")?;
@@ -156,24 +160,7 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}:{}", config.bind, config.port))?;
     let admin = admin::bind(&config).await?;
-    let relay = Arc::new(Relay {
-        master: watch::Sender::new(config.replicaof.clone()),
-        config,
-        store,
-        link: Mutex::new(LinkStatus {
-            state: LinkState::None,
-            last_io: None,
-            down_since: None,
-            sync_total: None,
-            snapshot_pending: false,
-            refresh_requested: false,
-        }),
-        replicas: Replicas::default(),
-        metrics,
-        started: Instant::now(),
-        run_id: random_hex(40),
-        shutdown: CancellationToken::new(),
-    });
+    let relay = Arc::new(Relay::new(config, store, metrics));
     info!(
         "replica-relay {} ready to accept replicas on {}:{} (store {})",
         env!("CARGO_PKG_VERSION"),

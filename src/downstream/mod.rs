@@ -49,6 +49,22 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client that has just connected; `authed` when no password is required.
+    pub fn new(id: u64, peer: SocketAddr, authed: bool) -> Client {
+        Client {
+            id,
+            peer,
+            authed,
+            name: None,
+            listening_port: None,
+            announced_ip: None,
+            capa_psync2: false,
+            version: None,
+            rdb_only: false,
+            created: Instant::now(),
+        }
+    }
+
     /// `ip:port` as Redis names a replica: announced address, else the peer's.
     pub fn replica_name(&self) -> String {
         let ip = self
@@ -205,18 +221,7 @@ async fn connection(
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = sock.set_nodelay(true);
-    let mut client = Client {
-        id,
-        peer,
-        authed: relay.config.requirepass.is_none(),
-        name: None,
-        listening_port: None,
-        announced_ip: None,
-        capa_psync2: false,
-        version: None,
-        rdb_only: false,
-        created: Instant::now(),
-    };
+    let mut client = Client::new(id, peer, relay.config.requirepass.is_none());
     debug!("Accepted {peer}");
     let mut buf = BytesMut::with_capacity(1024);
     let mut parser = resp::CommandParser::default();
