@@ -490,3 +490,47 @@ fn a_full_sync_under_way_outlives_the_refresh_that_replaces_its_snapshot() {
     rd.read_exact(&mut next).unwrap();
     assert_eq!(&next, b"*", "the stream follows the snapshot");
 }
+
+/// The identity cannot be saved when a new history arrives (here `identity.tmp` is taken by a
+/// directory; on a full disk it is the same failure): the old log is gone by then, and the
+/// store says so, with an empty log after the old snapshot, instead of listing deleted
+/// segments. Once the identity can be saved, the new history goes into service.
+#[test]
+fn a_new_history_whose_identity_cannot_be_saved_leaves_a_consistent_store() {
+    let master = Server::master(&[]);
+    let port = master.port;
+    write_mixed(&mut master.client(), "old", 10);
+    let relay = Relay::of(port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let blocker = relay.dir.join("identity.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    drop(master);
+
+    let fresh = Server::start_on(port, &[]);
+    write_mixed(&mut fresh.client(), "new", 5);
+    wait_for("the new history's snapshot to be rejected", || {
+        let log = relay.log();
+        (log.contains("the snapshot was rejected"), log.len())
+    });
+    let mut rc = relay.client();
+    let first = rc.info_num("relay", "relay_log_first_offset");
+    let next = rc.info_num("relay", "relay_log_next_offset");
+    assert_eq!(first, next, "an empty log");
+    assert_eq!(first, rc.info_num("relay", "relay_snapshot_offset") + 1);
+    assert!(
+        relay
+            .dir
+            .join("log")
+            .join(format!("{first:020}.seg"))
+            .exists(),
+        "the state's segment is on disk"
+    );
+
+    std::fs::remove_dir(&blocker).unwrap();
+    wait_in_sync(&fresh, &[&replica]);
+    assert_eq!(
+        replica.client().cmd(&["EXISTS", "old:str:0"]),
+        support::Value::Int(0)
+    );
+}

@@ -195,32 +195,62 @@ impl Writer {
         result
     }
 
-    /// Puts a new history in service: the old log goes first, then the identity names the new
-    /// snapshot, so a crash in between leaves the old snapshot with an empty log: consistent.
+    /// Puts a new history in service. The old log goes before the identity names the new
+    /// snapshot: a crash in between leaves the old snapshot with an empty log, which is
+    /// consistent, while the other order would let the old history's log pass for the new
+    /// one's. A failure on the way leaves the same consistent state, never a state that lists
+    /// deleted segments.
     fn switch_to(&mut self, ident: Identity) -> Result<()> {
         self.seg = None;
-        remove_segments(&self.cfg)?;
-        ident.save(&self.cfg.dir)?;
+        let committed = remove_segments(&self.cfg).and_then(|()| ident.save(&self.cfg.dir));
+        if let Err(e) = committed {
+            self.remove_snapshot(&ident.snapshot);
+            let old = self.shared.read().ident.clone();
+            self.restart_log(old);
+            return Err(e);
+        }
         self.remove_old_snapshot(&ident);
         if let Some(refresh) = self.incoming.refresh.take() {
             refresh.discard();
         }
         self.drop_refreshed();
-        let next = ident.snapshot_offset + 1;
-        self.seg = Some(create_segment(&self.cfg, next)?);
+        self.restart_log(Some(ident));
+        self.status.send_modify(|s| s.failed = None);
+        Ok(())
+    }
+
+    /// An empty log right after the snapshot of `ident`, a new history for the readers. A new
+    /// snapshot was verified as it arrived; the one already in service keeps its standing.
+    fn restart_log(&mut self, ident: Option<Identity>) {
+        let Some(next) = ident.as_ref().map(|i| i.snapshot_offset + 1) else {
+            return;
+        };
+        self.seg = match create_segment(&self.cfg, next) {
+            Ok(seg) => Some(seg),
+            Err(e) => {
+                self.fail(format!("starting log segment {next} failed: {e:#}"));
+                None
+            }
+        };
         (self.written, self.boundary, self.synced) = (next, next, next);
         self.scanner = Scanner::at(next);
-        self.status.send_modify(|s| s.failed = None);
+        let open = self.seg.is_some();
         self.shared.update(|st| {
-            st.ident = Some(ident);
+            let keep = st.verification.clone();
+            let same =
+                st.ident.as_ref().map(|i| &i.snapshot) == ident.as_ref().map(|i| &i.snapshot);
+            st.ident = ident;
             (st.first, st.next) = (next, next);
-            st.segments = [next].into();
+            st.segments = if open {
+                [next].into()
+            } else {
+                Default::default()
+            };
             st.tail.clear();
             st.epoch += 1;
             st.refreshing = false;
-            st.verification = Verification::Verified;
+            st.verification = if same { keep } else { Verification::Verified };
         });
-        Ok(())
     }
 
     fn refreshed(&mut self, fresh: Identity) -> Result<()> {

@@ -217,7 +217,11 @@ impl Writer {
     }
 
     fn stream(&mut self, data: Bytes) {
-        if self.seg.is_none() || self.failed() {
+        if self.failed() {
+            return;
+        }
+        if self.seg.is_none() {
+            self.fail("no log segment is open: the stream cannot be stored".into());
             return;
         }
         let start = self.written;
@@ -300,10 +304,26 @@ impl Writer {
         }
     }
 
+    /// A history whose log segment could not be started (the disk was full) gets one now.
+    fn reopen_log(&mut self) {
+        if self.seg.is_some() || self.shared.read().ident.is_none() {
+            return;
+        }
+        let start = self.boundary;
+        match create_segment(&self.cfg, start) {
+            Ok(seg) => {
+                self.seg = Some(seg);
+                self.shared.update(|st| st.segments.insert(start));
+            }
+            Err(e) => self.fail(format!("starting log segment {start} failed: {e:#}")),
+        }
+    }
+
     /// Cuts bytes of a command that never completed, so the log ends on a command boundary and
     /// upstream resumes from there.
     fn cut_incomplete_command(&mut self) {
         self.status.send_modify(|s| s.failed = None);
+        self.reopen_log();
         let Some(seg) = &mut self.seg else { return };
         if self.written > self.boundary {
             let keep = self.boundary - seg.start;

@@ -321,7 +321,13 @@ impl<'a> Link<'a> {
             l.snapshot_pending = false;
         });
         let mut status = relay.store.writer_status();
-        let mut getacks = status.borrow_and_update().getacks;
+        let (mut getacks, failed) = {
+            let s = status.borrow_and_update();
+            (s.getacks, s.failed.clone())
+        };
+        if let Some(why) = failed {
+            bail!("Dropping the link with master: the store cannot keep the stream ({why})");
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut refresh = refresh::Refresher::default();
         let counter = relay
