@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -45,7 +45,16 @@ pub async fn serve(relay: Arc<Relay>, listener: Option<TcpListener>) {
             a = listener.accept() => a,
             _ = relay.shutdown.cancelled() => return,
         };
-        if let Ok((sock, peer)) = accepted {
+        let (sock, peer) = match accepted {
+            Ok(a) => a,
+            // Out of file descriptors, say: wait instead of spinning on the error.
+            Err(e) => {
+                warn!("Accepting an admin connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        {
             let relay = relay.clone();
             tokio::spawn(async move {
                 let r = tokio::time::timeout(Duration::from_secs(5), answer(&relay, sock)).await;
@@ -142,6 +151,9 @@ pub struct HealthcheckArgs {
     /// The admin server's port.
     #[arg(long, env = "REPLICA_RELAY_METRICS_PORT", default_value_t = 9480)]
     metrics_port: u16,
+    /// The admin server's address; a wildcard address is reached on loopback.
+    #[arg(long, env = "REPLICA_RELAY_METRICS_BIND", default_value = "127.0.0.1")]
+    metrics_bind: String,
     /// What to check: /healthz (the process runs) or /readyz (ready for replicas).
     #[arg(long, default_value = "/healthz")]
     path: String,
@@ -150,7 +162,7 @@ pub struct HealthcheckArgs {
 pub fn healthcheck(args: HealthcheckArgs) -> Result<()> {
     use std::io::{Read, Write};
     let timeout = Duration::from_secs(3);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.metrics_port));
+    let addr = admin_addr(&args.metrics_bind, args.metrics_port)?;
     let mut sock = std::net::TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to the admin server on {addr}"))?;
     sock.set_read_timeout(Some(timeout))?;
@@ -166,4 +178,39 @@ pub fn healthcheck(args: HealthcheckArgs) -> Result<()> {
         anyhow::bail!("{} answered '{status}'", args.path);
     }
     Ok(())
+}
+
+/// Where the admin server listening on `bind` is reached from this host.
+fn admin_addr(bind: &str, port: u16) -> Result<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+    let ip = match bind.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Ok(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Ok(ip) => ip,
+        Err(_) => {
+            let mut resolved = (bind, port)
+                .to_socket_addrs()
+                .with_context(|| format!("resolving --metrics-bind {bind}"))?;
+            return resolved
+                .next()
+                .with_context(|| format!("--metrics-bind {bind} has no address"));
+        }
+    };
+    Ok(std::net::SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_healthcheck_reaches_the_bound_address() {
+        assert_eq!(
+            admin_addr("127.0.0.2", 9).unwrap().to_string(),
+            "127.0.0.2:9"
+        );
+        assert_eq!(admin_addr("0.0.0.0", 9).unwrap().to_string(), "127.0.0.1:9");
+        assert_eq!(admin_addr("::", 9).unwrap().to_string(), "[::1]:9");
+        assert!(admin_addr("localhost", 9).unwrap().ip().is_loopback());
+    }
 }

@@ -257,7 +257,10 @@ impl Config {
             None => FileConfig::default(),
         };
         let replicaof = match (args.replicaof, file.replicaof) {
-            (Some(v), _) => Some(MasterAddr::parse(&v[0], &v[1])?),
+            (Some(v), _) => match &v[..] {
+                [host, port] => Some(MasterAddr::parse(host, port)?),
+                _ => bail!("replicaof must be HOST PORT, got {:?}", v.join(" ")),
+            },
             (None, Some(s)) => Some(parse_replicaof(&s)?),
             (None, None) => None,
         };
@@ -468,6 +471,16 @@ mod tests {
         for bad in ["8", "8.x", "8.1.0.1", "", "8..1", "v9.1"] {
             assert!(AnnounceVersion::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_one_word_replicaof_is_an_error() {
+        let err = Config::resolve(RelayArgs {
+            replicaof: Some(vec!["10.0.0.1".into()]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("HOST PORT"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ struct Report {
     bytes: u64,
     /// "ok", "disabled" (zero trailer: the master runs with rdbchecksum no), or what is wrong.
     checksum: String,
+    /// Keys in every db together.
+    keys: u64,
     #[serde(flatten)]
     stats: SnapshotStats,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +80,7 @@ fn inspect(file: &Path, store: Option<StoreSummary>) -> Result<Report> {
         file: file.into(),
         bytes,
         checksum,
+        keys: stats.keys(),
         stats,
         store,
     })

@@ -81,6 +81,10 @@ fn inspect_reports_a_store_and_refuses_a_damaged_snapshot() {
         .map(|d| d["keys"].as_i64().unwrap())
         .sum();
     assert_eq!(keys, dbsize);
+    assert_eq!(
+        report["keys"], dbsize,
+        "the total, as the text output has it"
+    );
     assert_eq!(report["checksum"], "ok");
     assert_eq!(
         report["store"]["replid"],

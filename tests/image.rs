@@ -61,13 +61,17 @@ fn the_image_command_line_relays_with_a_password_and_reports_healthy() {
     env.insert("REPLICA_RELAY_REQUIREPASS".into(), "relay-pw".into());
     env.insert("REPLICA_RELAY_PORT".into(), port.to_string());
     env.insert("REPLICA_RELAY_METRICS_PORT".into(), metrics.to_string());
-    let mut relay = Command::new(binary(&entrypoint[0]))
-        .args(&entrypoint[1..])
-        .envs(&env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Not the default address: the health check must go where the admin server listens.
+    env.insert("REPLICA_RELAY_METRICS_BIND".into(), "127.0.0.2".into());
+    let _relay = Killed(
+        Command::new(binary(&entrypoint[0]))
+            .args(&entrypoint[1..])
+            .envs(&env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
 
     let mut m = master.client();
     m.cmd(&["AUTH", "master-pw"]);
@@ -77,13 +81,22 @@ fn the_image_command_line_relays_with_a_password_and_reports_healthy() {
         let status = Command::new(binary(&healthcheck[0]))
             .args(&healthcheck[1..])
             .env("REPLICA_RELAY_METRICS_PORT", metrics.to_string())
+            .env("REPLICA_RELAY_METRICS_BIND", "127.0.0.2")
             .status()
             .unwrap();
         (status.success(), status)
     });
     wait_for_sync(&master, &replica);
-    let _ = relay.kill();
-    let _ = relay.wait();
+}
+
+/// A process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// `wait_in_sync` with the master's password.

@@ -563,3 +563,29 @@ fn the_readme_documents_every_flag() {
         );
     }
 }
+
+/// The environment form of `--replicaof` with one word is a configuration error that says what
+/// is wanted, exiting 2 like the flag form, not a panic (exit 101).
+#[test]
+fn a_one_word_replicaof_in_the_environment_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .args([
+            "--port",
+            &support::free_port().to_string(),
+            "--metrics-port",
+            "0",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .env("REPLICA_RELAY_REPLICAOF", "10.0.0.1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a configuration error, as the flag form and every other one exits: {err}"
+    );
+    assert!(err.contains("HOST PORT"), "{err}");
+}

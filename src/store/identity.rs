@@ -16,7 +16,8 @@ pub const NULL_REPLID: &str = "0000000000000000000000000000000000000000";
 pub struct Identity {
     pub replid: String,
     pub replid2: String,
-    /// First offset that `replid2` may be used for; -1 when there is no replid2.
+    /// The highest PSYNC offset accepted with `replid2`: the offset after the last byte of that
+    /// history (Redis' `second_replid_offset`); -1 when there is no replid2.
     pub second_replid_offset: i64,
     /// File name of the snapshot in service, under `snapshots/`.
     pub snapshot: String,
