@@ -34,7 +34,7 @@ fn promtool_check(relay: &Relay) {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        eprintln!("SKIPPED promtool check: promtool is not installed");
+        support::missing("promtool is not installed (scripts/test installs it)");
         return;
     };
     let body = relay.http_get("/metrics").1;

@@ -43,7 +43,10 @@ struct FullSyncFailed(anyhow::Error);
 
 /// The master gives no reason on the wire when its BGSAVE fails: it just closes the link.
 fn hint(e: &anyhow::Error) -> &'static str {
-    if e.to_string().starts_with("Connection with master lost") {
+    if e.root_cause()
+        .to_string()
+        .starts_with("Connection with master lost")
+    {
         " (a master closes the link this way when its BGSAVE for the replica fails; its log says why)"
     } else {
         ""

@@ -278,7 +278,16 @@ impl MasterConn {
                     let n = self.buf.len() - mark.len();
                     return Ok(Some(self.buf.split_to(n).freeze()));
                 }
-                _ => self.read_more().await?,
+                Framing::Len(left) => {
+                    let left = *left;
+                    self.read_more().await.with_context(|| {
+                        format!("the snapshot ended with {left} of its announced bytes missing")
+                    })?
+                }
+                Framing::Mark(_) => self
+                    .read_more()
+                    .await
+                    .context("the snapshot ended before its EOF mark")?,
             }
         }
     }
