@@ -12,8 +12,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use crate::store::Fsync;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterAddr {
     pub host: String,
@@ -58,6 +56,18 @@ pub enum LogFormat {
 #[serde(rename_all = "lowercase")]
 pub enum YesNo {
     Yes,
+    No,
+}
+
+/// When stream bytes reach the disk, like Redis' `appendfsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Before they are acknowledged upstream or sent downstream.
+    Always,
+    /// At least once a second.
+    Everysec,
+    /// When the kernel decides.
     No,
 }
 

@@ -1,21 +1,19 @@
 //! replica-relay: a replication relay for Redis and Valkey. It attaches to a master once, keeps
 //! the snapshot and the replication stream on disk, and serves any number of replicas.
 
-mod admin;
-mod commands;
 mod compat;
 mod config;
 mod decode;
 mod downstream;
 mod feed;
 mod glob;
-mod info;
 mod inspect;
-mod metrics;
+mod instruments;
+mod link;
+mod observe;
 mod progress;
 mod relay;
 mod resp;
-mod status;
 mod store;
 mod tail;
 mod upstream;
@@ -63,7 +61,7 @@ enum Tool {
     Tail(tail::TailArgs),
     /// Exit 0 if the relay on this host answers 200 on its admin port (for container health
     /// checks, which then need no curl).
-    Healthcheck(admin::HealthcheckArgs),
+    Healthcheck(observe::admin::HealthcheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,7 +69,7 @@ fn main() -> ExitCode {
     match cli.tool {
         Some(Tool::Inspect(args)) => return tool_exit(inspect::run(args)),
         Some(Tool::Tail(args)) => return tool_exit(tail::run(args)),
-        Some(Tool::Healthcheck(args)) => return tool_exit(admin::healthcheck(args)),
+        Some(Tool::Healthcheck(args)) => return tool_exit(observe::admin::healthcheck(args)),
         None => {}
     }
     let config = match Config::resolve(cli.relay) {

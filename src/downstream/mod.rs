@@ -4,6 +4,7 @@
 //! Each connection is its own task with a bounded query buffer; a client that sends garbage gets
 //! a protocol error and is closed without affecting anyone else.
 
+mod commands;
 mod formats;
 mod psync;
 mod replica;
@@ -20,12 +21,125 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::commands::{self, Action};
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
-use crate::relay::Relay;
+use crate::instruments::{self, Collectors, Label, Labelled, Phase};
+use crate::link::{LinkControl, LinkWatch};
 use crate::resp::{self, Reply};
+use crate::store::Store;
+use commands::Action;
 
 pub use psync::{Decision, ahead_of_store, decide};
+
+/// What the downstream room works with: the store's reading side, the link's status, the
+/// master to follow (REPLICAOF), the replicas attached, its counters, and what INFO says of the
+/// relay, which the observe room writes.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub link: LinkWatch,
+    pub control: LinkControl,
+    pub replicas: Arc<Replicas>,
+    pub metrics: Arc<DownstreamMetrics>,
+    pub server: Arc<dyn ServerInfo>,
+    pub shutdown: CancellationToken,
+}
+
+/// What INFO, ROLE and CONFIG GET answer: written by the observe room, which sees every room.
+pub trait ServerInfo: Send + Sync {
+    /// The INFO text of the sections asked for (all when none).
+    fn info(&self, sections: &[Bytes]) -> String;
+    fn role(&self) -> Reply;
+    /// The settings CONFIG GET shows.
+    fn config_values(&self) -> Vec<(&'static str, String)>;
+}
+
+/// Why a downstream connection or sync was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Maxclients,
+    ProtectedMode,
+    ProtocolError,
+    Auth,
+    NoMasterLink,
+    RdbFormat,
+}
+
+impl Label for Rejection {
+    const NAME: &'static str = "reason";
+    const ALL: &'static [Rejection] = &[
+        Rejection::Maxclients,
+        Rejection::ProtectedMode,
+        Rejection::ProtocolError,
+        Rejection::Auth,
+        Rejection::NoMasterLink,
+        Rejection::RdbFormat,
+    ];
+
+    fn value(self) -> &'static str {
+        match self {
+            Rejection::Maxclients => "maxclients",
+            Rejection::ProtectedMode => "protected_mode",
+            Rejection::ProtocolError => "protocol_error",
+            Rejection::Auth => "auth",
+            Rejection::NoMasterLink => "nomasterlink",
+            Rejection::RdbFormat => "rdb_format",
+        }
+    }
+}
+
+/// The downstream room's counters.
+pub struct DownstreamMetrics {
+    pub connections_received: prometheus::IntCounter,
+    pub rejected: Labelled<Rejection>,
+    pub full_syncs: prometheus::IntCounter,
+    pub partial_syncs: prometheus::IntCounter,
+    pub partial_sync_errors: prometheus::IntCounter,
+    pub sent: Labelled<Phase>,
+}
+
+impl DownstreamMetrics {
+    pub fn new() -> DownstreamMetrics {
+        DownstreamMetrics {
+            connections_received: instruments::counter(
+                "connections_received_total",
+                "Client connections accepted.",
+            ),
+            rejected: Labelled::new(
+                "downstream_rejected_total",
+                "Connections or syncs refused, by reason.",
+            ),
+            full_syncs: instruments::counter(
+                "downstream_full_syncs_total",
+                "Full syncs served to replicas.",
+            ),
+            partial_syncs: instruments::counter(
+                "downstream_partial_syncs_total",
+                "Partial resyncs served to replicas.",
+            ),
+            partial_sync_errors: instruments::counter(
+                "downstream_partial_sync_errors_total",
+                "Partial resyncs asked for that had to be full syncs.",
+            ),
+            sent: Labelled::new("downstream_sent_bytes_total", "Bytes sent to replicas."),
+        }
+    }
+}
+
+impl Collectors for DownstreamMetrics {
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.connections_received.clone()),
+            self.rejected.collector(),
+            Box::new(self.full_syncs.clone()),
+            Box::new(self.partial_syncs.clone()),
+            Box::new(self.partial_sync_errors.clone()),
+            self.sent.collector(),
+        ]
+    }
+}
 
 /// Most bytes buffered from a client that has not completed a command.
 const MAX_QUERY: usize = 256 * 1024;
@@ -158,8 +272,8 @@ impl Replicas {
     }
 }
 
-pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(relay.config.maxclients));
+pub async fn serve(cx: Arc<Context>, listener: TcpListener) {
+    let slots = Arc::new(Semaphore::new(cx.config.maxclients));
     let next_id = AtomicU64::new(1);
     loop {
         let (mut sock, peer) = tokio::select! {
@@ -171,24 +285,24 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
                     continue;
                 }
             },
-            _ = relay.shutdown.cancelled() => return,
+            _ = cx.shutdown.cancelled() => return,
         };
-        relay.metrics.connections_received.inc();
+        cx.metrics.connections_received.inc();
         let (reason, refusal) = match slots.clone().try_acquire_owned() {
             Err(_) => (
-                "maxclients",
+                Rejection::Maxclients,
                 "ERR max number of clients reached".to_string(),
             ),
-            Ok(slot) => match protected_mode_refusal(&relay.config, &peer) {
-                Some(denied) => ("protected_mode", denied),
+            Ok(slot) => match protected_mode_refusal(&cx.config, &peer) {
+                Some(denied) => (Rejection::ProtectedMode, denied),
                 None => {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(connection(relay.clone(), sock, peer, id, slot));
+                    tokio::spawn(connection(cx.clone(), sock, peer, id, slot));
                     continue;
                 }
             },
         };
-        relay.metrics.rejected(reason);
+        cx.metrics.rejected.inc(reason);
         warn!("Refusing connection from {peer}: {refusal}");
         tokio::spawn(async move {
             let mut out = BytesMut::new();
@@ -214,26 +328,26 @@ fn protected_mode_refusal(cfg: &Config, peer: &SocketAddr) -> Option<String> {
 }
 
 async fn connection(
-    relay: Arc<Relay>,
+    cx: Arc<Context>,
     mut sock: TcpStream,
     peer: SocketAddr,
     id: u64,
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = sock.set_nodelay(true);
-    let mut client = Client::new(id, peer, relay.config.requirepass.is_none());
+    let mut client = Client::new(id, peer, cx.config.requirepass.is_none());
     debug!("Accepted {peer}");
     let mut buf = BytesMut::with_capacity(1024);
     let mut parser = resp::CommandParser::default();
     let mut out = BytesMut::new();
     loop {
-        let action = next_action(&relay, &mut client, &mut parser, &mut buf, &mut out);
+        let action = next_action(&cx, &mut client, &mut parser, &mut buf, &mut out);
         if !out.is_empty() && sock.write_all(&out.split()).await.is_err() {
             return;
         }
         match action {
             Ok(Turn::Sync(request)) => {
-                return replica::serve(relay, sock, client, buf, request).await;
+                return replica::serve(cx, sock, client, buf, request).await;
             }
             Ok(Turn::Close) => return,
             // More complete commands wait in `buf`: let other tasks (the stream) run first.
@@ -243,7 +357,7 @@ async fn connection(
             }
             Ok(Turn::Read) => {}
             Err(why) => {
-                relay.metrics.rejected("protocol_error");
+                cx.metrics.rejected.inc(Rejection::ProtocolError);
                 info!("Closing client {peer}: {why}");
                 return;
             }
@@ -278,7 +392,7 @@ const TURN_OUTPUT: usize = 64 * 1024;
 /// Answers the complete commands in `buf` into `out`, up to one turn's share; stops at one that
 /// ends the conversation (QUIT, PSYNC/SYNC) or at a protocol error, which is answered and closes.
 fn next_action(
-    relay: &Relay,
+    cx: &Context,
     client: &mut Client,
     parser: &mut resp::CommandParser,
     buf: &mut BytesMut,
@@ -297,7 +411,7 @@ fn next_action(
                 return Err(e);
             }
         };
-        match commands::dispatch(relay, client, &args) {
+        match commands::dispatch(cx, client, &args) {
             Action::Reply(reply) => reply.encode(out),
             Action::NoReply => {}
             Action::Quit => {
@@ -308,6 +422,60 @@ fn next_action(
         }
     }
     Ok(Turn::Yield)
+}
+
+/// A context with its store in `dir` and a fixed INFO, for the tests of what clients are
+/// answered.
+#[cfg(test)]
+pub(crate) fn context_for_tests(dir: &std::path::Path) -> Context {
+    struct Fixed;
+    impl ServerInfo for Fixed {
+        fn info(&self, _: &[Bytes]) -> String {
+            "# Server\r\n".repeat(64)
+        }
+        fn role(&self) -> Reply {
+            Reply::Array(vec![Reply::bulk("master"), Reply::Int(0)])
+        }
+        fn config_values(&self) -> Vec<(&'static str, String)> {
+            [
+                "port",
+                "bind",
+                "dir",
+                "replicaof",
+                "repl-timeout",
+                "repl-backlog-size",
+            ]
+            .into_iter()
+            .map(|k| (k, "value".to_string()))
+            .collect()
+        }
+    }
+    let config = Config::resolve(crate::config::RelayArgs {
+        dir: Some(dir.into()),
+        ..Default::default()
+    })
+    .expect("a valid config");
+    let (store, _writer) = Store::open(crate::store::StoreConfig {
+        metrics: crate::store::StoreMetrics::new(),
+        dir: config.dir.clone(),
+        fsync: config.appendfsync,
+        segment_size: config.log_segment_size,
+        backlog_size: config.backlog_size,
+    })
+    .expect("a store in a fresh directory");
+    let (_, link) = crate::link::status();
+    Context {
+        control: LinkControl::new(Some(
+            crate::config::MasterAddr::parse("127.0.0.1", "1").unwrap(),
+        )),
+        config: Arc::new(config),
+        store,
+        link,
+        replicas: Arc::new(Replicas::default()),
+        metrics: Arc::new(DownstreamMetrics::new()),
+        server: Arc::new(Fixed),
+        shutdown: CancellationToken::new(),
+    }
 }
 
 #[cfg(test)]

@@ -14,13 +14,14 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{info, warn};
 
+use super::Rejection;
+use super::commands::SyncRequest;
 use super::formats::DROP_WINDOW;
 use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
-use crate::commands::SyncRequest;
 use crate::compat::{requirement, valkey_loads};
 use crate::decode::SnapshotCheck;
+use crate::instruments::Phase;
 use crate::progress::Progress;
-use crate::relay::Relay;
 use crate::resp;
 use crate::store::{State, TAIL_BYTES, Verification, read_at};
 
@@ -30,7 +31,7 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 const SNAPSHOT_READ: u64 = 512 * 1024;
 
 pub async fn serve(
-    relay: Arc<Relay>,
+    cx: Arc<super::Context>,
     sock: TcpStream,
     client: Client,
     leftover: BytesMut,
@@ -48,11 +49,11 @@ pub async fn serve(
         ack_time: Instant::now(),
         acked: false,
     };
-    let id = relay.replicas.add(info);
+    let id = cx.replicas.add(info);
     info!("Replica {name} asks for synchronization");
     let (rd, wr) = sock.into_split();
     let mut session = Session {
-        relay,
+        cx,
         id,
         name,
         client,
@@ -67,7 +68,7 @@ pub async fn serve(
 }
 
 struct Session {
-    relay: Arc<Relay>,
+    cx: Arc<super::Context>,
     /// The replica's entry in the registry, removed when the session ends.
     id: u64,
     name: String,
@@ -80,8 +81,8 @@ struct Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.relay.replicas.remove(self.id);
-        self.relay.store.unpin(self.id);
+        self.cx.replicas.remove(self.id);
+        self.cx.store.unpin(self.id);
     }
 }
 
@@ -98,14 +99,14 @@ impl Session {
         let full = matches!(decision, Decision::Full(_));
         let cursor = match decision {
             Decision::NoMasterLink => {
-                self.relay.metrics.rejected("nomasterlink");
+                self.cx.metrics.rejected.inc(Rejection::NoMasterLink);
                 self.write(b"-NOMASTERLINK Can't SYNC while not connected with my master\r\n")
                     .await?;
                 return Ok("refused with -NOMASTERLINK: no snapshot in service yet".into());
             }
             Decision::Continue => self.partial(&state).await?,
             Decision::Full(_) if state.verification != Verification::Verified => {
-                self.relay.metrics.rejected("nomasterlink");
+                self.cx.metrics.rejected.inc(Rejection::NoMasterLink);
                 self.write(b"-NOMASTERLINK the stored snapshot failed verification and no master is configured to replace it\r\n")
                     .await?;
                 return Ok("refused with -NOMASTERLINK: the stored snapshot is damaged".into());
@@ -113,7 +114,7 @@ impl Session {
             Decision::Full(reason) => {
                 let signature = self.snapshot_signature(&state).await;
                 if let Some(refusal) = self.format_refusal(&signature) {
-                    self.relay.metrics.rejected("rdb_format");
+                    self.cx.metrics.rejected.inc(Rejection::RdbFormat);
                     self.write(format!("-{refusal}\r\n").as_bytes()).await?;
                     return Ok(format!("refused: {refusal}"));
                 }
@@ -126,7 +127,7 @@ impl Session {
             return Ok("snapshot delivered (rdb-only)".into());
         }
         self.set_state(ReplicaState::Online);
-        let mut acks = tokio::spawn(read_acks(self.relay.clone(), self.id, rd, leftover));
+        let mut acks = tokio::spawn(read_acks(self.cx.clone(), self.id, rd, leftover));
         let result = self.stream(cursor, state.epoch, &mut acks, full).await;
         acks.abort();
         self.judge_format();
@@ -138,25 +139,25 @@ impl Session {
     /// A replica ahead of the store (its offset is past the relay's after a crash cut the
     /// relay's tail) waits a few seconds for the relay to refetch the missing bytes.
     async fn wait_until_servable(&mut self) -> Result<State> {
-        let mut changes = self.relay.store.subscribe();
+        let mut changes = self.cx.store.subscribe();
         let mut keepalive = tokio::time::interval(Duration::from_secs(1));
         keepalive.tick().await;
         let catch_up_until = Instant::now() + CATCH_UP_WAIT;
         let mut logged = false;
         loop {
             changes.borrow_and_update();
-            let state = self.relay.store.view();
+            let state = self.cx.store.view();
             let request = self
                 .request
                 .psync
                 .as_ref()
                 .map(|(id, off)| (id.as_str(), *off));
             let pending = state.receiving.is_some()
-                || self.relay.link().snapshot_pending
+                || self.cx.link.status().snapshot_pending
                 || self.snapshot_awaited(&state, request);
             let ahead = ahead_of_store(&state, request)
                 && Instant::now() < catch_up_until
-                && self.relay.master_addr().is_some();
+                && self.cx.control.master().is_some();
             if !pending && !ahead {
                 return Ok(state);
             }
@@ -172,7 +173,7 @@ impl Session {
             tokio::select! {
                 r = changes.changed() => r.context("store closed")?,
                 _ = keepalive.tick() => self.write(b"\n").await?,
-                _ = self.relay.shutdown.cancelled() => bail!("shutting down"),
+                _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
             }
         }
     }
@@ -184,7 +185,7 @@ impl Session {
         match state.verification {
             Verification::Verified => false,
             Verification::Verifying => full,
-            Verification::Corrupt(_) => full && self.relay.master_addr().is_some(),
+            Verification::Corrupt(_) => full && self.cx.control.master().is_some(),
         }
     }
 
@@ -195,7 +196,7 @@ impl Session {
         };
         let mut header = [0u8; 9];
         let read = async {
-            let mut f = tokio::fs::File::open(self.relay.store.snapshot_path(ident)).await?;
+            let mut f = tokio::fs::File::open(self.cx.store.snapshot_path(ident)).await?;
             f.read_exact(&mut header).await
         };
         match read.await {
@@ -212,7 +213,7 @@ impl Session {
             return None;
         }
         let key = self.evidence_key().unwrap_or_else(|| self.name.clone());
-        self.relay
+        self.cx
             .replicas
             .formats
             .announced_incompatible(&key, signature);
@@ -228,7 +229,7 @@ impl Session {
         let Some(key) = self.evidence_key() else {
             return Ok(());
         };
-        let Some((wait, why)) = self.relay.replicas.formats.delay(&key) else {
+        let Some((wait, why)) = self.cx.replicas.formats.delay(&key) else {
             return Ok(());
         };
         info!(
@@ -242,7 +243,7 @@ impl Session {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return Ok(()),
                 _ = keepalive.tick() => self.write(b"\n").await?,
-                _ = self.relay.shutdown.cancelled() => bail!("shutting down"),
+                _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
             }
         }
     }
@@ -261,10 +262,10 @@ impl Session {
     /// The first ACK after a full sync says the replica loaded the snapshot: whatever was
     /// recorded against it no longer holds.
     fn loaded_snapshot(&mut self) {
-        if self.sent_snapshot.is_some() && self.relay.replicas.acked(self.id) {
+        if self.sent_snapshot.is_some() && self.cx.replicas.acked(self.id) {
             self.sent_snapshot = None;
             if let Some(key) = self.evidence_key() {
-                self.relay.replicas.formats.clear(&key);
+                self.cx.replicas.formats.clear(&key);
             }
         }
     }
@@ -276,8 +277,8 @@ impl Session {
         else {
             return;
         };
-        let formats = &self.relay.replicas.formats;
-        if self.relay.replicas.acked(self.id) {
+        let formats = &self.cx.replicas.formats;
+        if self.cx.replicas.acked(self.id) {
             formats.clear(&key);
         } else if sent.elapsed() < DROP_WINDOW {
             formats.strike(&key, signature);
@@ -297,7 +298,7 @@ impl Session {
             "+CONTINUE\r\n".to_string()
         };
         self.write(line.as_bytes()).await?;
-        self.relay.metrics.downstream_partial_syncs.inc();
+        self.cx.metrics.partial_syncs.inc();
         info!(
             "Partial resynchronization request from {} accepted. Sending {} bytes of backlog starting from offset {offset}.",
             self.name,
@@ -309,10 +310,10 @@ impl Session {
     async fn full(&mut self, state: &State, reason: &str) -> Result<u64> {
         let ident = state.ident.as_ref().context("no identity")?;
         let offset = ident.snapshot_offset;
-        self.relay.metrics.downstream_full_syncs.inc();
+        self.cx.metrics.full_syncs.inc();
         match &self.request.psync {
             Some((id, _)) if id != "?" => {
-                self.relay.metrics.downstream_partial_sync_errors.inc();
+                self.cx.metrics.partial_sync_errors.inc();
                 info!(
                     "Unable to partial resync with replica {}: {reason}",
                     self.name
@@ -329,8 +330,8 @@ impl Session {
             self.name
         );
         self.set_state(ReplicaState::SendBulk);
-        let path = self.relay.store.snapshot_path(ident);
-        if !self.relay.store.pin(self.id, offset + 1) {
+        let path = self.cx.store.snapshot_path(ident);
+        if !self.cx.store.pin(self.id, offset + 1) {
             bail!("the snapshot was replaced while the full sync started; the replica will retry");
         }
         // Held open for the whole sync: a refresh may unlink the file meanwhile.
@@ -358,14 +359,10 @@ impl Session {
         size: u64,
         name: &str,
     ) -> Result<()> {
-        let counter = self
-            .relay
-            .metrics
-            .downstream_sent
-            .with_label_values(&["snapshot"]);
+        let counter = self.cx.metrics.sent.get(Phase::Snapshot);
         let what = format!("Full sync of {}: sent", self.name);
         let mut progress = Progress::new(what, Some(size));
-        let timeout = self.relay.config.repl_timeout;
+        let timeout = self.cx.config.repl_timeout;
         let piece = |pos: u64, buf: BytesMut, check: SnapshotCheck| {
             let file = file.clone();
             read_checked(file, pos, piece_len(pos, size), buf, check)
@@ -393,7 +390,7 @@ impl Session {
             (current, spare, check) = next.map_err(cut_short)?;
             if last {
                 if let Err(e) = std::mem::take(&mut check).finish() {
-                    self.relay.store.snapshot_failed(name, &e.to_string());
+                    self.cx.store.snapshot_failed(name, &e.to_string());
                     bail!(
                         "the stored snapshot failed verification ({e}); closing before its checksum so the replica retries"
                     );
@@ -413,11 +410,11 @@ impl Session {
         acks: &mut tokio::task::JoinHandle<String>,
         mut catching_up: bool,
     ) -> Result<String> {
-        let relay = self.relay.clone();
-        let store = &relay.store;
-        let timeout = self.relay.config.repl_timeout;
+        let cx = self.cx.clone();
+        let store = &cx.store;
+        let timeout = self.cx.config.repl_timeout;
         let mut changes = store.subscribe();
-        let sent = relay.metrics.downstream_sent.with_label_values(&["stream"]);
+        let sent = cx.metrics.sent.get(Phase::Stream);
         let mut check = tokio::time::interval(Duration::from_secs(1));
         let mut scratch = BytesMut::new();
         loop {
@@ -430,13 +427,13 @@ impl Session {
                 _ = check.tick() => {
                     self.loaded_snapshot();
                     if self.pre_psync() { continue }
-                    let idle = self.relay.replicas.ack_age(self.id);
+                    let idle = self.cx.replicas.ack_age(self.id);
                     if idle > timeout {
                         bail!("timeout: no ACK for {} seconds", idle.as_secs());
                     }
                     continue;
                 }
-                _ = self.relay.shutdown.cancelled() => return Ok("shutting down".into()),
+                _ = self.cx.shutdown.cancelled() => return Ok("shutting down".into()),
             };
             let len = chunks.remaining();
             tokio::time::timeout(timeout, self.wr.write_all_buf(&mut chunks))
@@ -453,7 +450,7 @@ impl Session {
     /// After a full sync the log from the replica's cursor is kept until it has caught up with
     /// the memory tail, so retention cannot cut a sync in progress. Returns whether still pinned.
     fn keep_pin(&self, cursor: u64) -> bool {
-        let store = &self.relay.store;
+        let store = &self.cx.store;
         if cursor + TAIL_BYTES as u64 >= store.next() {
             store.unpin(self.id);
             return false;
@@ -467,14 +464,14 @@ impl Session {
     }
 
     fn set_state(&self, state: ReplicaState) {
-        self.relay.replicas.update(self.id, |r| {
+        self.cx.replicas.update(self.id, |r| {
             r.state = state;
             r.ack_time = Instant::now();
         });
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<()> {
-        let timeout = self.relay.config.repl_timeout;
+        let timeout = self.cx.config.repl_timeout;
         tokio::time::timeout(timeout, self.wr.write_all(data))
             .await
             .context("timeout writing to the replica")?
@@ -521,12 +518,17 @@ fn cut_short(e: std::io::Error) -> anyhow::Error {
 
 /// Takes `REPLCONF ACK <offset> [FACK <offset>]` and `\n` from the replica; returns why it
 /// stopped.
-async fn read_acks(relay: Arc<Relay>, id: u64, mut rd: OwnedReadHalf, mut buf: BytesMut) -> String {
+async fn read_acks(
+    cx: Arc<super::Context>,
+    id: u64,
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+) -> String {
     let mut parser = resp::CommandParser::default();
     loop {
         loop {
             match parser.parse(&mut buf) {
-                Ok(Some(args)) => relay.replicas.update(id, |r| {
+                Ok(Some(args)) => cx.replicas.update(id, |r| {
                     r.ack_time = Instant::now();
                     let is_ack = args.len() >= 3
                         && args[0].eq_ignore_ascii_case(b"replconf")

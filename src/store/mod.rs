@@ -40,8 +40,9 @@ pub use verify::Verification;
 pub use writer::WriterStatus;
 use writer::{Op, Writer};
 
+use crate::config::Fsync;
 use crate::decode::{SnapshotFacts, SnapshotStats, StreamStats};
-use crate::metrics::StoreMetrics;
+use crate::instruments::{self, Collectors};
 
 /// Most bytes handed to a downstream session per read, from memory or from a segment file:
 /// also what a replica stalled in a write can keep alive after the tail has moved on.
@@ -53,16 +54,45 @@ const STATS_KEPT: usize = 3;
 /// Stream chunks queued for the writer before the upstream link waits (about 16 MiB).
 const QUEUE: usize = 256;
 
-/// When stream bytes reach the disk, like Redis' `appendfsync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Fsync {
-    /// Before they are acknowledged upstream or sent downstream.
-    Always,
-    /// At least once a second.
-    Everysec,
-    /// When the kernel decides.
-    No,
+/// The store's own instruments, counted by its writer thread.
+#[derive(Clone, Debug)]
+pub struct StoreMetrics {
+    pub fsync_seconds: prometheus::Histogram,
+    pub write_errors: prometheus::IntCounter,
+    pub snapshot_corrupt: prometheus::IntCounter,
+}
+
+impl StoreMetrics {
+    pub fn new() -> StoreMetrics {
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
+        StoreMetrics {
+            fsync_seconds: instruments::histogram(
+                "store_fsync_seconds",
+                "Time each fsync of the log took.",
+                buckets,
+            ),
+            write_errors: instruments::counter(
+                "store_write_errors_total",
+                "Writes or fsyncs of the store that failed.",
+            ),
+            snapshot_corrupt: instruments::counter(
+                "store_snapshot_corrupt_total",
+                "Stored snapshots taken out of service because they failed verification, at start or while serving a full sync.",
+            ),
+        }
+    }
+}
+
+impl Collectors for StoreMetrics {
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.fsync_seconds.clone()),
+            Box::new(self.write_errors.clone()),
+            Box::new(self.snapshot_corrupt.clone()),
+        ]
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -455,7 +485,7 @@ pub fn describe(dir: &Path) -> Result<StoreSummary> {
             dir.display()
         )
     })?;
-    let metrics = StoreMetrics::unregistered();
+    let metrics = StoreMetrics::new();
     let cfg = StoreConfig {
         dir: dir.into(),
         fsync: Fsync::No,

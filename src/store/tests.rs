@@ -22,7 +22,7 @@ async fn reads_are_bounded_and_add_up_from_disk_and_memory() {
         fsync: Fsync::No,
         segment_size: 1 << 20,
         backlog_size: 64 << 20,
-        metrics: StoreMetrics::unregistered(),
+        metrics: StoreMetrics::new(),
     })
     .unwrap();
     let replid = "8e1cf1a49d4e3a2a3fa8c4a7a4b6b2e0c4d5e6f7".to_string();

@@ -16,13 +16,114 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tracing::{info, warn};
 
-use crate::config::MasterAddr;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, MasterAddr};
 use crate::decode::SnapshotFacts;
-use crate::metrics::FailureReason;
+use crate::instruments::{self, Collectors, Label, Labelled, Phase};
+use crate::link::{LinkControl, LinkReporter, LinkState};
 use crate::progress::Progress;
-use crate::relay::{LinkState, Relay};
-use crate::store::Slot;
+use crate::store::{Slot, Store};
 use wire::{Auth, Framing, MasterConn, PsyncReply};
+
+/// What the upstream room works with: the store's writing side, the link's status (which it
+/// alone reports), the master to follow, its counters.
+pub struct Upstream {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub link: LinkReporter,
+    pub control: LinkControl,
+    pub metrics: Arc<UpstreamMetrics>,
+    pub shutdown: CancellationToken,
+}
+
+/// Why the upstream link failed, for `upstream_sync_failures_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    Connect,
+    Auth,
+    Psync,
+    FullSync,
+    SnapshotRejected,
+    Timeout,
+    Store,
+    Link,
+}
+
+impl Label for FailureReason {
+    const NAME: &'static str = "reason";
+    const ALL: &'static [FailureReason] = &[
+        FailureReason::Connect,
+        FailureReason::Auth,
+        FailureReason::Psync,
+        FailureReason::FullSync,
+        FailureReason::SnapshotRejected,
+        FailureReason::Timeout,
+        FailureReason::Store,
+        FailureReason::Link,
+    ];
+
+    fn value(self) -> &'static str {
+        match self {
+            FailureReason::Connect => "connect",
+            FailureReason::Auth => "auth",
+            FailureReason::Psync => "psync",
+            FailureReason::FullSync => "full_sync",
+            FailureReason::SnapshotRejected => "snapshot_rejected",
+            FailureReason::Timeout => "timeout",
+            FailureReason::Store => "store",
+            FailureReason::Link => "link",
+        }
+    }
+}
+
+/// The upstream room's counters.
+pub struct UpstreamMetrics {
+    pub full_syncs: prometheus::IntCounter,
+    pub partial_syncs: prometheus::IntCounter,
+    pub failures: Labelled<FailureReason>,
+    pub received: Labelled<Phase>,
+    pub snapshot_refreshes: prometheus::IntCounter,
+}
+
+impl UpstreamMetrics {
+    pub fn new() -> UpstreamMetrics {
+        UpstreamMetrics {
+            full_syncs: instruments::counter(
+                "upstream_full_syncs_total",
+                "Full syncs the relay made with its master.",
+            ),
+            partial_syncs: instruments::counter(
+                "upstream_partial_syncs_total",
+                "Partial resyncs the relay made with its master.",
+            ),
+            failures: Labelled::new(
+                "upstream_sync_failures_total",
+                "Upstream links that failed, by reason.",
+            ),
+            received: Labelled::new(
+                "upstream_received_bytes_total",
+                "Bytes received from the master.",
+            ),
+            snapshot_refreshes: instruments::counter(
+                "snapshot_refreshes_total",
+                "Fresh snapshots fetched on a second connection.",
+            ),
+        }
+    }
+}
+
+impl Collectors for UpstreamMetrics {
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.full_syncs.clone()),
+            Box::new(self.partial_syncs.clone()),
+            self.failures.collector(),
+            self.received.collector(),
+            Box::new(self.snapshot_refreshes.clone()),
+        ]
+    }
+}
 
 /// Longest wait between full syncs that failed: on the master's side, or whose snapshot was
 /// rejected (corrupt, or the disk is full).
@@ -59,29 +160,29 @@ fn backs_off(e: &anyhow::Error) -> bool {
 }
 
 /// Follows `relay.master` until shutdown.
-pub async fn run(relay: Arc<Relay>) {
-    let mut master_rx = relay.master.subscribe();
+pub async fn run(up: Arc<Upstream>) {
+    let mut master_rx = up.control.subscribe();
     let mut failed_syncs = 0u32;
     loop {
         let Some(master) = master_rx.borrow_and_update().clone() else {
-            relay.set_link_state(LinkState::None);
+            up.link.set_state(LinkState::None);
             tokio::select! {
                 r = master_rx.changed() => if r.is_err() { return },
-                _ = relay.shutdown.cancelled() => return,
+                _ = up.shutdown.cancelled() => return,
             }
             continue;
         };
         let ended = tokio::select! {
-            r = Link::run(&relay, &master) => Some(r),
+            r = Link::run(&up, &master) => Some(r),
             _ = master_rx.changed() => None,
-            _ = relay.shutdown.cancelled() => None,
+            _ = up.shutdown.cancelled() => None,
         };
-        relay.set_link_state(LinkState::Connect);
-        relay.update_link(|l| {
+        up.link.set_state(LinkState::Connect);
+        up.link.update(|l| {
             l.sync_total = None;
             l.snapshot_pending = false;
         });
-        if let Err(e) = relay.store.abort_snapshot(Slot::Main).await {
+        if let Err(e) = up.store.abort_snapshot(Slot::Main).await {
             warn!("{e:#}");
         }
         let mut delay = Duration::from_secs(1);
@@ -89,7 +190,7 @@ pub async fn run(relay: Arc<Relay>) {
             failed_syncs = 0;
         }
         if let Some(Err(e)) = &ended {
-            relay.metrics.failure(classify(e));
+            up.metrics.failures.inc(classify(e));
         }
         match ended {
             Some(Err(e)) if backs_off(&e) => {
@@ -99,7 +200,7 @@ pub async fn run(relay: Arc<Relay>) {
             }
             Some(Err(e)) => warn!("{e:#}"),
             Some(Ok(())) => {}
-            None if relay.shutdown.is_cancelled() => return,
+            None if up.shutdown.is_cancelled() => return,
             None => {
                 info!("Dropping the link with master {master}: the master was changed");
                 continue;
@@ -108,7 +209,7 @@ pub async fn run(relay: Arc<Relay>) {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = master_rx.changed() => {}
-            _ = relay.shutdown.cancelled() => return,
+            _ = up.shutdown.cancelled() => return,
         }
     }
 }
@@ -137,15 +238,15 @@ fn classify(e: &anyhow::Error) -> FailureReason {
 
 /// One connection to the master: the replication link (`Slot::Main`) or a snapshot refresh.
 struct Link<'a> {
-    relay: &'a Arc<Relay>,
+    up: &'a Arc<Upstream>,
     master: MasterAddr,
     slot: Slot,
     conn: MasterConn,
 }
 
 impl<'a> Link<'a> {
-    async fn run(relay: &'a Arc<Relay>, master: &MasterAddr) -> Result<()> {
-        let mut link = Link::connect(relay, master, Slot::Main).await?;
+    async fn run(up: &'a Arc<Upstream>, master: &MasterAddr) -> Result<()> {
+        let mut link = Link::connect(up, master, Slot::Main).await?;
         link.handshake().await?;
         if let PsyncReply::Full { replid, offset } = link.psync().await? {
             link.full_sync(replid, offset).await.map_err(|e| {
@@ -163,18 +264,18 @@ impl<'a> Link<'a> {
         self.slot == Slot::Main
     }
 
-    async fn connect(relay: &'a Arc<Relay>, master: &MasterAddr, slot: Slot) -> Result<Link<'a>> {
+    async fn connect(up: &'a Arc<Upstream>, master: &MasterAddr, slot: Slot) -> Result<Link<'a>> {
         if slot == Slot::Main {
-            relay.set_link_state(LinkState::Connecting);
+            up.link.set_state(LinkState::Connecting);
             info!("Connecting to MASTER {master}");
         }
-        let conn = MasterConn::connect(master, relay.config.repl_timeout).await?;
+        let conn = MasterConn::connect(master, up.config.repl_timeout).await?;
         if slot == Slot::Main {
             info!("MASTER <-> REPLICA sync started");
-            relay.set_link_state(LinkState::Handshake);
+            up.link.set_state(LinkState::Handshake);
         }
         Ok(Link {
-            relay,
+            up,
             master: master.clone(),
             slot,
             conn,
@@ -182,7 +283,7 @@ impl<'a> Link<'a> {
     }
 
     async fn handshake(&mut self) -> Result<()> {
-        let cfg = &self.relay.config;
+        let cfg = &self.up.config;
         let auth = Auth {
             user: cfg.masteruser.as_deref(),
             pass: cfg.masterauth.as_deref(),
@@ -206,13 +307,13 @@ impl<'a> Link<'a> {
         let (replid, offset) = self.psync_request().await?;
         if self.is_main() {
             let pending = replid == "?";
-            self.relay.update_link(|l| l.snapshot_pending = pending);
+            self.up.link.update(|l| l.snapshot_pending = pending);
         }
         let reply = self.conn.psync(&replid, &offset).await?;
         match &reply {
             PsyncReply::Full { replid, offset } if self.is_main() => {
                 info!("Full resync from master: {replid}:{offset}");
-                self.relay.update_link(|l| l.snapshot_pending = true);
+                self.up.link.update(|l| l.snapshot_pending = true);
             }
             PsyncReply::Full { .. } => {}
             PsyncReply::Continue(_) if !self.is_main() => {
@@ -220,9 +321,9 @@ impl<'a> Link<'a> {
             }
             PsyncReply::Continue(new_id) => {
                 info!("Successful partial resynchronization with master.");
-                self.relay.metrics.upstream_partial_syncs.inc();
+                self.up.metrics.partial_syncs.inc();
                 if let Some(id) = new_id {
-                    self.relay.store.continue_with(id.clone()).await?;
+                    self.up.store.continue_with(id.clone()).await?;
                 }
             }
         }
@@ -236,7 +337,7 @@ impl<'a> Link<'a> {
         if !self.is_main() {
             return Ok(full);
         }
-        let store = &self.relay.store;
+        let store = &self.up.store;
         let resume = store.flush().await?;
         Ok(match store.view().ident {
             Some(id) => {
@@ -254,9 +355,9 @@ impl<'a> Link<'a> {
     }
 
     async fn full_sync(&mut self, replid: String, offset: u64) -> Result<()> {
-        let relay = self.relay;
-        relay.set_link_state(LinkState::Transfer);
-        relay.metrics.upstream_full_syncs.inc();
+        let up = self.up;
+        up.link.set_state(LinkState::Transfer);
+        up.metrics.full_syncs.inc();
         let (bytes, facts) = self.receive_snapshot(replid, offset).await?;
         info!(
             "MASTER <-> REPLICA sync: Finished with success ({bytes} bytes, {}{:04}, checksum {})",
@@ -277,7 +378,7 @@ impl<'a> Link<'a> {
         replid: String,
         offset: u64,
     ) -> Result<(u64, SnapshotFacts)> {
-        let store = &self.relay.store;
+        let store = &self.up.store;
         store.begin_snapshot(self.slot, replid, offset).await?;
         let mut framing = self.conn.payload_header().await?;
         let total = match framing {
@@ -293,15 +394,11 @@ impl<'a> Link<'a> {
                     "MASTER <-> REPLICA sync: receiving streamed RDB from master with EOF to disk"
                 ),
             }
-            self.relay.update_link(|l| l.sync_total = total);
+            self.up.link.update(|l| l.sync_total = total);
         }
         let mut progress = Progress::new("MASTER <-> REPLICA sync: received", total);
         let mut received = 0;
-        let counter = self
-            .relay
-            .metrics
-            .upstream_received
-            .with_label_values(&["snapshot"]);
+        let counter = self.up.metrics.received.get(Phase::Snapshot);
         while let Some(chunk) = self.conn.payload_chunk(&mut framing).await? {
             received += chunk.len() as u64;
             counter.inc_by(chunk.len() as u64);
@@ -316,14 +413,14 @@ impl<'a> Link<'a> {
     }
 
     async fn stream(&mut self) -> Result<()> {
-        let relay = self.relay;
-        relay.update_link(|l| {
+        let up = self.up;
+        up.link.update(|l| {
             l.state = LinkState::Connected;
             l.down_since = None;
             l.sync_total = None;
             l.snapshot_pending = false;
         });
-        let mut status = relay.store.writer_status();
+        let mut status = up.store.writer_status();
         let (mut getacks, failed) = {
             let s = status.borrow_and_update();
             (s.getacks, s.failed.clone())
@@ -333,23 +430,20 @@ impl<'a> Link<'a> {
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut refresh = refresh::Refresher::default();
-        let counter = relay
-            .metrics
-            .upstream_received
-            .with_label_values(&["stream"]);
+        let counter = up.metrics.received.get(Phase::Stream);
         loop {
             tokio::select! {
                 chunk = self.conn.stream_chunk() => {
                     let chunk = chunk?;
                     counter.inc_by(chunk.len() as u64);
-                    relay.store.append(chunk).await?;
+                    up.store.append(chunk).await?;
                     self.touch();
                 }
                 _ = tick.tick() => {
-                    relay.store.tick().await?;
+                    up.store.tick().await?;
                     self.send_ack().await?;
                     self.check_timeout()?;
-                    refresh.poll(relay, &self.master).await;
+                    refresh.poll(up, &self.master).await;
                 }
                 changed = status.changed() => {
                     changed.context("the store writer has stopped")?;
@@ -367,7 +461,7 @@ impl<'a> Link<'a> {
     }
 
     fn check_timeout(&self) -> Result<()> {
-        if self.conn.last_io().elapsed() > self.relay.config.repl_timeout {
+        if self.conn.last_io().elapsed() > self.up.config.repl_timeout {
             bail!("MASTER timeout: no data nor PING received...");
         }
         Ok(())
@@ -375,7 +469,7 @@ impl<'a> Link<'a> {
 
     /// `REPLCONF ACK <offset>`: what the store holds per the fsync policy.
     async fn send_ack(&mut self) -> Result<()> {
-        let ack = self.relay.store.writer_status().borrow().ack;
+        let ack = self.up.store.writer_status().borrow().ack;
         match ack {
             Some(offset) => self.conn.send_ack(offset).await,
             None => Ok(()),
@@ -385,7 +479,7 @@ impl<'a> Link<'a> {
     fn touch(&self) {
         if self.is_main() {
             let last = self.conn.last_io();
-            self.relay.update_link(|l| l.last_io = Some(last));
+            self.up.link.update(|l| l.last_io = Some(last));
         }
     }
 }

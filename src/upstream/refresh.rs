@@ -13,9 +13,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
 use super::Link;
+use super::Upstream;
 use super::wire::PsyncReply;
 use crate::config::{MasterAddr, SnapshotRefresh};
-use crate::relay::Relay;
 use crate::store::{Slot, Verification};
 
 /// With `auto`, refresh when the log since the snapshot exceeds the snapshot's size, but not
@@ -33,7 +33,7 @@ pub(super) struct Refresher {
 }
 
 impl Refresher {
-    pub(super) async fn poll(&mut self, relay: &Arc<Relay>, master: &MasterAddr) {
+    pub(super) async fn poll(&mut self, up: &Arc<Upstream>, master: &MasterAddr) {
         if let Some((handle, _)) = &self.running {
             if !handle.is_finished() {
                 return;
@@ -43,22 +43,22 @@ impl Refresher {
                 self.not_before = Some(Instant::now() + RETRY_AFTER);
             }
         }
-        if self.not_before.is_some_and(|t| Instant::now() < t) || !due(relay) {
+        if self.not_before.is_some_and(|t| Instant::now() < t) || !due(up) {
             return;
         }
         let token = CancellationToken::new();
         let guard = token.clone().drop_guard();
-        let (relay, master) = (relay.clone(), master.clone());
-        relay.update_link(|l| l.refresh_requested = true);
+        let (up, master) = (up.clone(), master.clone());
+        up.link.update(|l| l.refresh_requested = true);
         let handle = tokio::spawn(async move {
             let result = tokio::select! {
-                r = fetch(&relay, &master) => r,
+                r = fetch(&up, &master) => r,
                 _ = token.cancelled() => Err(anyhow::anyhow!("the link with the master ended")),
             };
-            relay.update_link(|l| l.refresh_requested = false);
+            up.link.update(|l| l.refresh_requested = false);
             if let Err(e) = &result {
                 warn!("Snapshot refresh failed: {e:#}; the current snapshot stays in service");
-                let _ = relay.store.abort_snapshot(Slot::Refresh).await;
+                let _ = up.store.abort_snapshot(Slot::Refresh).await;
             }
             result.is_ok()
         });
@@ -67,8 +67,8 @@ impl Refresher {
 }
 
 /// Whether the log since the snapshot in service has outgrown the threshold.
-fn due(relay: &Relay) -> bool {
-    let state = relay.store.view();
+fn due(up: &Upstream) -> bool {
+    let state = up.store.view();
     let Some(ident) = &state.ident else {
         return false;
     };
@@ -78,7 +78,7 @@ fn due(relay: &Relay) -> bool {
     if let Verification::Corrupt(_) = state.verification {
         return true;
     }
-    let threshold = match relay.config.snapshot_refresh {
+    let threshold = match up.config.snapshot_refresh {
         SnapshotRefresh::Never => return false,
         SnapshotRefresh::Auto => ident.snapshot_size.max(AUTO_MIN),
         SnapshotRefresh::After(n) => n,
@@ -86,8 +86,8 @@ fn due(relay: &Relay) -> bool {
     state.next.saturating_sub(ident.snapshot_offset + 1) > threshold
 }
 
-async fn fetch(relay: &Arc<Relay>, master: &MasterAddr) -> Result<()> {
-    let state = relay.store.view();
+async fn fetch(up: &Arc<Upstream>, master: &MasterAddr) -> Result<()> {
+    let state = up.store.view();
     let since = state
         .ident
         .as_ref()
@@ -100,8 +100,8 @@ async fn fetch(relay: &Arc<Relay>, master: &MasterAddr) -> Result<()> {
             "Snapshot refresh: the log since the snapshot is {since} bytes; asking {master} for a fresh snapshot"
         ),
     }
-    relay.metrics.snapshot_refreshes.inc();
-    let mut link = Link::connect(relay, master, Slot::Refresh).await?;
+    up.metrics.snapshot_refreshes.inc();
+    let mut link = Link::connect(up, master, Slot::Refresh).await?;
     link.handshake().await?;
     let PsyncReply::Full { replid, offset } = link.psync().await? else {
         bail!("the master did not start a full sync");

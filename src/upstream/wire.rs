@@ -126,7 +126,8 @@ impl MasterConn {
         if !accepted.iter().any(|p| pong.starts_with(p)) {
             bail!("Error reply to PING from master: '{pong}'");
         }
-        let server = self.authenticate(auth).await?;
+        let info = self.authenticate(auth, b"server").await?;
+        let server = MasterServer::from_info(info.as_deref().unwrap_or(""));
         // A fixed version is sent whatever INFO said: an ACL user may not be allowed INFO.
         let version = match (announce, &server.valkey) {
             (AnnounceVersion::Fixed(v), _) => Some(v.clone()),
@@ -173,9 +174,18 @@ impl MasterConn {
         })
     }
 
-    /// AUTH when a password is set, and `INFO server` for what the master is. A master that
-    /// refuses INFO (an ACL without it) is taken as a Redis master.
-    async fn authenticate(&mut self, auth: Auth<'_>) -> Result<MasterServer> {
+    /// AUTH when a password is set, and then `INFO <section>`, as an ordinary client does: the
+    /// master's offset for the lag metric, on a connection of its own.
+    pub async fn info(&mut self, auth: Auth<'_>, section: &[u8]) -> Result<String> {
+        let section_name = String::from_utf8_lossy(section).into_owned();
+        self.authenticate(auth, section)
+            .await?
+            .with_context(|| format!("the master refused INFO {section_name}"))
+    }
+
+    /// AUTH when a password is set, pipelined with `INFO <section>`; `None` when the master
+    /// refuses INFO (an ACL without it).
+    async fn authenticate(&mut self, auth: Auth<'_>, section: &[u8]) -> Result<Option<String>> {
         let mut out = BytesMut::new();
         match (auth.user, auth.pass) {
             (Some(user), Some(pass)) => {
@@ -184,7 +194,7 @@ impl MasterConn {
             (None, Some(pass)) => out.extend(resp::command(&[b"AUTH", pass.as_bytes()])),
             _ => {}
         }
-        out.extend(resp::command(&[b"INFO", b"server"]));
+        out.extend(resp::command(&[b"INFO", section]));
         self.wr
             .write_all(&out)
             .await
@@ -195,8 +205,7 @@ impl MasterConn {
                 bail!("Unable to AUTH to MASTER: {reply}");
             }
         }
-        let info = self.read_bulk().await?;
-        Ok(MasterServer::from_info(info.as_deref().unwrap_or("")))
+        self.read_bulk().await
     }
 
     /// Sends `PSYNC <replid> <offset>` and reads the reply; never falls back to SYNC (§7.3).

@@ -5,11 +5,10 @@
 use bytes::Bytes;
 use tracing::{info, warn};
 
+use super::Client;
+use super::{Context, Rejection};
 use crate::config::MasterAddr;
-use crate::downstream::Client;
 use crate::glob::{self, OverBudget};
-use crate::info;
-use crate::relay::Relay;
 use crate::resp::Reply;
 
 /// What the connection does after a command.
@@ -41,7 +40,7 @@ fn text(b: &Bytes) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-pub fn dispatch(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
+pub fn dispatch(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
     let name = text(&args[0]).to_ascii_lowercase();
     if !client.authed && !matches!(name.as_str(), "auth" | "hello" | "quit") {
         return err("NOAUTH Authentication required.");
@@ -53,25 +52,25 @@ pub fn dispatch(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
             _ => wrong_args("ping"),
         },
         "echo" if args.len() == 2 => Action::Reply(Reply::Bulk(args[1].clone())),
-        "auth" => auth(relay, client, &args[1..]),
-        "hello" => hello(relay, client, &args[1..]),
+        "auth" => auth(cx, client, &args[1..]),
+        "hello" => hello(cx, client, &args[1..]),
         "quit" => Action::Quit,
         "replconf" => replconf(client, args),
         "psync" => psync(args),
         "sync" => Action::Sync(SyncRequest { psync: None }),
-        "info" => Action::Reply(Reply::Bulk(info::info(relay, &args[1..]).into())),
-        "role" => Action::Reply(info::role(relay)),
-        "replicaof" | "slaveof" => replicaof(relay, client, args),
-        "config" => config(relay, args),
+        "info" => Action::Reply(Reply::Bulk(cx.server.info(&args[1..]).into())),
+        "role" => Action::Reply(cx.server.role()),
+        "replicaof" | "slaveof" => replicaof(cx, client, args),
+        "config" => config(cx, args),
         "client" => client_command(client, args),
         "command" => command(args),
-        _ => err(not_served(relay, &name)),
+        _ => err(not_served(cx, &name)),
     }
 }
 
 /// The error for data commands: the relay holds no keys.
-fn not_served(relay: &Relay, name: &str) -> String {
-    let master = match relay.master_addr() {
+fn not_served(cx: &Context, name: &str) -> String {
+    let master = match cx.control.master() {
         Some(m) => format!("master {m}"),
         None => "no master (REPLICAOF NO ONE)".into(),
     };
@@ -80,20 +79,20 @@ fn not_served(relay: &Relay, name: &str) -> String {
     )
 }
 
-fn auth(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
+fn auth(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
     let (user, pass) = match args {
         [pass] => ("default".to_string(), pass),
         [user, pass] => (text(user), pass),
         _ => return wrong_args("auth"),
     };
-    match check_password(relay, &user, pass) {
+    match check_password(cx, &user, pass) {
         Ok(()) => {
             client.authed = true;
             Action::Reply(Reply::ok())
         }
         Err(e) => {
             warn!("Failed AUTH from {} (user '{user}')", client.peer);
-            relay.metrics.rejected("auth");
+            cx.metrics.rejected.inc(Rejection::Auth);
             e
         }
     }
@@ -101,8 +100,8 @@ fn auth(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
 
 /// Without requirepass every AUTH succeeds: a replica configured with a masterauth must still
 /// be able to attach (PROTOCOL §4.1, the auth trap).
-fn check_password(relay: &Relay, user: &str, pass: &[u8]) -> Result<(), Action> {
-    let Some(expected) = &relay.config.requirepass else {
+fn check_password(cx: &Context, user: &str, pass: &[u8]) -> Result<(), Action> {
+    let Some(expected) = &cx.config.requirepass else {
         return Ok(());
     };
     if user == "default" && constant_time_eq(expected.as_bytes(), pass) {
@@ -118,7 +117,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn hello(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
+fn hello(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
     let mut rest = args;
     if let [ver, tail @ ..] = args {
         if text(ver) != "2" {
@@ -129,7 +128,7 @@ fn hello(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
     while let [opt, tail @ ..] = rest {
         match (text(opt).to_ascii_lowercase().as_str(), tail) {
             ("auth", [user, pass, more @ ..]) => {
-                if let Err(e) = check_password(relay, &text(user), pass) {
+                if let Err(e) = check_password(cx, &text(user), pass) {
                     return e;
                 }
                 client.authed = true;
@@ -147,7 +146,7 @@ fn hello(relay: &Relay, client: &mut Client, args: &[Bytes]) -> Action {
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         );
     }
-    let role = if relay.master_addr().is_some() {
+    let role = if cx.control.master().is_some() {
         "replica"
     } else {
         "master"
@@ -223,13 +222,13 @@ fn psync(args: &[Bytes]) -> Action {
     }
 }
 
-fn replicaof(relay: &Relay, client: &Client, args: &[Bytes]) -> Action {
+fn replicaof(cx: &Context, client: &Client, args: &[Bytes]) -> Action {
     let [_, host, port] = args else {
         return wrong_args("replicaof");
     };
     let (host, port) = (text(host), text(port));
     if host.eq_ignore_ascii_case("no") && port.eq_ignore_ascii_case("one") {
-        if relay.master.send_replace(None).is_some() {
+        if cx.control.set(None).is_some() {
             info!(
                 "MASTER MODE enabled (REPLICAOF NO ONE from {}): the stored data stays served",
                 client.peer
@@ -241,7 +240,7 @@ fn replicaof(relay: &Relay, client: &Client, args: &[Bytes]) -> Action {
         Ok(m) => m,
         Err(e) => return err(format!("ERR {e}")),
     };
-    if relay.master_addr().as_ref() == Some(&master) {
+    if cx.control.master().as_ref() == Some(&master) {
         return Action::Reply(Reply::Simple(
             "OK Already connected to specified master".into(),
         ));
@@ -250,7 +249,7 @@ fn replicaof(relay: &Relay, client: &Client, args: &[Bytes]) -> Action {
         "REPLICAOF {master} enabled (user request from {})",
         client.peer
     );
-    relay.master.send_replace(Some(master));
+    cx.control.set(Some(master));
     Action::Reply(Reply::ok())
 }
 
@@ -260,7 +259,7 @@ const MAX_PATTERN: usize = 128;
 /// fit, and the worst case costs a few milliseconds of one worker.
 const CONFIG_GET_BUDGET: u64 = 4_000_000;
 
-fn config(relay: &Relay, args: &[Bytes]) -> Action {
+fn config(cx: &Context, args: &[Bytes]) -> Action {
     let sub = args.get(1).map(|s| text(s).to_ascii_lowercase());
     if sub.as_deref() != Some("get") || args.len() < 3 {
         return err(
@@ -275,7 +274,7 @@ fn config(relay: &Relay, args: &[Bytes]) -> Action {
     }
     let mut budget = CONFIG_GET_BUDGET;
     let mut out = Vec::new();
-    for (key, value) in info::config_values(relay) {
+    for (key, value) in cx.server.config_values() {
         let mut matched = false;
         for p in patterns {
             match glob::matches(p, key.as_bytes(), &mut budget) {
@@ -311,9 +310,20 @@ fn client_command(client: &mut Client, args: &[Bytes]) -> Action {
         ("getname", 2) => Action::Reply(client.name.clone().map_or(Reply::Nil, Reply::bulk)),
         ("id", 2) => Action::Reply(Reply::Int(client.id as i64)),
         ("setinfo", 4) => Action::Reply(Reply::ok()),
-        ("list", 2) => Action::Reply(Reply::bulk(info::client_list(client))),
+        ("list", 2) => Action::Reply(Reply::bulk(client_list(client))),
         _ => err("ERR replica-relay supports CLIENT SETNAME, GETNAME, ID, LIST and SETINFO"),
     }
+}
+
+/// The one line of CLIENT LIST: the relay shows a client itself only.
+fn client_list(client: &Client) -> String {
+    format!(
+        "id={} addr={} laddr= fd=0 name={} age={} idle=0 flags=N db=0 cmd=client|list\n",
+        client.id,
+        client.peer,
+        client.name.clone().unwrap_or_default(),
+        client.created.elapsed().as_secs()
+    )
 }
 
 /// redis-cli asks for command docs on start; the relay has none to offer.
@@ -380,13 +390,13 @@ mod tests {
         #[test]
         fn every_command_is_answered_within_bounds(args in commands()) {
             let dir = DIR.with(|d| d.path().to_path_buf());
-            let relay = RELAY.with(|r| {
-                r.get_or_init(|| std::sync::Arc::new(crate::relay::for_tests(&dir))).clone()
+            let cx = CONTEXT.with(|c| {
+                c.get_or_init(|| std::sync::Arc::new(super::super::context_for_tests(&dir))).clone()
             });
             let mut client = Client::new(1, "127.0.0.1:5000".parse().unwrap(), true);
             let sent: usize = args.iter().map(|a| a.len() + 16).sum();
             let mut out = bytes::BytesMut::new();
-            match dispatch(&relay, &mut client, &args) {
+            match dispatch(&cx, &mut client, &args) {
                 Action::Reply(reply) => reply.encode(&mut out),
                 Action::NoReply | Action::Quit | Action::Sync(_) => {}
             }
@@ -396,6 +406,6 @@ mod tests {
 
     thread_local! {
         static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
-        static RELAY: std::cell::OnceCell<std::sync::Arc<Relay>> = const { std::cell::OnceCell::new() };
+        static CONTEXT: std::cell::OnceCell<std::sync::Arc<Context>> = const { std::cell::OnceCell::new() };
     }
 }

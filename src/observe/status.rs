@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
-use crate::admin::not_ready;
+use super::RelayView;
 use crate::decode::{SnapshotStats, StreamStats};
 use crate::downstream::ReplicaState;
-use crate::relay::{LinkState, Relay};
+use crate::link::LinkState;
 
 #[derive(Serialize)]
 pub struct Status {
@@ -34,8 +34,8 @@ struct Master {
     sync_received_bytes: Option<u64>,
     sync_total_bytes: Option<u64>,
     /// The master's own offset, from its INFO; 0 until read.
-    master_offset: i64,
-    lag_bytes: i64,
+    master_offset: u64,
+    lag_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -62,11 +62,11 @@ struct Replica {
 }
 
 impl Status {
-    pub fn of(relay: &Relay) -> Status {
+    pub fn of(relay: &RelayView) -> Status {
         let state = relay.store.view();
         let offset = state.master_repl_offset();
         let ident = state.ident.as_ref();
-        let not_ready = not_ready(relay);
+        let not_ready = relay.not_ready();
         Status {
             role: if relay.master_addr().is_some() {
                 "slave"
@@ -97,12 +97,12 @@ impl Status {
     }
 }
 
-fn master(relay: &Relay, offset: u64) -> Option<Master> {
+fn master(relay: &RelayView, offset: u64) -> Option<Master> {
     let addr = relay.master_addr()?;
-    let link = relay.link();
+    let link = relay.link.status();
     let up = link.state == LinkState::Connected;
     let receiving = relay.store.view().receiving;
-    let master_offset = relay.metrics.upstream_master_offset.get();
+    let master_offset = link.master_offset.unwrap_or(0);
     Some(Master {
         host: addr.host,
         port: addr.port,
@@ -117,15 +117,11 @@ fn master(relay: &Relay, offset: u64) -> Option<Master> {
         sync_received_bytes: receiving.map(|r| r.received),
         sync_total_bytes: link.sync_total,
         master_offset,
-        lag_bytes: if master_offset > 0 {
-            (master_offset - offset as i64).max(0)
-        } else {
-            0
-        },
+        lag_bytes: master_offset.saturating_sub(offset),
     })
 }
 
-fn replicas(relay: &Relay, offset: u64) -> Vec<Replica> {
+fn replicas(relay: &RelayView, offset: u64) -> Vec<Replica> {
     let all = relay.replicas.list().into_iter();
     all.map(|r| Replica {
         ip: r.ip,

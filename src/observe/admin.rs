@@ -14,10 +14,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::relay::{LinkState, Relay};
-use crate::status::Status;
-use crate::store::Verification;
+use tokio_util::sync::CancellationToken;
+
+use super::RelayView;
+use super::metrics::Metrics;
+use super::status::Status;
 
 const MAX_REQUEST: usize = 8 * 1024;
 const PLAIN: &str = "text/plain; charset=utf-8";
@@ -38,12 +39,18 @@ pub async fn bind(config: &Config) -> Result<Option<TcpListener>> {
     Ok(Some(listener))
 }
 
-pub async fn serve(relay: Arc<Relay>, listener: Option<TcpListener>) {
+/// What the admin server answers from.
+pub struct Admin {
+    pub view: Arc<RelayView>,
+    pub metrics: Metrics,
+}
+
+pub async fn serve(admin: Arc<Admin>, listener: Option<TcpListener>, shutdown: CancellationToken) {
     let Some(listener) = listener else { return };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = relay.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
         };
         let (sock, peer) = match accepted {
             Ok(a) => a,
@@ -55,9 +62,9 @@ pub async fn serve(relay: Arc<Relay>, listener: Option<TcpListener>) {
             }
         };
         {
-            let relay = relay.clone();
+            let admin = admin.clone();
             tokio::spawn(async move {
-                let r = tokio::time::timeout(Duration::from_secs(5), answer(&relay, sock)).await;
+                let r = tokio::time::timeout(Duration::from_secs(5), answer(&admin, sock)).await;
                 if !matches!(r, Ok(Ok(()))) {
                     debug!("Admin request from {peer} failed or timed out");
                 }
@@ -66,7 +73,7 @@ pub async fn serve(relay: Arc<Relay>, listener: Option<TcpListener>) {
     }
 }
 
-async fn answer(relay: &Relay, mut sock: TcpStream) -> std::io::Result<()> {
+async fn answer(admin: &Admin, mut sock: TcpStream) -> std::io::Result<()> {
     let mut req = Vec::with_capacity(1024);
     while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST {
         if sock.read_buf(&mut req).await? == 0 {
@@ -81,15 +88,15 @@ async fn answer(relay: &Relay, mut sock: TcpStream) -> std::io::Result<()> {
     };
     match path.as_str() {
         "/metrics" => {
-            let body = Metrics::render(relay);
+            let body = admin.metrics.render(&admin.view);
             respond(&mut sock, 200, PROMETHEUS_TEXT, &body).await
         }
         "/status" => {
-            let body = serde_json::to_string_pretty(&Status::of(relay)).unwrap_or_default();
+            let body = serde_json::to_string_pretty(&Status::of(&admin.view)).unwrap_or_default();
             respond(&mut sock, 200, "application/json", &body).await
         }
         "/healthz" | "/live" => respond(&mut sock, 200, PLAIN, "ok\n").await,
-        "/readyz" | "/ready" => match not_ready(relay) {
+        "/readyz" | "/ready" => match admin.view.not_ready() {
             None => respond(&mut sock, 200, PLAIN, "ready\n").await,
             Some(why) => respond(&mut sock, 503, PLAIN, &format!("not ready: {why}\n")).await,
         },
@@ -102,29 +109,6 @@ async fn answer(relay: &Relay, mut sock: TcpStream) -> std::io::Result<()> {
             )
             .await
         }
-    }
-}
-
-/// Why the relay should not receive replicas yet, if it should not.
-pub fn not_ready(relay: &Relay) -> Option<String> {
-    let link = relay.link();
-    let state = relay.store.view();
-    if state.ident.is_none() {
-        return Some("no verified snapshot in service yet".into());
-    }
-    match &state.verification {
-        Verification::Verified => {}
-        Verification::Verifying => return Some("the stored snapshot is being verified".into()),
-        Verification::Corrupt(why) => {
-            return Some(format!(
-                "the stored snapshot failed verification ({why}); waiting for a fresh one from the master"
-            ));
-        }
-    }
-    match (relay.master_addr(), link.state) {
-        (None, _) => Some("no master configured (REPLICAOF NO ONE)".into()),
-        (Some(_), LinkState::Connected) => None,
-        (Some(m), state) => Some(format!("link with master {m} is {}", state.role_name())),
     }
 }
 

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use super::RelayView;
 use crate::decode::{SnapshotStats, counts};
-use crate::downstream::{Client, ReplicaState};
-use crate::relay::{LinkState, Relay};
+use crate::downstream::ReplicaState;
+use crate::link::LinkState;
 use crate::resp::Reply;
 use crate::store::NULL_REPLID;
 
@@ -20,7 +21,7 @@ const SECTIONS: [&str; 6] = [
     "relay",
 ];
 
-pub fn info(relay: &Relay, args: &[bytes::Bytes]) -> String {
+pub fn info(relay: &RelayView, args: &[bytes::Bytes]) -> String {
     let wanted: Vec<String> = args
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_lowercase())
@@ -49,7 +50,7 @@ pub fn info(relay: &Relay, args: &[bytes::Bytes]) -> String {
     out
 }
 
-fn server(relay: &Relay, out: &mut String) {
+fn server(relay: &RelayView, out: &mut String) {
     let up = relay.started.elapsed().as_secs();
     let _ = write!(
         out,
@@ -72,7 +73,7 @@ fn server(relay: &Relay, out: &mut String) {
     );
 }
 
-fn clients(relay: &Relay, out: &mut String) {
+fn clients(relay: &RelayView, out: &mut String) {
     let _ = write!(
         out,
         "# Clients\r\nconnected_slaves:{}\r\nmaxclients:{}\r\n",
@@ -81,9 +82,9 @@ fn clients(relay: &Relay, out: &mut String) {
     );
 }
 
-fn replication(relay: &Relay, out: &mut String) {
+fn replication(relay: &RelayView, out: &mut String) {
     let state = relay.store.view();
-    let link = relay.link();
+    let link = relay.link.status();
     let offset = state.master_repl_offset();
     match relay.master_addr() {
         Some(master) => {
@@ -163,26 +164,26 @@ fn replication(relay: &Relay, out: &mut String) {
     );
 }
 
-fn stats(relay: &Relay, out: &mut String) {
-    let m = &relay.metrics;
+fn stats(relay: &RelayView, out: &mut String) {
+    let (up, down) = (&relay.upstream, &relay.downstream);
     let _ = write!(
         out,
         "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nrelay_upstream_full_syncs:{}\r\nrelay_upstream_partial_syncs:{}\r\nrelay_upstream_sync_failures:{}\r\nrelay_snapshot_refreshes:{}\r\n",
-        m.connections_received.get(),
-        m.rejections(),
-        m.downstream_full_syncs.get(),
-        m.downstream_partial_syncs.get(),
-        m.downstream_partial_sync_errors.get(),
-        m.upstream_full_syncs.get(),
-        m.upstream_partial_syncs.get(),
-        m.failures(),
-        m.snapshot_refreshes.get(),
+        down.connections_received.get(),
+        down.rejected.total(),
+        down.full_syncs.get(),
+        down.partial_syncs.get(),
+        down.partial_sync_errors.get(),
+        up.full_syncs.get(),
+        up.partial_syncs.get(),
+        up.failures.total(),
+        up.snapshot_refreshes.get(),
     );
 }
 
 /// Keys per db as the snapshot in service holds them (at its offset, not live: the relay
 /// applies no commands).
-fn keyspace(relay: &Relay, out: &mut String) {
+fn keyspace(relay: &RelayView, out: &mut String) {
     out.push_str("# Keyspace\r\n");
     if let Some(stats) = relay.store.snapshot_stats() {
         for (db, d) in &stats.dbs {
@@ -196,7 +197,7 @@ fn keyspace(relay: &Relay, out: &mut String) {
 }
 
 /// The store: the snapshot in service, what decoding learned of it, and the log.
-fn relay_section(relay: &Relay, out: &mut String) {
+fn relay_section(relay: &RelayView, out: &mut String) {
     let state = relay.store.view();
     out.push_str("# Relay\r\n");
     if let Some(id) = &state.ident {
@@ -227,7 +228,7 @@ fn relay_section(relay: &Relay, out: &mut String) {
 }
 
 /// Replicas that cannot load the snapshot's format, with what it needs.
-fn incompatible(relay: &Relay, out: &mut String) {
+fn incompatible(relay: &RelayView, out: &mut String) {
     let flagged = relay.replicas.formats.flagged();
     let _ = write!(out, "relay_incompatible_replicas:{}\r\n", flagged.len());
     for (i, (name, r)) in flagged.iter().enumerate() {
@@ -286,14 +287,14 @@ fn snapshot_facts(s: &SnapshotStats, out: &mut String) {
 }
 
 /// ROLE: `slave host port state offset` while following a master, else `master offset replicas`.
-pub fn role(relay: &Relay) -> Reply {
+pub fn role(relay: &RelayView) -> Reply {
     let offset = relay.store.view().master_repl_offset() as i64;
     match relay.master_addr() {
         Some(m) => Reply::Array(vec![
             Reply::bulk("slave"),
             Reply::bulk(m.host),
             Reply::Int(i64::from(m.port)),
-            Reply::bulk(relay.link().state.role_name()),
+            Reply::bulk(relay.link.status().state.role_name()),
             Reply::Int(offset),
         ]),
         None => {
@@ -321,7 +322,7 @@ pub fn role(relay: &Relay) -> Reply {
 }
 
 /// The settings CONFIG GET shows; secrets are left out.
-pub fn config_values(relay: &Relay) -> Vec<(&'static str, String)> {
+pub fn config_values(relay: &RelayView) -> Vec<(&'static str, String)> {
     let c = &relay.config;
     let master = relay
         .master_addr()
@@ -345,14 +346,4 @@ pub fn config_values(relay: &Relay) -> Vec<(&'static str, String)> {
         ("repl-diskless-sync", "no".into()),
         ("databases", "16".into()),
     ]
-}
-
-pub fn client_list(client: &Client) -> String {
-    format!(
-        "id={} addr={} laddr= fd=0 name={} age={} idle=0 flags=N db=0 cmd=client|list\n",
-        client.id,
-        client.peer,
-        client.name.clone().unwrap_or_default(),
-        client.created.elapsed().as_secs()
-    )
 }

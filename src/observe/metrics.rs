@@ -7,93 +7,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
+use super::RelayView;
 use crate::downstream::ReplicaState;
-use crate::relay::{LinkState, Relay};
-
-const PREFIX: &str = "replica_relay";
-
-const STATES: [LinkState; 6] = [
-    LinkState::None,
-    LinkState::Connect,
-    LinkState::Connecting,
-    LinkState::Handshake,
-    LinkState::Transfer,
-    LinkState::Connected,
-];
-
-/// Why the upstream link failed, for `upstream_sync_failures_total{reason}`.
-#[derive(Debug, Clone, Copy)]
-pub enum FailureReason {
-    Connect,
-    Auth,
-    Psync,
-    FullSync,
-    SnapshotRejected,
-    Timeout,
-    Store,
-    Link,
-}
-
-impl FailureReason {
-    fn label(self) -> &'static str {
-        match self {
-            FailureReason::Connect => "connect",
-            FailureReason::Auth => "auth",
-            FailureReason::Psync => "psync",
-            FailureReason::FullSync => "full_sync",
-            FailureReason::SnapshotRejected => "snapshot_rejected",
-            FailureReason::Timeout => "timeout",
-            FailureReason::Store => "store",
-            FailureReason::Link => "link",
-        }
-    }
-}
-
-/// Every `FailureReason` label, so the series exist from the start.
-const FAILURE_REASONS: [&str; 8] = [
-    "connect",
-    "auth",
-    "psync",
-    "full_sync",
-    "snapshot_rejected",
-    "timeout",
-    "store",
-    "link",
-];
-
-/// Why a downstream connection or sync was refused.
-pub const REJECT_REASONS: [&str; 6] = [
-    "maxclients",
-    "protected_mode",
-    "protocol_error",
-    "auth",
-    "nomasterlink",
-    "rdb_format",
-];
-
-/// The store's own instruments, handed to its writer thread.
-#[derive(Clone, Debug)]
-pub struct StoreMetrics {
-    pub fsync_seconds: Histogram,
-    pub write_errors: IntCounter,
-    pub snapshot_corrupt: IntCounter,
-}
-
-impl StoreMetrics {
-    /// Instruments no registry sees, for tools that open a store read-only.
-    pub fn unregistered() -> StoreMetrics {
-        StoreMetrics {
-            fsync_seconds: Histogram::with_opts(HistogramOpts::new("fsync", "fsync"))
-                .expect("valid"),
-            write_errors: IntCounter::new("errors", "errors").expect("valid"),
-            snapshot_corrupt: IntCounter::new("corrupt", "corrupt").expect("valid"),
-        }
-    }
-}
+use crate::instruments::{Collectors, PREFIX};
+use crate::link::LinkState;
 
 pub struct Metrics {
     registry: Registry,
@@ -104,13 +25,8 @@ pub struct Metrics {
     pub upstream_lag: IntGauge,
     pub upstream_last_io: Gauge,
     pub upstream_link_down_since: Gauge,
-    pub upstream_full_syncs: IntCounter,
-    pub upstream_partial_syncs: IntCounter,
-    pub upstream_sync_failures: IntCounterVec,
-    pub upstream_received: IntCounterVec,
     pub upstream_sync_received: IntGauge,
     pub upstream_sync_total: IntGauge,
-    pub snapshot_refreshes: IntCounter,
     pub snapshot_bytes: IntGauge,
     pub snapshot_offset: IntGauge,
     pub snapshot_age: Gauge,
@@ -120,7 +36,6 @@ pub struct Metrics {
     pub backlog_disk_bytes: IntGauge,
     pub disk_free: IntGauge,
     pub disk_total: IntGauge,
-    pub store: StoreMetrics,
     pub commands: IntCounterVec,
     pub stream_bytes: IntCounter,
     pub replicas_connected: IntGauge,
@@ -128,12 +43,6 @@ pub struct Metrics {
     pub replica_lag: IntGaugeVec,
     pub replica_ack_age: GaugeVec,
     pub replica_state: IntGaugeVec,
-    pub downstream_full_syncs: IntCounter,
-    pub downstream_partial_syncs: IntCounter,
-    pub downstream_partial_sync_errors: IntCounter,
-    pub downstream_rejected: IntCounterVec,
-    pub downstream_sent: IntCounterVec,
-    pub connections_received: IntCounter,
 }
 
 /// Registers metrics under the relay's prefix.
@@ -173,14 +82,11 @@ impl Builder<'_> {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The relay's gauges, and the counters every room made of its own (`rooms`), in one
+    /// registry.
+    pub fn new(rooms: &[&dyn Collectors]) -> Metrics {
         let registry = Registry::new();
         let b = Builder(&registry);
-        let fsync = HistogramOpts::new("store_fsync_seconds", "Time each fsync of the log took.")
-            .namespace(PREFIX)
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]);
         let metrics = Metrics {
             upstream_link_up: b.gauge(
                 "upstream_link_up",
@@ -211,24 +117,6 @@ impl Metrics {
                 "upstream_link_down_since_seconds",
                 "Seconds the link has been down; 0 while up, -1 if it never was.",
             ),
-            upstream_full_syncs: b.counter(
-                "upstream_full_syncs_total",
-                "Full syncs the relay made with its master.",
-            ),
-            upstream_partial_syncs: b.counter(
-                "upstream_partial_syncs_total",
-                "Partial resyncs the relay made with its master.",
-            ),
-            upstream_sync_failures: b.counters(
-                "upstream_sync_failures_total",
-                "Upstream links that failed, by reason.",
-                &["reason"],
-            ),
-            upstream_received: b.counters(
-                "upstream_received_bytes_total",
-                "Bytes received from the master.",
-                &["phase"],
-            ),
             upstream_sync_received: b.gauge(
                 "upstream_sync_received_bytes",
                 "Bytes of the snapshot being received so far.",
@@ -236,10 +124,6 @@ impl Metrics {
             upstream_sync_total: b.gauge(
                 "upstream_sync_total_bytes",
                 "Size of the snapshot being received, when announced; else -1.",
-            ),
-            snapshot_refreshes: b.counter(
-                "snapshot_refreshes_total",
-                "Fresh snapshots fetched on a second connection.",
             ),
             snapshot_bytes: b.gauge("snapshot_bytes", "Size of the snapshot in service."),
             snapshot_offset: b.gauge(
@@ -266,17 +150,6 @@ impl Metrics {
                 "Free bytes on the filesystem of --dir, for unprivileged users.",
             ),
             disk_total: b.gauge("store_disk_total_bytes", "Size of the filesystem of --dir."),
-            store: StoreMetrics {
-                fsync_seconds: b.register(Histogram::with_opts(fsync).expect("valid")),
-                write_errors: b.counter(
-                    "store_write_errors_total",
-                    "Writes or fsyncs of the store that failed.",
-                ),
-                snapshot_corrupt: b.counter(
-                    "store_snapshot_corrupt_total",
-                    "Stored snapshots taken out of service because they failed verification, at start or while serving a full sync.",
-                ),
-            },
             commands: b.counters(
                 "commands_total",
                 "Commands in the replication stream, by name (others as \"other\").",
@@ -305,106 +178,50 @@ impl Metrics {
                 "1 for the replica's current state.",
                 &["replica", "state"],
             ),
-            downstream_full_syncs: b.counter(
-                "downstream_full_syncs_total",
-                "Full syncs served to replicas.",
-            ),
-            downstream_partial_syncs: b.counter(
-                "downstream_partial_syncs_total",
-                "Partial resyncs served to replicas.",
-            ),
-            downstream_partial_sync_errors: b.counter(
-                "downstream_partial_sync_errors_total",
-                "Partial resyncs asked for that had to be full syncs.",
-            ),
-            downstream_rejected: b.counters(
-                "downstream_rejected_total",
-                "Connections or syncs refused, by reason.",
-                &["reason"],
-            ),
-            downstream_sent: b.counters(
-                "downstream_sent_bytes_total",
-                "Bytes sent to replicas.",
-                &["phase"],
-            ),
-            connections_received: b
-                .counter("connections_received_total", "Client connections accepted."),
             registry,
         };
-        metrics.initialise_labels();
+        for c in rooms.iter().flat_map(|r| r.collectors()) {
+            metrics
+                .registry
+                .register(c)
+                .expect("metric names are unique");
+        }
         registry_process_collector(&metrics.registry);
         metrics
     }
 
-    /// Series with known labels exist from the start, at zero, so rates and alerts see them.
-    fn initialise_labels(&self) {
-        for reason in FAILURE_REASONS {
-            self.upstream_sync_failures.with_label_values(&[reason]);
-        }
-        for phase in ["snapshot", "stream"] {
-            self.upstream_received.with_label_values(&[phase]);
-            self.downstream_sent.with_label_values(&[phase]);
-        }
-        for reason in REJECT_REASONS {
-            self.downstream_rejected.with_label_values(&[reason]);
-        }
-    }
-
-    pub fn failure(&self, reason: FailureReason) {
-        self.upstream_sync_failures
-            .with_label_values(&[reason.label()])
-            .inc();
-    }
-
-    pub fn failures(&self) -> u64 {
-        FAILURE_REASONS
-            .iter()
-            .map(|r| self.upstream_sync_failures.with_label_values(&[r]).get())
-            .sum()
-    }
-
-    pub fn rejected(&self, reason: &str) {
-        self.downstream_rejected.with_label_values(&[reason]).inc();
-    }
-
-    pub fn rejections(&self) -> u64 {
-        REJECT_REASONS
-            .iter()
-            .map(|r| self.downstream_rejected.with_label_values(&[r]).get())
-            .sum()
-    }
-
     /// The text exposition, with state gauges brought up to date first.
-    pub fn render(relay: &Relay) -> String {
-        relay.metrics.refresh(relay);
+    pub fn render(&self, relay: &RelayView) -> String {
+        self.refresh(relay);
         let mut out = Vec::new();
-        let families = relay.metrics.registry.gather();
+        let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::warn!("Encoding metrics: {e}");
         }
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    fn refresh(&self, relay: &Relay) {
+    fn refresh(&self, relay: &RelayView) {
         self.refresh_upstream(relay);
         self.refresh_store(relay);
         self.refresh_feed(relay);
         self.refresh_replicas(relay);
     }
 
-    fn refresh_upstream(&self, relay: &Relay) {
-        let link = relay.link();
+    fn refresh_upstream(&self, relay: &RelayView) {
+        let link = relay.link.status();
         let state = relay.store.view();
         self.upstream_link_up
             .set(i64::from(link.state == LinkState::Connected));
-        for s in STATES {
+        for s in LinkState::ALL {
             self.upstream_state
                 .with_label_values(&[s.role_name()])
                 .set(i64::from(s == link.state));
         }
         let offset = state.master_repl_offset() as i64;
         self.upstream_offset.set(offset);
-        let master = self.upstream_master_offset.get();
+        let master = link.master_offset.map_or(0, |m| m as i64);
+        self.upstream_master_offset.set(master);
         self.upstream_lag.set(if master > 0 {
             (master - offset).max(0)
         } else {
@@ -424,7 +241,7 @@ impl Metrics {
             .set(link.sync_total.map_or(-1, |t| t as i64));
     }
 
-    fn refresh_store(&self, relay: &Relay) {
+    fn refresh_store(&self, relay: &RelayView) {
         let state = relay.store.view();
         if let Some(id) = &state.ident {
             self.snapshot_bytes.set(id.snapshot_size as i64);
@@ -459,7 +276,7 @@ impl Metrics {
     }
 
     /// The stream counters live in the store; counters here catch up with them.
-    fn refresh_feed(&self, relay: &Relay) {
+    fn refresh_feed(&self, relay: &RelayView) {
         let feed = relay.store.stream_stats();
         for (name, n) in &feed.commands {
             let c = self.commands.with_label_values(&[name]);
@@ -469,7 +286,7 @@ impl Metrics {
             .inc_by(feed.bytes.saturating_sub(self.stream_bytes.get()));
     }
 
-    fn refresh_replicas(&self, relay: &Relay) {
+    fn refresh_replicas(&self, relay: &RelayView) {
         let replicas = relay.replicas.list();
         let offset = relay.store.view().master_repl_offset();
         self.replicas_connected.set(replicas.len() as i64);

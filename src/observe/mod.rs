@@ -1,0 +1,82 @@
+//! What operators and tools see of the relay: INFO and ROLE (`info`), `/status` (`status`),
+//! the Prometheus exposition (`metrics`) and the admin HTTP server (`admin`). This room reads
+//! every other room through `RelayView` and changes none of them; downstream asks it for INFO
+//! through the `ServerInfo` trait, so the imports still point one way.
+
+pub mod admin;
+mod info;
+pub mod metrics;
+mod status;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::{Config, MasterAddr};
+use crate::downstream::{DownstreamMetrics, Replicas, ServerInfo};
+use crate::link::{LinkControl, LinkState, LinkWatch};
+use crate::resp::Reply;
+use crate::store::{State, Store, Verification};
+use crate::upstream::UpstreamMetrics;
+
+/// Read-only handles on every room.
+pub struct RelayView {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub link: LinkWatch,
+    pub control: LinkControl,
+    pub replicas: Arc<Replicas>,
+    pub upstream: Arc<UpstreamMetrics>,
+    pub downstream: Arc<DownstreamMetrics>,
+    pub started: Instant,
+    pub run_id: String,
+}
+
+impl RelayView {
+    pub fn master_addr(&self) -> Option<MasterAddr> {
+        self.control.master()
+    }
+
+    /// A snapshot refresh is under way: asked of the master (the link's word), arriving, or
+    /// waiting for the log to reach its offset (the store's).
+    pub fn refreshing(&self, state: &State) -> bool {
+        state.refreshing || self.link.status().refresh_requested
+    }
+
+    /// Why the relay should not receive replicas yet, if it should not.
+    pub fn not_ready(&self) -> Option<String> {
+        let state = self.store.view();
+        if state.ident.is_none() {
+            return Some("no verified snapshot in service yet".into());
+        }
+        match &state.verification {
+            Verification::Verified => {}
+            Verification::Verifying => return Some("the stored snapshot is being verified".into()),
+            Verification::Corrupt(why) => {
+                return Some(format!(
+                    "the stored snapshot failed verification ({why}); waiting for a fresh one from the master"
+                ));
+            }
+        }
+        match (self.master_addr(), self.link.status().state) {
+            (None, _) => Some("no master configured (REPLICAOF NO ONE)".into()),
+            (Some(_), LinkState::Connected) => None,
+            (Some(m), state) => Some(format!("link with master {m} is {}", state.role_name())),
+        }
+    }
+}
+
+impl ServerInfo for RelayView {
+    fn info(&self, sections: &[Bytes]) -> String {
+        info::info(self, sections)
+    }
+
+    fn role(&self) -> Reply {
+        info::role(self)
+    }
+
+    fn config_values(&self) -> Vec<(&'static str, String)> {
+        info::config_values(self)
+    }
+}
