@@ -1,0 +1,199 @@
+//! Keeps docs/ARCHITECTURE.md true: every module of src/ belongs to a room of a layer, and a
+//! room uses (`crate::<room>`) only rooms of lower layers, so the import graph has no cycle and
+//! no upward edge. A new module must be placed here, and in the document, before it builds in.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Each room, its layer, and the rooms it may use. The layers, lowest first: vocabulary (0),
+/// decoding (1), the store (2), the two links (3), observation (4), the wiring (5), the tools
+/// in the binary (6), the command line (7).
+const ROOMS: &[(&str, u32, &[&str])] = &[
+    ("config", 0, &[]),
+    ("resp", 0, &[]),
+    ("glob", 0, &[]),
+    ("feed", 0, &[]),
+    ("compat", 0, &[]),
+    ("progress", 0, &[]),
+    ("instruments", 0, &[]),
+    // The link's status and control, below both links so neither imports the other.
+    ("link", 0, &["config"]),
+    ("decode", 1, &["feed", "progress"]),
+    (
+        "store",
+        2,
+        &["config", "decode", "feed", "instruments", "progress"],
+    ),
+    (
+        "upstream",
+        3,
+        &[
+            "config",
+            "decode",
+            "instruments",
+            "link",
+            "progress",
+            "resp",
+            "store",
+        ],
+    ),
+    (
+        "downstream",
+        3,
+        &[
+            "compat",
+            "config",
+            "decode",
+            "glob",
+            "instruments",
+            "link",
+            "progress",
+            "resp",
+            "store",
+        ],
+    ),
+    (
+        "observe",
+        4,
+        &[
+            "compat",
+            "config",
+            "decode",
+            "downstream",
+            "instruments",
+            "link",
+            "resp",
+            "store",
+            "upstream",
+        ],
+    ),
+    (
+        "relay",
+        5,
+        &[
+            "config",
+            "downstream",
+            "instruments",
+            "link",
+            "observe",
+            "store",
+            "upstream",
+        ],
+    ),
+    ("inspect", 6, &["decode", "store"]),
+    ("tail", 6, &["config", "resp", "upstream"]),
+    (
+        "main",
+        7,
+        &[
+            "config", "inspect", "observe", "relay", "tail", "upstream", "store",
+        ],
+    ),
+];
+
+/// The room of a source file: `src/<room>.rs` or `src/<room>/...`.
+fn room_of(path: &Path, src: &Path) -> String {
+    let rel = path.strip_prefix(src).unwrap();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// The rooms a file names as `crate::<room>`, outside comments.
+fn uses(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            out.push(name);
+        }
+    }
+    out
+}
+
+fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_room_uses_only_rooms_below_it() {
+    let table: BTreeMap<&str, (u32, &[&str])> =
+        ROOMS.iter().map(|&(r, l, a)| (r, (l, a))).collect();
+    for (room, (layer, allowed)) in &table {
+        for dep in *allowed {
+            let (dep_layer, _) = table
+                .get(dep)
+                .unwrap_or_else(|| panic!("{room} may use {dep}, which is no room"));
+            assert!(
+                dep_layer < layer || (*dep_layer == 0 && *layer == 0 && *dep != *room),
+                "{room} (layer {layer}) may not use {dep} (layer {dep_layer})"
+            );
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut edges = Vec::new();
+    for path in all {
+        let room = room_of(&path, &src);
+        let (_, allowed) = table.get(room.as_str()).unwrap_or_else(|| {
+            panic!(
+                "{} belongs to no room: add it to tests/architecture.rs and docs/ARCHITECTURE.md",
+                path.display()
+            )
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        for dep in uses(&text) {
+            if dep != room && !allowed.contains(&dep.as_str()) {
+                edges.push(format!("{} uses crate::{dep}", path.display()));
+            }
+        }
+    }
+    assert!(
+        edges.is_empty(),
+        "edges the architecture does not allow:\n{}",
+        edges.join("\n")
+    );
+}
+
+/// Within the vocabulary layer, the only edge is link -> config: no cycle there either.
+#[test]
+fn the_vocabulary_has_no_cycle() {
+    for &(room, layer, allowed) in ROOMS {
+        if layer == 0 {
+            for dep in allowed {
+                let (_, _, theirs) = ROOMS.iter().find(|r| r.0 == *dep).unwrap();
+                assert!(!theirs.contains(&room), "{room} <-> {dep}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_document_names_every_room() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ARCHITECTURE.md"))
+        .expect("docs/ARCHITECTURE.md");
+    for (room, _, _) in ROOMS {
+        assert!(
+            doc.contains(&format!("`{room}`")),
+            "docs/ARCHITECTURE.md does not name `{room}`"
+        );
+    }
+}
