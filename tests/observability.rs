@@ -96,6 +96,25 @@ fn a_live_scrape_shows_link_lag_and_replicas() {
     assert!(metric(&s, "replica_relay_commands_total{command=\"set\"}") >= 60.0);
     assert!(metric(&s, "replica_relay_snapshot_bytes") > 0.0);
     assert!(metric(&s, "process_resident_memory_bytes") > 0.0);
+    // Every reason and failure exists at zero from the start, so rates and alerts see them.
+    for reason in [
+        "maxclients",
+        "protected_mode",
+        "protocol_error",
+        "auth",
+        "nomasterlink",
+        "rdb_format",
+    ] {
+        let series = format!("replica_relay_downstream_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&s, &series), 0.0, "{series}");
+    }
+    assert_eq!(
+        metric(
+            &s,
+            "replica_relay_upstream_sync_failures_total{reason=\"full_sync\"}"
+        ),
+        0.0
+    );
     promtool_check(&relay);
     every_metric_the_deploy_files_use_exists(&relay);
 
