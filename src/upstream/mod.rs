@@ -129,34 +129,81 @@ impl Collectors for UpstreamMetrics {
 /// rejected (corrupt, or the disk is full).
 const MAX_SYNC_BACKOFF: Duration = Duration::from_secs(60);
 
-/// A full sync whose snapshot failed verification or could not be stored: retried with backoff
-/// so a master is not made to fork every second.
+/// A full sync whose snapshot failed verification or could not be stored.
 #[derive(Debug, thiserror::Error)]
 #[error("{0:#}")]
 struct SnapshotRejected(anyhow::Error);
 
-/// A full sync that the master started (`+FULLRESYNC`) and did not complete: its fork or its
-/// BGSAVE failed, or it closed the link during the transfer. Retried with backoff like a
-/// rejected snapshot, since every attempt is a fork on the master.
+/// The master timed out: no data nor PING within `repl-timeout`.
 #[derive(Debug, thiserror::Error)]
-#[error("Full sync failed on the master's side: {reason:#}{hint}", reason = .0, hint = hint(.0))]
-struct FullSyncFailed(anyhow::Error);
+#[error("MASTER timeout: no data nor PING received...")]
+struct TimedOut;
+
+/// The store could not keep what the master sent.
+#[derive(Debug, thiserror::Error)]
+#[error("Dropping the link with master: the store could not keep the stream ({0})")]
+struct StoreFailed(String);
+
+/// Why the link ended: the reason, for the metrics and the back-off, and the error in the
+/// master's or the system's own words.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{error:#}{}", prefix(*.reason), hint(*.reason, .error))]
+pub struct LinkError {
+    pub reason: FailureReason,
+    error: anyhow::Error,
+}
+
+impl LinkError {
+    /// Full syncs that failed wait longer and longer before the next attempt: each attempt is
+    /// a fork on the master.
+    fn backs_off(&self) -> bool {
+        matches!(
+            self.reason,
+            FailureReason::FullSync | FailureReason::SnapshotRejected
+        )
+    }
+}
+
+/// Sorts an error of one phase of the link into its reason; the typed errors the wire and the
+/// store raise say more than the phase does, except that whatever ends a full sync the master
+/// started (a timeout too: its BGSAVE may be slow) is a failed full sync, which backs off.
+fn during(phase: FailureReason) -> impl FnOnce(anyhow::Error) -> LinkError {
+    move |error| {
+        let reason = if error.is::<SnapshotRejected>() {
+            FailureReason::SnapshotRejected
+        } else if phase == FailureReason::FullSync {
+            FailureReason::FullSync
+        } else if error.is::<wire::AuthRefused>() {
+            FailureReason::Auth
+        } else if error.is::<TimedOut>() || error.is::<wire::TimedOut>() {
+            FailureReason::Timeout
+        } else if error.is::<StoreFailed>() {
+            FailureReason::Store
+        } else {
+            phase
+        };
+        LinkError { reason, error }
+    }
+}
+
+fn prefix(reason: FailureReason) -> &'static str {
+    match reason {
+        FailureReason::FullSync => "Full sync failed on the master's side: ",
+        _ => "",
+    }
+}
 
 /// The master gives no reason on the wire when its BGSAVE fails: it just closes the link.
-fn hint(e: &anyhow::Error) -> &'static str {
-    if e.root_cause()
+fn hint(reason: FailureReason, e: &anyhow::Error) -> &'static str {
+    let closed = e
+        .root_cause()
         .to_string()
-        .starts_with("Connection with master lost")
-    {
+        .starts_with("Connection with master lost");
+    if reason == FailureReason::FullSync && closed {
         " (a master closes the link this way when its BGSAVE for the replica fails; its log says why)"
     } else {
         ""
     }
-}
-
-/// Whether a failed link waits longer and longer before the next attempt.
-fn backs_off(e: &anyhow::Error) -> bool {
-    e.is::<SnapshotRejected>() || e.is::<FullSyncFailed>()
 }
 
 /// Follows `relay.master` until shutdown.
@@ -186,14 +233,14 @@ pub async fn run(up: Arc<Upstream>) {
             warn!("{e:#}");
         }
         let mut delay = Duration::from_secs(1);
-        if !matches!(&ended, Some(Err(e)) if backs_off(e)) {
+        if !matches!(&ended, Some(Err(e)) if e.backs_off()) {
             failed_syncs = 0;
         }
         if let Some(Err(e)) = &ended {
-            up.metrics.failures.inc(classify(e));
+            up.metrics.failures.inc(e.reason);
         }
         match ended {
-            Some(Err(e)) if backs_off(&e) => {
+            Some(Err(e)) if e.backs_off() => {
                 failed_syncs += 1;
                 delay = MAX_SYNC_BACKOFF.min(delay * 2u32.saturating_pow(failed_syncs - 1));
                 warn!("{e:#}; next full sync attempt in {} s", delay.as_secs());
@@ -214,28 +261,6 @@ pub async fn run(up: Arc<Upstream>) {
     }
 }
 
-/// The reason label of a failed link, from its error.
-fn classify(e: &anyhow::Error) -> FailureReason {
-    let text = e.to_string();
-    if e.is::<SnapshotRejected>() {
-        FailureReason::SnapshotRejected
-    } else if e.is::<FullSyncFailed>() {
-        FailureReason::FullSync
-    } else if text.starts_with("Error condition on socket") {
-        FailureReason::Connect
-    } else if text.starts_with("Unable to AUTH") {
-        FailureReason::Auth
-    } else if text.contains("PSYNC") {
-        FailureReason::Psync
-    } else if text.contains("imeout") {
-        FailureReason::Timeout
-    } else if text.contains("the store could not keep the stream") {
-        FailureReason::Store
-    } else {
-        FailureReason::Link
-    }
-}
-
 /// One connection to the master: the replication link (`Slot::Main`) or a snapshot refresh.
 struct Link<'a> {
     up: &'a Arc<Upstream>,
@@ -245,19 +270,20 @@ struct Link<'a> {
 }
 
 impl<'a> Link<'a> {
-    async fn run(up: &'a Arc<Upstream>, master: &MasterAddr) -> Result<()> {
-        let mut link = Link::connect(up, master, Slot::Main).await?;
-        link.handshake().await?;
-        if let PsyncReply::Full { replid, offset } = link.psync().await? {
-            link.full_sync(replid, offset).await.map_err(|e| {
-                if backs_off(&e) {
-                    e
-                } else {
-                    FullSyncFailed(e).into()
-                }
-            })?;
+    async fn run(up: &'a Arc<Upstream>, master: &MasterAddr) -> Result<(), LinkError> {
+        let mut link = Link::connect(up, master, Slot::Main)
+            .await
+            .map_err(during(FailureReason::Connect))?;
+        link.handshake()
+            .await
+            .map_err(during(FailureReason::Link))?;
+        let reply = link.psync().await.map_err(during(FailureReason::Psync))?;
+        if let PsyncReply::Full { replid, offset } = reply {
+            link.full_sync(replid, offset)
+                .await
+                .map_err(during(FailureReason::FullSync))?;
         }
-        link.stream().await
+        link.stream().await.map_err(during(FailureReason::Link))
     }
 
     fn is_main(&self) -> bool {
@@ -426,7 +452,7 @@ impl<'a> Link<'a> {
             (s.getacks, s.failed.clone())
         };
         if let Some(why) = failed {
-            bail!("Dropping the link with master: the store cannot keep the stream ({why})");
+            return Err(StoreFailed(why).into());
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut refresh = refresh::Refresher::default();
@@ -449,7 +475,7 @@ impl<'a> Link<'a> {
                     changed.context("the store writer has stopped")?;
                     let s = status.borrow_and_update().clone();
                     if let Some(why) = s.failed {
-                        bail!("Dropping the link with master: the store could not keep the stream ({why})");
+                        return Err(StoreFailed(why).into());
                     }
                     if s.getacks != getacks {
                         getacks = s.getacks;
@@ -462,7 +488,7 @@ impl<'a> Link<'a> {
 
     fn check_timeout(&self) -> Result<()> {
         if self.conn.last_io().elapsed() > self.up.config.repl_timeout {
-            bail!("MASTER timeout: no data nor PING received...");
+            return Err(TimedOut.into());
         }
         Ok(())
     }
@@ -481,5 +507,45 @@ impl<'a> Link<'a> {
             let last = self.conn.last_io();
             self.up.link.update(|l| l.last_io = Some(last));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_sorted_by_type_then_by_phase() {
+        let sorted = |phase, e: anyhow::Error| during(phase)(e).reason;
+        let auth = wire::AuthRefused("-WRONGPASS".into()).into();
+        assert_eq!(sorted(FailureReason::Link, auth), FailureReason::Auth);
+        assert_eq!(
+            sorted(FailureReason::Link, TimedOut.into()),
+            FailureReason::Timeout
+        );
+        assert_eq!(
+            sorted(FailureReason::Link, StoreFailed("ENOSPC".into()).into()),
+            FailureReason::Store
+        );
+        let rejected = SnapshotRejected(anyhow::anyhow!("bad CRC")).into();
+        let e = during(FailureReason::FullSync)(rejected);
+        assert_eq!(e.reason, FailureReason::SnapshotRejected);
+        assert!(e.backs_off());
+        let slow = during(FailureReason::FullSync)(wire::TimedOut.into());
+        assert_eq!(
+            slow.reason,
+            FailureReason::FullSync,
+            "a slow BGSAVE backs off"
+        );
+        let closed = anyhow::anyhow!("Connection with master lost.");
+        let text = during(FailureReason::FullSync)(closed).to_string();
+        assert!(
+            text.starts_with("Full sync failed on the master's side: Connection with master lost.")
+                && text.contains("its log says why"),
+            "{text}"
+        );
+        let refused = anyhow::anyhow!("Error condition on socket for SYNC: Connection refused");
+        let e = during(FailureReason::Connect)(refused);
+        assert_eq!((e.reason, e.backs_off()), (FailureReason::Connect, false));
     }
 }

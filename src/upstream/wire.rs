@@ -23,6 +23,16 @@ const READ_CHUNK: usize = 64 * 1024;
 const MIN_READ: usize = 8 * 1024;
 const EOF_MARK_LEN: usize = 40;
 
+/// The master refused the relay's AUTH; its reply says why.
+#[derive(Debug, thiserror::Error)]
+#[error("Unable to AUTH to MASTER: {0}")]
+pub struct AuthRefused(pub String);
+
+/// Nothing came from the master within `repl-timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("Timeout receiving data from the MASTER...")]
+pub struct TimedOut;
+
 /// Longest bulk reply accepted during the handshake (`INFO server` is about 1 KiB).
 const MAX_BULK: usize = 1 << 20;
 
@@ -202,7 +212,7 @@ impl MasterConn {
         if auth.pass.is_some() {
             let reply = self.read_line().await?;
             if reply.starts_with('-') {
-                bail!("Unable to AUTH to MASTER: {reply}");
+                return Err(AuthRefused(reply).into());
             }
         }
         self.read_bulk().await
@@ -352,7 +362,7 @@ impl MasterConn {
         make_room(&mut self.buf);
         let read = tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf));
         match read.await {
-            Err(_) => bail!("Timeout receiving data from the MASTER..."),
+            Err(_) => Err(TimedOut.into()),
             Ok(Err(e)) => bail!("I/O error reading from MASTER: {e}"),
             Ok(Ok(0)) => bail!("Connection with master lost."),
             Ok(Ok(_)) => {
