@@ -5,6 +5,7 @@ mod compat;
 mod config;
 mod decode;
 mod downstream;
+mod duplex;
 mod feed;
 mod glob;
 mod inspect;

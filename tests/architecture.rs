@@ -16,6 +16,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
     ("compat", 0, &[]),
     ("progress", 0, &[]),
     ("instruments", 0, &[]),
+    ("duplex", 0, &[]),
     // The link's status and control, below both links so neither imports the other.
     ("link", 0, &["config"]),
     ("decode", 1, &["feed", "progress"]),
@@ -30,6 +31,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         &[
             "config",
             "decode",
+            "duplex",
             "instruments",
             "link",
             "progress",
@@ -44,6 +46,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "compat",
             "config",
             "decode",
+            "duplex",
             "glob",
             "instruments",
             "link",

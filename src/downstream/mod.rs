@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
@@ -25,6 +25,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::duplex::{self, Reader, Writer};
 use crate::instruments::{self, Collectors, Label, Labelled, Phase};
 use crate::link::{LinkControl, LinkWatch};
 use crate::resp::{self, Reply};
@@ -297,7 +298,7 @@ pub async fn serve(cx: Arc<Context>, listener: TcpListener) {
                 Some(denied) => (Rejection::ProtectedMode, denied),
                 None => {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(connection(cx.clone(), sock, peer, id, slot));
+                    tokio::spawn(connection(cx.clone(), duplex::tcp(sock), peer, id, slot));
                     continue;
                 }
             },
@@ -327,14 +328,14 @@ fn protected_mode_refusal(cfg: &Config, peer: &SocketAddr) -> Option<String> {
     Some("DENIED replica-relay is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers, either set a password with --requirepass (replicas then use it as their masterauth), bind to the loopback interface only, or disable protected mode with --protected-mode no.".into())
 }
 
+/// One client, over any byte stream: its commands until it leaves or becomes a replica.
 async fn connection(
     cx: Arc<Context>,
-    mut sock: TcpStream,
+    (mut rd, mut wr): (Reader, Writer),
     peer: SocketAddr,
     id: u64,
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let _ = sock.set_nodelay(true);
     let mut client = Client::new(id, peer, cx.config.requirepass.is_none());
     debug!("Accepted {peer}");
     let mut buf = BytesMut::with_capacity(1024);
@@ -342,12 +343,12 @@ async fn connection(
     let mut out = BytesMut::new();
     loop {
         let action = next_action(&cx, &mut client, &mut parser, &mut buf, &mut out);
-        if !out.is_empty() && sock.write_all(&out.split()).await.is_err() {
+        if !out.is_empty() && wr.write_all(&out.split()).await.is_err() {
             return;
         }
         match action {
             Ok(Turn::Sync(request)) => {
-                return replica::serve(cx, sock, client, buf, request).await;
+                return replica::serve(cx, (rd, wr), client, buf, request).await;
             }
             Ok(Turn::Close) => return,
             // More complete commands wait in `buf`: let other tasks (the stream) run first.
@@ -366,7 +367,7 @@ async fn connection(
             info!("Closing client {peer}: query buffer over {MAX_QUERY} bytes");
             return;
         }
-        match sock.read_buf(&mut buf).await {
+        match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }

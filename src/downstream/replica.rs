@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{info, warn};
 
 use super::Rejection;
@@ -20,6 +18,7 @@ use super::formats::DROP_WINDOW;
 use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
 use crate::compat::{requirement, valkey_loads};
 use crate::decode::SnapshotCheck;
+use crate::duplex::{Reader, Writer};
 use crate::instruments::Phase;
 use crate::progress::Progress;
 use crate::resp;
@@ -32,7 +31,7 @@ const SNAPSHOT_READ: u64 = 512 * 1024;
 
 pub async fn serve(
     cx: Arc<super::Context>,
-    sock: TcpStream,
+    (rd, wr): (Reader, Writer),
     client: Client,
     leftover: BytesMut,
     request: SyncRequest,
@@ -51,7 +50,6 @@ pub async fn serve(
     };
     let id = cx.replicas.add(info);
     info!("Replica {name} asks for synchronization");
-    let (rd, wr) = sock.into_split();
     let mut session = Session {
         cx,
         id,
@@ -73,7 +71,7 @@ struct Session {
     id: u64,
     name: String,
     client: Client,
-    wr: OwnedWriteHalf,
+    wr: Writer,
     request: SyncRequest,
     /// When the snapshot was sent, and its format.
     sent_snapshot: Option<(Instant, String)>,
@@ -87,7 +85,7 @@ impl Drop for Session {
 }
 
 impl Session {
-    async fn run(&mut self, rd: OwnedReadHalf, leftover: BytesMut) -> Result<String> {
+    async fn run(&mut self, rd: Reader, leftover: BytesMut) -> Result<String> {
         self.format_delay().await?;
         let state = self.wait_until_servable().await?;
         let request = self
@@ -518,12 +516,7 @@ fn cut_short(e: std::io::Error) -> anyhow::Error {
 
 /// Takes `REPLCONF ACK <offset> [FACK <offset>]` and `\n` from the replica; returns why it
 /// stopped.
-async fn read_acks(
-    cx: Arc<super::Context>,
-    id: u64,
-    mut rd: OwnedReadHalf,
-    mut buf: BytesMut,
-) -> String {
+async fn read_acks(cx: Arc<super::Context>, id: u64, mut rd: Reader, mut buf: BytesMut) -> String {
     let mut parser = resp::CommandParser::default();
     loop {
         loop {

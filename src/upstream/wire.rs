@@ -8,10 +8,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::info;
 
 use crate::config::{AnnounceVersion, MasterAddr};
+use crate::duplex::{self, Reader, Writer};
 use crate::resp;
 use crate::store::is_replid;
 
@@ -89,30 +89,34 @@ pub enum Framing {
 }
 
 pub struct MasterConn {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: Reader,
+    wr: Writer,
     buf: BytesMut,
     timeout: Duration,
     last_io: Instant,
 }
 
 impl MasterConn {
+    /// A TCP connection to `master`.
     pub async fn connect(master: &MasterAddr, timeout: Duration) -> Result<MasterConn> {
         let connect = TcpStream::connect((master.host.as_str(), master.port));
         let sock = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| anyhow!("Error condition on socket for SYNC: Connection timed out"))?
             .map_err(|e| anyhow!("Error condition on socket for SYNC: {e}"))?;
-        sock.set_nodelay(true)?;
-        let (rd, wr) = sock.into_split();
-        let buf = BytesMut::with_capacity(READ_CHUNK);
-        Ok(MasterConn {
+        let (rd, wr) = duplex::tcp(sock);
+        Ok(MasterConn::over(rd, wr, timeout))
+    }
+
+    /// The replica's side of the protocol over any byte stream.
+    pub fn over(rd: Reader, wr: Writer, timeout: Duration) -> MasterConn {
+        MasterConn {
             rd,
             wr,
-            buf,
+            buf: BytesMut::with_capacity(READ_CHUNK),
             timeout,
             last_io: Instant::now(),
-        })
+        }
     }
 
     pub fn last_io(&self) -> Instant {
@@ -411,6 +415,40 @@ fn make_room(buf: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The protocol code runs over any byte stream: here an in-memory one, with a script of
+    /// what a Valkey master answers.
+    #[tokio::test]
+    async fn the_handshake_runs_over_any_stream() {
+        let (relay_side, mut master_side) = tokio::io::duplex(4096);
+        let (rd, wr) = tokio::io::split(relay_side);
+        let mut conn = MasterConn::over(Box::new(rd), Box::new(wr), Duration::from_secs(5));
+        let master = tokio::spawn(async move {
+            let info = "server_name:valkey\r\nvalkey_version:9.1.2\r\n";
+            let script = format!(
+                "+PONG\r\n${}\r\n{info}\r\n+OK\r\n+OK\r\n+OK\r\n",
+                info.len()
+            );
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            master_side.write_all(script.as_bytes()).await.unwrap();
+            while !String::from_utf8_lossy(&seen).contains("9.1.2") {
+                let n = master_side.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&seen).into_owned()
+        });
+        let server = conn
+            .handshake(Auth::default(), 6380, false, &AnnounceVersion::Auto)
+            .await
+            .unwrap();
+        assert_eq!(server.announced.as_deref(), Some("9.1.2"));
+        let sent = master.await.unwrap();
+        assert!(
+            sent.contains("REPLCONF") && sent.contains("version"),
+            "{sent}"
+        );
+    }
 
     #[test]
     fn a_valkey_master_is_known_by_its_server_name() {
