@@ -15,7 +15,7 @@ use crate::link::{self, LinkControl};
 use crate::observe::RelayView;
 use crate::observe::admin::{self, Admin};
 use crate::observe::metrics::Metrics;
-use crate::store::{Store, StoreConfig, StoreMetrics};
+use crate::store::{Store, StoreConfig, StoreMetrics, StoreWriter};
 use crate::upstream::{self, Upstream, UpstreamMetrics};
 
 /// The handles of every room, made once.
@@ -27,7 +27,11 @@ struct Rooms {
 }
 
 impl Rooms {
-    fn wire(config: Config, store: Store, store_metrics: StoreMetrics) -> Rooms {
+    fn wire(
+        config: Config,
+        (writer, store): (StoreWriter, Store),
+        store_metrics: StoreMetrics,
+    ) -> Rooms {
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let (reporter, link) = link::status();
@@ -59,6 +63,7 @@ impl Rooms {
         let upstream = Arc::new(Upstream {
             config,
             store,
+            writer,
             link: reporter,
             control,
             metrics: up_metrics,
@@ -87,14 +92,14 @@ fn store_config(config: &Config, metrics: &StoreMetrics) -> StoreConfig {
 pub async fn run(config: Config) -> Result<()> {
     let store_metrics = StoreMetrics::new();
     let store_cfg = store_config(&config, &store_metrics);
-    let (store, writer) = tokio::task::spawn_blocking(move || Store::open(store_cfg))
+    let (writes, store, writer) = tokio::task::spawn_blocking(move || Store::open(store_cfg))
         .await?
         .context("opening the store")?;
     let listener = TcpListener::bind((config.bind.as_str(), config.port))
         .await
         .with_context(|| format!("listening on {}:{}", config.bind, config.port))?;
     let admin_listener = admin::bind(&config).await?;
-    let rooms = Rooms::wire(config, store.clone(), store_metrics);
+    let rooms = Rooms::wire(config, (writes, store), store_metrics);
     let metrics = Metrics::new(&[
         &rooms.store_metrics,
         rooms.upstream.metrics.as_ref(),
@@ -125,7 +130,7 @@ pub async fn run(config: Config) -> Result<()> {
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    if let Err(e) = store.close().await {
+    if let Err(e) = rooms.upstream.writer.close().await {
         error!("Closing the store: {e:#}");
     }
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;

@@ -456,7 +456,7 @@ pub(crate) fn context_for_tests(dir: &std::path::Path) -> Context {
         ..Default::default()
     })
     .expect("a valid config");
-    let (store, _writer) = Store::open(crate::store::StoreConfig {
+    let (_, store, _thread) = Store::open(crate::store::StoreConfig {
         metrics: crate::store::StoreMetrics::new(),
         dir: config.dir.clone(),
         fsync: config.appendfsync,

@@ -1,7 +1,7 @@
 //! The PSYNC decision of `masterTryPartialResynchronization()` (PROTOCOL §4.2), made against the
 //! store's identity and range instead of an in-memory backlog.
 
-use crate::store::{Identity, State};
+use crate::store::{Identity, View};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -14,7 +14,7 @@ pub enum Decision {
 }
 
 /// `request` is `(replid, offset)` from PSYNC, or `None` for the legacy SYNC.
-pub fn decide(state: &State, request: Option<(&str, i64)>) -> Decision {
+pub fn decide(state: &View, request: Option<(&str, i64)>) -> Decision {
     let Some(ident) = &state.ident else {
         return Decision::NoMasterLink;
     };
@@ -47,7 +47,7 @@ fn same_history(ident: &Identity, replid: &str, offset: i64) -> bool {
 /// A replica of this history that is ahead of the store: after a crash cut the relay's tail,
 /// the relay refetches those bytes from the master within moments, and the replica can then
 /// continue instead of full-syncing.
-pub fn ahead_of_store(state: &State, request: Option<(&str, i64)>) -> bool {
+pub fn ahead_of_store(state: &View, request: Option<(&str, i64)>) -> bool {
     match (&state.ident, request) {
         (Some(ident), Some((replid, offset))) => {
             same_history(ident, replid, offset) && offset > state.next as i64
@@ -61,18 +61,20 @@ mod tests {
     use super::*;
     use crate::store::NULL_REPLID;
 
-    fn state() -> State {
-        let mut s = State::default();
-        s.ident = Some(Identity {
-            replid: "b".repeat(40),
-            replid2: "a".repeat(40),
-            second_replid_offset: 500,
-            snapshot: "x.rdb".into(),
-            snapshot_offset: 99,
-            snapshot_size: 10,
-        });
-        (s.first, s.next) = (100, 1000);
-        s
+    fn state() -> View {
+        View {
+            ident: Some(Identity {
+                replid: "b".repeat(40),
+                replid2: "a".repeat(40),
+                second_replid_offset: 500,
+                snapshot: "x.rdb".into(),
+                snapshot_offset: 99,
+                snapshot_size: 10,
+            }),
+            first: 100,
+            next: 1000,
+            ..View::default()
+        }
     }
 
     #[test]
@@ -121,7 +123,7 @@ mod tests {
     #[test]
     fn no_snapshot_means_try_later() {
         assert_eq!(
-            decide(&State::default(), Some(("?", -1))),
+            decide(&View::default(), Some(("?", -1))),
             Decision::NoMasterLink
         );
     }

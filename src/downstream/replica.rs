@@ -22,7 +22,7 @@ use crate::duplex::{Reader, Writer};
 use crate::instruments::Phase;
 use crate::progress::Progress;
 use crate::resp;
-use crate::store::{State, TAIL_BYTES, Verification, read_at};
+use crate::store::{TAIL_BYTES, Verification, View, read_at};
 
 /// How long a replica ahead of the store waits for the relay to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
@@ -136,7 +136,7 @@ impl Session {
     /// gets a newline every second and its PSYNC is answered once the snapshot is in service.
     /// A replica ahead of the store (its offset is past the relay's after a crash cut the
     /// relay's tail) waits a few seconds for the relay to refetch the missing bytes.
-    async fn wait_until_servable(&mut self) -> Result<State> {
+    async fn wait_until_servable(&mut self) -> Result<View> {
         let mut changes = self.cx.store.subscribe();
         let mut keepalive = tokio::time::interval(Duration::from_secs(1));
         keepalive.tick().await;
@@ -178,7 +178,7 @@ impl Session {
 
     /// A full sync must wait while the stored snapshot is being verified, or while a damaged
     /// one waits for its replacement from the master.
-    fn snapshot_awaited(&self, state: &State, request: Option<(&str, i64)>) -> bool {
+    fn snapshot_awaited(&self, state: &View, request: Option<(&str, i64)>) -> bool {
         let full = matches!(decide(state, request), Decision::Full(_));
         match state.verification {
             Verification::Verified => false,
@@ -188,7 +188,7 @@ impl Session {
     }
 
     /// The snapshot's first 9 bytes, `REDIS0011` or `VALKEY080`.
-    async fn snapshot_signature(&self, state: &State) -> String {
+    async fn snapshot_signature(&self, state: &View) -> String {
         let Some(ident) = &state.ident else {
             return String::new();
         };
@@ -283,7 +283,7 @@ impl Session {
         }
     }
 
-    async fn partial(&mut self, state: &State) -> Result<u64> {
+    async fn partial(&mut self, state: &View) -> Result<u64> {
         let (_, offset) = self
             .request
             .psync
@@ -305,7 +305,7 @@ impl Session {
         Ok(offset as u64)
     }
 
-    async fn full(&mut self, state: &State, reason: &str) -> Result<u64> {
+    async fn full(&mut self, state: &View, reason: &str) -> Result<u64> {
         let ident = state.ident.as_ref().context("no identity")?;
         let offset = ident.snapshot_offset;
         self.cx.metrics.full_syncs.inc();

@@ -17,7 +17,7 @@ use crate::config::{Config, MasterAddr};
 use crate::downstream::{DownstreamMetrics, Replicas, ServerInfo};
 use crate::link::{LinkControl, LinkState, LinkWatch};
 use crate::resp::Reply;
-use crate::store::{State, Store, Verification};
+use crate::store::{Store, Verification, View};
 use crate::upstream::UpstreamMetrics;
 
 /// Read-only handles on every room.
@@ -40,7 +40,7 @@ impl RelayView {
 
     /// A snapshot refresh is under way: asked of the master (the link's word), arriving, or
     /// waiting for the log to reach its offset (the store's).
-    pub fn refreshing(&self, state: &State) -> bool {
+    pub fn refreshing(&self, state: &View) -> bool {
         state.refreshing || self.link.status().refresh_requested
     }
 

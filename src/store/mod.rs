@@ -111,9 +111,9 @@ pub struct Receiving {
     pub received: u64,
 }
 
-/// What downstream sessions and INFO see.
+/// What downstream sessions, the upstream link and INFO see: a consistent copy, taken at once.
 #[derive(Debug, Clone, Default)]
-pub struct State {
+pub struct View {
     /// `None` until a verified snapshot is in service.
     pub ident: Option<Identity>,
     /// Offset of the first byte in the log.
@@ -127,16 +127,22 @@ pub struct State {
     pub refreshing: bool,
     /// Whether the snapshot named by `ident` may be served.
     pub verification: Verification,
+}
+
+impl View {
+    pub fn master_repl_offset(&self) -> u64 {
+        self.next.saturating_sub(1)
+    }
+}
+
+/// The store's state: the view, and what only the store itself uses.
+#[derive(Debug, Default)]
+struct State {
+    view: View,
     segments: BTreeSet<u64>,
     /// Offsets replicas catching up after a full sync still need, by session.
     pins: BTreeMap<u64, u64>,
     tail: Tail,
-}
-
-impl State {
-    pub fn master_repl_offset(&self) -> u64 {
-        self.next.saturating_sub(1)
-    }
 }
 
 /// Why a downstream reader cannot go on.
@@ -174,12 +180,12 @@ impl Shared {
     /// already found corrupt; returns whether it changed.
     fn verified(&self, name: &str, to: Verification) -> bool {
         self.update(|st| {
-            let current = st.ident.as_ref().is_some_and(|i| i.snapshot == name);
+            let current = st.view.ident.as_ref().is_some_and(|i| i.snapshot == name);
             let changed = current
-                && st.verification != to
-                && !matches!(st.verification, Verification::Corrupt(_));
+                && st.view.verification != to
+                && !matches!(st.view.verification, Verification::Corrupt(_));
             if changed {
-                st.verification = to;
+                st.view.verification = to;
             }
             changed
         })
@@ -203,10 +209,16 @@ impl Shared {
     }
 }
 
-/// A cloneable handle on the store.
+/// The reading side of the store, for every room: consistent views, reads of the stream,
+/// changes, pins. Cloning it is cheap.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
+}
+
+/// The writing side of the store, held by the upstream link alone: every operation goes to the
+/// writer thread, in order.
+pub struct StoreWriter {
     ops: mpsc::Sender<Op>,
     status: watch::Receiver<WriterStatus>,
 }
@@ -218,8 +230,9 @@ enum Located {
 }
 
 impl Store {
-    /// Recovers the store in `cfg.dir` (creating it if needed) and starts its writer thread.
-    pub fn open(cfg: StoreConfig) -> Result<(Store, std::thread::JoinHandle<()>)> {
+    /// Recovers the store in `cfg.dir` (creating it if needed) and starts its writer thread:
+    /// the writing side for the upstream link, a reading side for everyone, and the thread.
+    pub fn open(cfg: StoreConfig) -> Result<(StoreWriter, Store, std::thread::JoinHandle<()>)> {
         for sub in ["snapshots", "log"] {
             std::fs::create_dir_all(cfg.dir.join(sub))
                 .with_context(|| format!("creating {}", cfg.dir.join(sub).display()))?;
@@ -239,36 +252,17 @@ impl Store {
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .context("starting the store writer thread")?;
-        Ok((
-            Store {
-                shared,
-                ops,
-                status,
-            },
-            handle,
-        ))
+        Ok((StoreWriter { ops, status }, Store { shared }, handle))
     }
 
-    /// A copy of the visible state, without the memory tail.
-    pub fn view(&self) -> State {
-        let st = self.shared.read();
-        State {
-            ident: st.ident.clone(),
-            first: st.first,
-            next: st.next,
-            epoch: st.epoch,
-            receiving: st.receiving.clone(),
-            refreshing: st.refreshing,
-            verification: st.verification.clone(),
-            segments: BTreeSet::new(),
-            pins: BTreeMap::new(),
-            tail: Tail::default(),
-        }
+    /// A copy of the visible state.
+    pub fn view(&self) -> View {
+        self.shared.read().view.clone()
     }
 
     /// What decoding learned about the snapshot in service, once it is decoded.
     pub fn snapshot_stats(&self) -> Option<Arc<SnapshotStats>> {
-        let name = self.shared.read().ident.as_ref()?.snapshot.clone();
+        let name = self.shared.read().view.ident.as_ref()?.snapshot.clone();
         let all = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
         all.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone())
     }
@@ -284,16 +278,12 @@ impl Store {
 
     /// The offset after the last visible byte.
     pub fn next(&self) -> u64 {
-        self.shared.read().next
+        self.shared.read().view.next
     }
 
     /// Notified on every change of the visible state.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.changed.subscribe()
-    }
-
-    pub fn writer_status(&self) -> watch::Receiver<WriterStatus> {
-        self.status.clone()
     }
 
     pub fn snapshot_path(&self, ident: &Identity) -> PathBuf {
@@ -351,16 +341,16 @@ impl Store {
 
     fn locate(&self, from: u64, epoch: u64) -> Result<Located, Gone> {
         let st = self.shared.read();
-        if st.epoch != epoch {
+        if st.view.epoch != epoch {
             return Err(Gone::Reset);
         }
-        if from < st.first {
+        if from < st.view.first {
             return Err(Gone::Trimmed(from));
         }
-        if from >= st.next {
+        if from >= st.view.next {
             return Ok(Located::Nothing);
         }
-        if let Some(chunks) = st.tail.slice(from, st.next.min(from + READ_MAX)) {
+        if let Some(chunks) = st.tail.slice(from, st.view.next.min(from + READ_MAX)) {
             return Ok(Located::Memory(chunks));
         }
         let start = *st
@@ -373,14 +363,36 @@ impl Store {
             .range(from + 1..)
             .next()
             .copied()
-            .unwrap_or(st.next)
-            .min(st.next);
+            .unwrap_or(st.view.next)
+            .min(st.view.next);
         let len = (end - from).min(READ_MAX) as usize;
         Ok(Located::Disk(
             segment_path(&self.shared.dir, start),
             from - start,
             len,
         ))
+    }
+
+    /// Keeps the log from `offset` on while a replica catches up after a full sync. False if
+    /// retention already dropped it.
+    pub fn pin(&self, session: u64, offset: u64) -> bool {
+        self.shared.quietly(|st| {
+            let kept = offset >= st.view.first;
+            if kept {
+                st.pins.insert(session, offset);
+            }
+            kept
+        })
+    }
+
+    pub fn unpin(&self, session: u64) {
+        self.shared.quietly(|st| st.pins.remove(&session));
+    }
+}
+
+impl StoreWriter {
+    pub fn writer_status(&self) -> watch::Receiver<WriterStatus> {
+        self.status.clone()
     }
 
     async fn send(&self, op: Op) -> Result<()> {
@@ -413,22 +425,6 @@ impl Store {
 
     pub async fn abort_snapshot(&self, slot: Slot) -> Result<()> {
         self.send(Op::AbortSnapshot(slot)).await
-    }
-
-    /// Keeps the log from `offset` on while a replica catches up after a full sync. False if
-    /// retention already dropped it.
-    pub fn pin(&self, session: u64, offset: u64) -> bool {
-        self.shared.quietly(|st| {
-            let kept = offset >= st.first;
-            if kept {
-                st.pins.insert(session, offset);
-            }
-            kept
-        })
-    }
-
-    pub fn unpin(&self, session: u64) {
-        self.shared.quietly(|st| st.pins.remove(&session));
     }
 
     pub async fn append(&self, data: Bytes) -> Result<()> {

@@ -66,10 +66,10 @@ impl Writer {
             );
         }
         shared.update(|st| {
-            st.ident = ident;
-            st.epoch = 1;
+            st.view.ident = ident;
+            st.view.epoch = 1;
             if let Some(r) = &recovered {
-                (st.first, st.next) = (r.starts[0], r.next);
+                (st.view.first, st.view.next) = (r.starts[0], r.next);
                 st.segments = r.starts.iter().copied().collect();
             }
         });

@@ -150,8 +150,8 @@ impl Writer {
         let incoming = Incoming::create(&self.shared, replid, offset);
         *self.incoming.slot(slot) = Some(incoming);
         self.shared.update(|st| match slot {
-            Slot::Main => st.receiving = Some(Receiving { received: 0 }),
-            Slot::Refresh => st.refreshing = true,
+            Slot::Main => st.view.receiving = Some(Receiving { received: 0 }),
+            Slot::Refresh => st.view.refreshing = true,
         });
     }
 
@@ -163,7 +163,7 @@ impl Writer {
         let size = inc.size;
         if slot == Slot::Main {
             self.shared
-                .quietly(|st| st.receiving = Some(Receiving { received: size }));
+                .quietly(|st| st.view.receiving = Some(Receiving { received: size }));
         }
     }
 
@@ -172,8 +172,8 @@ impl Writer {
             inc.discard();
         }
         self.shared.update(|st| match slot {
-            Slot::Main => st.receiving = None,
-            Slot::Refresh => st.refreshing = false,
+            Slot::Main => st.view.receiving = None,
+            Slot::Refresh => st.view.refreshing = false,
         });
     }
 
@@ -205,7 +205,7 @@ impl Writer {
         let committed = remove_segments(&self.cfg).and_then(|()| ident.save(&self.cfg.dir));
         if let Err(e) = committed {
             self.remove_snapshot(&ident.snapshot);
-            let old = self.shared.read().ident.clone();
+            let old = self.shared.read().view.ident.clone();
             self.restart_log(old);
             return Err(e);
         }
@@ -236,25 +236,25 @@ impl Writer {
         self.scanner = Scanner::at(next);
         let open = self.seg.is_some();
         self.shared.update(|st| {
-            let keep = st.verification.clone();
+            let keep = st.view.verification.clone();
             let same =
-                st.ident.as_ref().map(|i| &i.snapshot) == ident.as_ref().map(|i| &i.snapshot);
-            st.ident = ident;
-            (st.first, st.next) = (next, next);
+                st.view.ident.as_ref().map(|i| &i.snapshot) == ident.as_ref().map(|i| &i.snapshot);
+            st.view.ident = ident;
+            (st.view.first, st.view.next) = (next, next);
             st.segments = if open {
                 [next].into()
             } else {
                 Default::default()
             };
             st.tail.clear();
-            st.epoch += 1;
-            st.refreshing = false;
-            st.verification = if same { keep } else { Verification::Verified };
+            st.view.epoch += 1;
+            st.view.refreshing = false;
+            st.view.verification = if same { keep } else { Verification::Verified };
         });
     }
 
     fn refreshed(&mut self, fresh: Identity) -> Result<()> {
-        let current = self.shared.read().ident.clone();
+        let current = self.shared.read().view.ident.clone();
         if current
             .as_ref()
             .is_none_or(|c| !c.replid.eq_ignore_ascii_case(&fresh.replid))
@@ -278,7 +278,7 @@ impl Writer {
             return;
         }
         let fresh = self.incoming.refreshed.take().expect("checked");
-        let Some(mut ident) = self.shared.read().ident.clone() else {
+        let Some(mut ident) = self.shared.read().view.ident.clone() else {
             return;
         };
         let old = ident.clone();
@@ -288,7 +288,7 @@ impl Writer {
         if let Err(e) = ident.save(&self.cfg.dir) {
             warn!("Keeping the previous snapshot: saving the identity failed: {e:#}");
             self.remove_snapshot(&ident.snapshot);
-            self.shared.update(|st| st.refreshing = false);
+            self.shared.update(|st| st.view.refreshing = false);
             return;
         }
         info!(
@@ -297,9 +297,9 @@ impl Writer {
         );
         self.remove_old_snapshot(&ident);
         self.shared.update(|st| {
-            st.ident = Some(ident);
-            st.refreshing = false;
-            st.verification = Verification::Verified;
+            st.view.ident = Some(ident);
+            st.view.refreshing = false;
+            st.view.verification = Verification::Verified;
         });
     }
 
@@ -311,7 +311,7 @@ impl Writer {
 
     /// Replicas still sending the old snapshot keep reading it: an open file outlives unlink.
     fn remove_old_snapshot(&self, current: &Identity) {
-        let old = self.shared.read().ident.clone();
+        let old = self.shared.read().view.ident.clone();
         if let Some(old) = old.filter(|o| o.snapshot != current.snapshot) {
             self.remove_snapshot(&old.snapshot);
         }
@@ -324,7 +324,7 @@ impl Writer {
 
     /// `+CONTINUE <replid>` with a new id: the old one becomes replid2, valid up to here.
     pub(super) fn shift_replid(&mut self, replid: String) {
-        let Some(mut ident) = self.shared.read().ident.clone() else {
+        let Some(mut ident) = self.shared.read().view.ident.clone() else {
             return;
         };
         if ident.replid.eq_ignore_ascii_case(&replid) {
@@ -342,8 +342,8 @@ impl Writer {
         }
         self.drop_refreshed();
         self.shared.update(|st| {
-            st.ident = Some(ident);
-            st.epoch += 1;
+            st.view.ident = Some(ident);
+            st.view.epoch += 1;
         });
     }
 }

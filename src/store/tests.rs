@@ -17,7 +17,7 @@ fn set_command(i: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_bounded_and_add_up_from_disk_and_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(StoreConfig {
+    let (writes, store, thread) = Store::open(StoreConfig {
         dir: dir.path().into(),
         fsync: Fsync::No,
         segment_size: 1 << 20,
@@ -26,22 +26,22 @@ async fn reads_are_bounded_and_add_up_from_disk_and_memory() {
     })
     .unwrap();
     let replid = "8e1cf1a49d4e3a2a3fa8c4a7a4b6b2e0c4d5e6f7".to_string();
-    store
+    writes
         .begin_snapshot(Slot::Main, replid, 1000)
         .await
         .unwrap();
-    store
+    writes
         .snapshot_data(Slot::Main, tiny_rdb(true).into())
         .await
         .unwrap();
-    store.finish_snapshot(Slot::Main).await.unwrap();
+    writes.finish_snapshot(Slot::Main).await.unwrap();
     let mut written = Vec::new();
     for i in 0..(2 * TAIL_BYTES / 4000) {
         let cmd = set_command(i);
         written.extend_from_slice(&cmd);
-        store.append(cmd.into()).await.unwrap();
+        writes.append(cmd.into()).await.unwrap();
     }
-    let end = store.flush().await.unwrap();
+    let end = writes.flush().await.unwrap();
     assert_eq!(end, 1001 + written.len() as u64);
 
     let epoch = store.view().epoch;
@@ -65,6 +65,6 @@ async fn reads_are_bounded_and_add_up_from_disk_and_memory() {
         scratch.capacity() == 0,
         "the disk buffer is released back on the tail"
     );
-    store.close().await.unwrap();
-    writer.join().unwrap();
+    writes.close().await.unwrap();
+    thread.join().unwrap();
 }

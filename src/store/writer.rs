@@ -145,9 +145,9 @@ impl Writer {
         self.trim();
         let visible = self.boundary;
         let has_snapshot = self.seg.is_some();
-        let changed = self.shared.read().next != visible;
+        let changed = self.shared.read().view.next != visible;
         if changed && has_snapshot {
-            self.shared.update(|st| st.next = visible);
+            self.shared.update(|st| st.view.next = visible);
         }
         self.status.send_if_modified(|s| {
             let ack = has_snapshot.then(|| visible.saturating_sub(1));
@@ -179,7 +179,7 @@ impl Writer {
     fn trim(&mut self) {
         let (dropped, first) = {
             let st = self.shared.read();
-            let Some(ident) = &st.ident else { return };
+            let Some(ident) = &st.view.ident else { return };
             let backlog_start = self.boundary.saturating_sub(self.cfg.backlog_size);
             let mut keep = (ident.snapshot_offset + 1).min(backlog_start);
             if let Some(&pin) = st.pins.values().min() {
@@ -196,7 +196,7 @@ impl Writer {
             dropped.iter().for_each(|s| {
                 st.segments.remove(s);
             });
-            st.first = first;
+            st.view.first = first;
         });
         for start in dropped {
             match remove_segment(&self.cfg, start) {
@@ -306,7 +306,7 @@ impl Writer {
 
     /// A history whose log segment could not be started (the disk was full) gets one now.
     fn reopen_log(&mut self) {
-        if self.seg.is_some() || self.shared.read().ident.is_none() {
+        if self.seg.is_some() || self.shared.read().view.ident.is_none() {
             return;
         }
         let start = self.boundary;

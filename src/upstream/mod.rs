@@ -23,14 +23,16 @@ use crate::decode::SnapshotFacts;
 use crate::instruments::{self, Collectors, Label, Labelled, Phase};
 use crate::link::{LinkControl, LinkReporter, LinkState};
 use crate::progress::Progress;
-use crate::store::{Slot, Store};
+use crate::store::{Slot, Store, StoreWriter};
 use wire::{Auth, Framing, MasterConn, PsyncReply};
 
-/// What the upstream room works with: the store's writing side, the link's status (which it
-/// alone reports), the master to follow, its counters.
+/// What the upstream room works with: the store (its reading side, and the writing side, which
+/// it alone holds), the link's status (which it alone reports), the master to follow, its
+/// counters.
 pub struct Upstream {
     pub config: Arc<Config>,
     pub store: Store,
+    pub writer: StoreWriter,
     pub link: LinkReporter,
     pub control: LinkControl,
     pub metrics: Arc<UpstreamMetrics>,
@@ -229,7 +231,7 @@ pub async fn run(up: Arc<Upstream>) {
             l.sync_total = None;
             l.snapshot_pending = false;
         });
-        if let Err(e) = up.store.abort_snapshot(Slot::Main).await {
+        if let Err(e) = up.writer.abort_snapshot(Slot::Main).await {
             warn!("{e:#}");
         }
         let mut delay = Duration::from_secs(1);
@@ -349,7 +351,7 @@ impl<'a> Link<'a> {
                 info!("Successful partial resynchronization with master.");
                 self.up.metrics.partial_syncs.inc();
                 if let Some(id) = new_id {
-                    self.up.store.continue_with(id.clone()).await?;
+                    self.up.writer.continue_with(id.clone()).await?;
                 }
             }
         }
@@ -363,9 +365,8 @@ impl<'a> Link<'a> {
         if !self.is_main() {
             return Ok(full);
         }
-        let store = &self.up.store;
-        let resume = store.flush().await?;
-        Ok(match store.view().ident {
+        let resume = self.up.writer.flush().await?;
+        Ok(match self.up.store.view().ident {
             Some(id) => {
                 info!(
                     "Trying a partial resynchronization (request {}:{resume}).",
@@ -404,7 +405,7 @@ impl<'a> Link<'a> {
         replid: String,
         offset: u64,
     ) -> Result<(u64, SnapshotFacts)> {
-        let store = &self.up.store;
+        let store = &self.up.writer;
         store.begin_snapshot(self.slot, replid, offset).await?;
         let mut framing = self.conn.payload_header().await?;
         let total = match framing {
@@ -446,7 +447,7 @@ impl<'a> Link<'a> {
             l.sync_total = None;
             l.snapshot_pending = false;
         });
-        let mut status = up.store.writer_status();
+        let mut status = up.writer.writer_status();
         let (mut getacks, failed) = {
             let s = status.borrow_and_update();
             (s.getacks, s.failed.clone())
@@ -462,11 +463,11 @@ impl<'a> Link<'a> {
                 chunk = self.conn.stream_chunk() => {
                     let chunk = chunk?;
                     counter.inc_by(chunk.len() as u64);
-                    up.store.append(chunk).await?;
+                    up.writer.append(chunk).await?;
                     self.touch();
                 }
                 _ = tick.tick() => {
-                    up.store.tick().await?;
+                    up.writer.tick().await?;
                     self.send_ack().await?;
                     self.check_timeout()?;
                     refresh.poll(up, &self.master).await;
@@ -495,7 +496,7 @@ impl<'a> Link<'a> {
 
     /// `REPLCONF ACK <offset>`: what the store holds per the fsync policy.
     async fn send_ack(&mut self) -> Result<()> {
-        let ack = self.up.store.writer_status().borrow().ack;
+        let ack = self.up.writer.writer_status().borrow().ack;
         match ack {
             Some(offset) => self.conn.send_ack(offset).await,
             None => Ok(()),

@@ -58,7 +58,7 @@ impl Refresher {
             up.link.update(|l| l.refresh_requested = false);
             if let Err(e) = &result {
                 warn!("Snapshot refresh failed: {e:#}; the current snapshot stays in service");
-                let _ = up.store.abort_snapshot(Slot::Refresh).await;
+                let _ = up.writer.abort_snapshot(Slot::Refresh).await;
             }
             result.is_ok()
         });
