@@ -246,7 +246,7 @@ impl Store {
             stats: Mutex::new(Vec::new()),
             feed: Mutex::new(StreamStats::default()),
         });
-        let (writer, status) = Writer::recover(shared.clone(), cfg)?;
+        let (writer, status) = Writer::open(shared.clone(), cfg)?;
         let (ops, rx) = mpsc::channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("store-writer".into())

@@ -7,18 +7,15 @@ use std::io::Read;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::identity::Identity;
 use super::index::{Damage, Index, trusted_len};
-use super::snapshot::{Incomings, spawn_decoder};
+use super::snapshot::spawn_decoder;
 use super::verify::verify_in_background;
-use super::writer::{
-    Segment, Writer, WriterStatus, create_segment, list_segments, remove_segment, remove_segments,
-};
+use super::writer::{Segment, create_segment, list_segments, remove_segment, remove_segments};
 use super::{Shared, StoreConfig, segment_path, snapshot_path};
-use crate::decode::{Follow, StreamStats};
+use crate::decode::Follow;
 use crate::feed::Scanner;
 
 /// The recovered log: segment starts, the open last segment, and the offset after its last
@@ -29,67 +26,62 @@ struct Recovered {
     next: u64,
 }
 
-impl Writer {
-    pub(super) fn recover(
-        shared: Arc<Shared>,
-        cfg: StoreConfig,
-    ) -> Result<(Writer, watch::Receiver<WriterStatus>)> {
-        let ident = load_identity(&cfg);
-        clean_snapshots(&cfg, ident.as_ref())?;
-        let recovered = match &ident {
-            Some(id) => Some(recover_log(&cfg, id.snapshot_offset + 1)?),
-            None => {
-                remove_segments(&cfg)?;
-                None
-            }
-        };
-        let next = recovered.as_ref().map_or(0, |r| r.next);
-        let (status, rx) = watch::channel(WriterStatus {
-            ack: ident.as_ref().map(|_| next - 1),
-            ..WriterStatus::default()
-        });
-        if let Some(id) = &ident {
-            decode_in_background(&shared, &cfg, id);
+/// What a store directory holds after recovery: the open last segment, if there is a history,
+/// and the offset after the last complete command. The recovered state is already published.
+pub(super) struct Reopened {
+    pub(super) seg: Option<Segment>,
+    pub(super) next: u64,
+    /// Whether a snapshot is in service, so there is an offset to acknowledge.
+    pub(super) history: bool,
+}
+
+/// Recovers the store in `cfg.dir` and publishes what it found; starts the decoding and the
+/// verification of the snapshot in service.
+pub(super) fn recover(shared: &Arc<Shared>, cfg: &StoreConfig) -> Result<Reopened> {
+    let ident = load_identity(cfg);
+    clean_snapshots(cfg, ident.as_ref())?;
+    let recovered = match &ident {
+        Some(id) => Some(recover_log(cfg, id.snapshot_offset + 1)?),
+        None => {
+            remove_segments(cfg)?;
+            None
         }
-        let checked = ident.as_ref().and_then(|id| {
-            let path = snapshot_path(&cfg.dir, &id.snapshot);
-            Some((
-                id.snapshot.clone(),
-                File::open(path).ok()?,
-                id.snapshot_size,
-            ))
-        });
-        if let (Some(id), Some(r)) = (&ident, &recovered) {
-            info!(
-                "Store recovered: replid {} snapshot at offset {}, backlog {}..{}",
-                id.replid, id.snapshot_offset, r.starts[0], r.next
-            );
-        }
-        shared.update(|st| {
-            st.view.ident = ident;
-            st.view.epoch = 1;
-            if let Some(r) = &recovered {
-                (st.view.first, st.view.next) = (r.starts[0], r.next);
-                st.segments = r.starts.iter().copied().collect();
-            }
-        });
-        if let Some((name, file, size)) = checked {
-            verify_in_background(shared.clone(), name, file, size);
-        }
-        let writer = Writer {
-            shared,
-            cfg,
-            seg: recovered.map(|r| r.last),
-            written: next,
-            boundary: next,
-            synced: next,
-            scanner: Scanner::at(next),
-            incoming: Incomings::default(),
-            feed: StreamStats::default(),
-            status,
-        };
-        Ok((writer, rx))
+    };
+    let next = recovered.as_ref().map_or(0, |r| r.next);
+    if let Some(id) = &ident {
+        decode_in_background(shared, cfg, id);
     }
+    let checked = ident.as_ref().and_then(|id| {
+        let path = snapshot_path(&cfg.dir, &id.snapshot);
+        Some((
+            id.snapshot.clone(),
+            File::open(path).ok()?,
+            id.snapshot_size,
+        ))
+    });
+    if let (Some(id), Some(r)) = (&ident, &recovered) {
+        info!(
+            "Store recovered: replid {} snapshot at offset {}, backlog {}..{}",
+            id.replid, id.snapshot_offset, r.starts[0], r.next
+        );
+    }
+    let history = ident.is_some();
+    shared.update(|st| {
+        st.view.ident = ident;
+        st.view.epoch = 1;
+        if let Some(r) = &recovered {
+            (st.view.first, st.view.next) = (r.starts[0], r.next);
+            st.segments = r.starts.iter().copied().collect();
+        }
+    });
+    if let Some((name, file, size)) = checked {
+        verify_in_background(shared.clone(), name, file, size);
+    }
+    Ok(Reopened {
+        seg: recovered.map(|r| r.last),
+        next,
+        history,
+    })
 }
 
 /// The snapshot in service is decoded again after a restart, for INFO and metrics.

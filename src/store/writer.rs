@@ -4,6 +4,11 @@
 //! publishes (one fsync per batch under `appendfsync always`). Offsets are published only up to
 //! the last complete command, the way a Redis replica forwards only applied commands, so a
 //! downstream replica never sees half a command that a protocol error or a crash later cuts.
+//!
+//! It also owns the history: a snapshot from the main link puts a new history in service (the
+//! log restarts after it), a refreshed one replaces the snapshot of the same history once the
+//! log reaches its offset, and `+CONTINUE <new id>` shifts the replication IDs. Recovery
+//! (`recover`) hands it what the directory held.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -12,12 +17,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::identity::sync_dir;
+use super::identity::{Identity, sync_dir};
 use super::index::{Index, index_path};
-use super::snapshot::{Incomings, Slot};
-use super::{Fsync, Shared, StoreConfig, TAIL_BYTES, segment_path};
+use super::recover::{Reopened, recover};
+use super::snapshot::{Incoming, Incomings, Slot};
+use super::{
+    Fsync, Receiving, Shared, StoreConfig, TAIL_BYTES, Verification, segment_path, snapshot_path,
+};
 use crate::decode::{SnapshotFacts, StreamStats};
 use crate::feed::{Command, Scanner};
 
@@ -68,21 +76,46 @@ impl Segment {
 }
 
 pub(super) struct Writer {
-    pub(super) shared: Arc<Shared>,
-    pub(super) cfg: StoreConfig,
-    pub(super) seg: Option<Segment>,
+    shared: Arc<Shared>,
+    cfg: StoreConfig,
+    seg: Option<Segment>,
     /// Next offset after the bytes written to the current segment.
-    pub(super) written: u64,
+    written: u64,
     /// Next offset after the last complete command.
-    pub(super) boundary: u64,
-    pub(super) synced: u64,
-    pub(super) scanner: Scanner,
-    pub(super) incoming: Incomings,
-    pub(super) status: watch::Sender<WriterStatus>,
-    pub(super) feed: StreamStats,
+    boundary: u64,
+    synced: u64,
+    scanner: Scanner,
+    incoming: Incomings,
+    status: watch::Sender<WriterStatus>,
+    feed: StreamStats,
 }
 
 impl Writer {
+    /// Recovers the store and makes its writer, with the status the upstream link watches.
+    pub(super) fn open(
+        shared: Arc<Shared>,
+        cfg: StoreConfig,
+    ) -> Result<(Writer, watch::Receiver<WriterStatus>)> {
+        let Reopened { seg, next, history } = recover(&shared, &cfg)?;
+        let (status, rx) = watch::channel(WriterStatus {
+            ack: history.then(|| next - 1),
+            ..WriterStatus::default()
+        });
+        let writer = Writer {
+            shared,
+            cfg,
+            seg,
+            written: next,
+            boundary: next,
+            synced: next,
+            scanner: Scanner::at(next),
+            incoming: Incomings::default(),
+            feed: StreamStats::default(),
+            status,
+        };
+        Ok((writer, rx))
+    }
+
     pub(super) fn run(mut self, mut ops: mpsc::Receiver<Op>) {
         while let Some(op) = ops.blocking_recv() {
             let mut closing = self.apply(op);
@@ -345,6 +378,211 @@ impl Writer {
             self.shared.update(|st| st.tail.truncate(boundary));
         }
         self.scanner = Scanner::at(self.boundary);
+    }
+}
+
+/// History: snapshots arriving and going into service, and replication ID shifts.
+impl Writer {
+    fn begin_snapshot(&mut self, slot: Slot, replid: String, offset: u64) {
+        self.abort_snapshot(slot);
+        let incoming = Incoming::create(&self.shared, replid, offset);
+        *self.incoming.slot(slot) = Some(incoming);
+        self.shared.update(|st| match slot {
+            Slot::Main => st.view.receiving = Some(Receiving { received: 0 }),
+            Slot::Refresh => st.view.refreshing = true,
+        });
+    }
+
+    fn snapshot_data(&mut self, slot: Slot, data: &[u8]) {
+        let Some(inc) = self.incoming.slot(slot) else {
+            return;
+        };
+        inc.write(data);
+        let size = inc.size;
+        if slot == Slot::Main {
+            self.shared
+                .quietly(|st| st.view.receiving = Some(Receiving { received: size }));
+        }
+    }
+
+    fn abort_snapshot(&mut self, slot: Slot) {
+        if let Some(inc) = self.incoming.slot(slot).take() {
+            inc.discard();
+        }
+        self.shared.update(|st| match slot {
+            Slot::Main => st.view.receiving = None,
+            Slot::Refresh => st.view.refreshing = false,
+        });
+    }
+
+    fn finish_snapshot(&mut self, slot: Slot) -> Result<SnapshotFacts> {
+        let inc = self
+            .incoming
+            .slot(slot)
+            .take()
+            .context("no snapshot was being received");
+        let finished = inc.and_then(Incoming::finish);
+        let result = match (slot, finished) {
+            (Slot::Main, Ok((ident, facts))) => self.switch_to(ident).map(|()| facts),
+            (Slot::Refresh, Ok((ident, facts))) => self.refreshed(ident).map(|()| facts),
+            (_, Err(e)) => Err(e),
+        };
+        if slot == Slot::Main || result.is_err() {
+            self.abort_snapshot(slot);
+        }
+        result
+    }
+
+    /// Puts a new history in service. The old log goes before the identity names the new
+    /// snapshot: a crash in between leaves the old snapshot with an empty log, which is
+    /// consistent, while the other order would let the old history's log pass for the new
+    /// one's. A failure on the way leaves the same consistent state, never a state that lists
+    /// deleted segments.
+    fn switch_to(&mut self, ident: Identity) -> Result<()> {
+        self.seg = None;
+        let committed = remove_segments(&self.cfg).and_then(|()| ident.save(&self.cfg.dir));
+        if let Err(e) = committed {
+            self.remove_snapshot(&ident.snapshot);
+            let old = self.shared.read().view.ident.clone();
+            self.restart_log(old);
+            return Err(e);
+        }
+        self.remove_old_snapshot(&ident);
+        if let Some(refresh) = self.incoming.refresh.take() {
+            refresh.discard();
+        }
+        self.drop_refreshed();
+        self.restart_log(Some(ident));
+        self.status.send_modify(|s| s.failed = None);
+        Ok(())
+    }
+
+    /// An empty log right after the snapshot of `ident`, a new history for the readers. A new
+    /// snapshot was verified as it arrived; the one already in service keeps its standing.
+    fn restart_log(&mut self, ident: Option<Identity>) {
+        let Some(next) = ident.as_ref().map(|i| i.snapshot_offset + 1) else {
+            return;
+        };
+        self.seg = match create_segment(&self.cfg, next) {
+            Ok(seg) => Some(seg),
+            Err(e) => {
+                self.fail(format!("starting log segment {next} failed: {e:#}"));
+                None
+            }
+        };
+        (self.written, self.boundary, self.synced) = (next, next, next);
+        self.scanner = Scanner::at(next);
+        let open = self.seg.is_some();
+        self.shared.update(|st| {
+            let keep = st.view.verification.clone();
+            let same =
+                st.view.ident.as_ref().map(|i| &i.snapshot) == ident.as_ref().map(|i| &i.snapshot);
+            st.view.ident = ident;
+            (st.view.first, st.view.next) = (next, next);
+            st.segments = if open {
+                [next].into()
+            } else {
+                Default::default()
+            };
+            st.tail.clear();
+            st.view.epoch += 1;
+            st.view.refreshing = false;
+            st.view.verification = if same { keep } else { Verification::Verified };
+        });
+    }
+
+    fn refreshed(&mut self, fresh: Identity) -> Result<()> {
+        let current = self.shared.read().view.ident.clone();
+        if current
+            .as_ref()
+            .is_none_or(|c| !c.replid.eq_ignore_ascii_case(&fresh.replid))
+        {
+            self.remove_snapshot(&fresh.snapshot);
+            bail!("the master's replication ID changed during the snapshot refresh");
+        }
+        self.drop_refreshed();
+        self.incoming.refreshed = Some(fresh);
+        self.adopt_refreshed_snapshot();
+        Ok(())
+    }
+
+    /// A refreshed snapshot taken at X1 goes into service once the log holds X1+1, so a
+    /// replica that full-syncs from it finds the stream that follows it.
+    fn adopt_refreshed_snapshot(&mut self) {
+        let Some(fresh) = &self.incoming.refreshed else {
+            return;
+        };
+        if fresh.snapshot_offset + 1 > self.boundary {
+            return;
+        }
+        let fresh = self.incoming.refreshed.take().expect("checked");
+        let Some(mut ident) = self.shared.read().view.ident.clone() else {
+            return;
+        };
+        let old = ident.clone();
+        ident.snapshot = fresh.snapshot;
+        ident.snapshot_offset = fresh.snapshot_offset;
+        ident.snapshot_size = fresh.snapshot_size;
+        if let Err(e) = ident.save(&self.cfg.dir) {
+            warn!("Keeping the previous snapshot: saving the identity failed: {e:#}");
+            self.remove_snapshot(&ident.snapshot);
+            self.shared.update(|st| st.view.refreshing = false);
+            return;
+        }
+        info!(
+            "Snapshot refreshed: serving the snapshot taken at offset {} ({} bytes) instead of offset {}",
+            ident.snapshot_offset, ident.snapshot_size, old.snapshot_offset
+        );
+        self.remove_old_snapshot(&ident);
+        self.shared.update(|st| {
+            st.view.ident = Some(ident);
+            st.view.refreshing = false;
+            st.view.verification = Verification::Verified;
+        });
+    }
+
+    fn drop_refreshed(&mut self) {
+        if let Some(old) = self.incoming.refreshed.take() {
+            self.remove_snapshot(&old.snapshot);
+        }
+    }
+
+    /// Replicas still sending the old snapshot keep reading it: an open file outlives unlink.
+    fn remove_old_snapshot(&self, current: &Identity) {
+        let old = self.shared.read().view.ident.clone();
+        if let Some(old) = old.filter(|o| o.snapshot != current.snapshot) {
+            self.remove_snapshot(&old.snapshot);
+        }
+    }
+
+    /// Best effort: a snapshot file left behind is removed by the next recovery.
+    fn remove_snapshot(&self, name: &str) {
+        let _ = fs::remove_file(snapshot_path(&self.cfg.dir, name));
+    }
+
+    /// `+CONTINUE <replid>` with a new id: the old one becomes replid2, valid up to here.
+    fn shift_replid(&mut self, replid: String) {
+        let Some(mut ident) = self.shared.read().view.ident.clone() else {
+            return;
+        };
+        if ident.replid.eq_ignore_ascii_case(&replid) {
+            return;
+        }
+        info!(
+            "Master replication ID changed to {replid}; previous ID {} valid up to offset {}",
+            ident.replid,
+            self.boundary - 1
+        );
+        ident.replid2 = std::mem::replace(&mut ident.replid, replid);
+        ident.second_replid_offset = self.boundary as i64;
+        if let Err(e) = ident.save(&self.cfg.dir) {
+            self.fail(format!("saving the identity failed: {e:#}"));
+        }
+        self.drop_refreshed();
+        self.shared.update(|st| {
+            st.view.ident = Some(ident);
+            st.view.epoch += 1;
+        });
     }
 }
 
