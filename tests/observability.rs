@@ -166,3 +166,78 @@ fn every_metric_the_deploy_files_use_exists(relay: &Relay) {
         }
     }
 }
+
+/// The admin port speaks HTTP/1.1 as probes and Prometheus expect: keep-alive, HEAD, 405 for
+/// other methods, 431 for oversized headers, and a client that never finishes its request is
+/// closed.
+#[test]
+fn the_admin_port_speaks_http_with_bounds() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", relay.metrics_port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        s
+    };
+    // Two requests on one connection, the second a HEAD.
+    let mut s = connect();
+    let mut rd = BufReader::new(s.try_clone().unwrap());
+    let head = |rd: &mut BufReader<std::net::TcpStream>| {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            rd.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                return lines;
+            }
+            lines.push(line.trim_end().to_lowercase());
+        }
+    };
+    let length = |lines: &[String]| -> usize {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let first = head(&mut rd);
+    assert_eq!(first[0], "http/1.1 200 ok");
+    let mut body = vec![0; length(&first)];
+    rd.read_exact(&mut body).unwrap();
+    assert_eq!(body, b"ok\n");
+    s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let second = head(&mut rd);
+    assert_eq!(second[0], "http/1.1 200 ok", "kept alive: {second:?}");
+    assert!(length(&second) > 0, "HEAD says the length, sends no body");
+
+    let mut post = connect();
+    post.write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    BufReader::new(post).read_line(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+
+    let mut big = connect();
+    let header = format!("X-Big: {}\r\n", "a".repeat(16 * 1024));
+    let _ = big.write_all(format!("GET /healthz HTTP/1.1\r\n{header}\r\n").as_bytes());
+    let mut reply = String::new();
+    let _ = BufReader::new(big).read_line(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply:?}");
+
+    let mut slow = connect();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || rest.starts_with("HTTP/1.1 408"),
+        "an unfinished request is closed: {rest:?}"
+    );
+}

@@ -2,25 +2,39 @@
 //! `/readyz` (the upstream link is up and a verified snapshot is in service) and `/status`
 //! (JSON: what INFO replication says, plus the store and the replicas).
 //!
-//! It speaks just enough HTTP/1.1 for probes: one GET per connection, bounded request size,
-//! a short deadline, `Connection: close`.
+//! HTTP/1.1 is hyper's: keep-alive (Prometheus scrapes over one connection), HEAD, status codes,
+//! request headers bounded in size and in time. What a client of this port can cost is bounded
+//! too: at most `MAX_CONNECTIONS` at once, each for at most `MAX_CONNECTION_AGE`.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
-
-use crate::config::Config;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
 use super::RelayView;
 use super::metrics::Metrics;
 use super::status::Status;
+use crate::config::Config;
 
+/// Most bytes of a request's head (request line and headers): probes send a few hundred.
 const MAX_REQUEST: usize = 8 * 1024;
+/// Admin connections at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 256;
+/// A client has this long to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this long, kept alive or not, so none is held forever.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
 const PLAIN: &str = "text/plain; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -47,7 +61,12 @@ pub struct Admin {
 
 pub async fn serve(admin: Arc<Admin>, listener: Option<TcpListener>, shutdown: CancellationToken) {
     let Some(listener) = listener else { return };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => return,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.cancelled() => return,
@@ -61,71 +80,74 @@ pub async fn serve(admin: Arc<Admin>, listener: Option<TcpListener>, shutdown: C
                 continue;
             }
         };
-        {
+        let admin = admin.clone();
+        let service = hyper::service::service_fn(move |req| {
             let admin = admin.clone();
-            tokio::spawn(async move {
-                let r = tokio::time::timeout(Duration::from_secs(5), answer(&admin, sock)).await;
-                if !matches!(r, Ok(Ok(()))) {
-                    debug!("Admin request from {peer} failed or timed out");
+            async move { Ok::<_, Infallible>(answer(&admin, &req)) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_REQUEST)
+            .serve_connection(TokioIo::new(sock), service);
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tokio::time::timeout(MAX_CONNECTION_AGE, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!("Admin connection from {peer}: {e}"),
+                Err(_) => {
+                    debug!("Admin connection from {peer} closed after {MAX_CONNECTION_AGE:?}")
                 }
-            });
-        }
+            }
+        });
     }
 }
 
-async fn answer(admin: &Admin, mut sock: TcpStream) -> std::io::Result<()> {
-    let mut req = Vec::with_capacity(1024);
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST {
-        if sock.read_buf(&mut req).await? == 0 {
-            break;
-        }
+/// The four endpoints (and the `/live`, `/ready` spellings), for GET and HEAD.
+fn answer(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN,
+            "only GET and HEAD are served\n".into(),
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
     }
-    let line = String::from_utf8_lossy(&req[..req.iter().position(|&b| b == b'\r').unwrap_or(0)])
-        .into_owned();
-    let path = match line.split(' ').collect::<Vec<_>>()[..] {
-        ["GET" | "HEAD", path, _] => path.split('?').next().unwrap_or(path).to_string(),
-        _ => return respond(&mut sock, 405, PLAIN, "only GET is served\n").await,
-    };
-    match path.as_str() {
-        "/metrics" => {
-            let body = admin.metrics.render(&admin.view);
-            respond(&mut sock, 200, PROMETHEUS_TEXT, &body).await
-        }
+    match req.uri().path() {
+        "/metrics" => respond(
+            StatusCode::OK,
+            PROMETHEUS_TEXT,
+            admin.metrics.render(&admin.view),
+        ),
         "/status" => {
             let body = serde_json::to_string_pretty(&Status::of(&admin.view)).unwrap_or_default();
-            respond(&mut sock, 200, "application/json", &body).await
+            respond(StatusCode::OK, "application/json", body)
         }
-        "/healthz" | "/live" => respond(&mut sock, 200, PLAIN, "ok\n").await,
+        "/healthz" | "/live" => respond(StatusCode::OK, PLAIN, "ok\n".into()),
         "/readyz" | "/ready" => match admin.view.not_ready() {
-            None => respond(&mut sock, 200, PLAIN, "ready\n").await,
-            Some(why) => respond(&mut sock, 503, PLAIN, &format!("not ready: {why}\n")).await,
-        },
-        _ => {
-            respond(
-                &mut sock,
-                404,
+            None => respond(StatusCode::OK, PLAIN, "ready\n".into()),
+            Some(why) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
                 PLAIN,
-                "not found; try /metrics, /status, /healthz or /readyz\n",
-            )
-            .await
-        }
+                format!("not ready: {why}\n"),
+            ),
+        },
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "not found; try /metrics, /status, /healthz or /readyz\n".into(),
+        ),
     }
 }
 
-async fn respond(sock: &mut TcpStream, code: u16, kind: &str, body: &str) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    sock.write_all(head.as_bytes()).await?;
-    sock.write_all(body.as_bytes()).await?;
-    sock.shutdown().await
+fn respond(code: StatusCode, kind: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = code;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    resp
 }
 
 /// `replica-relay healthcheck`: GETs a path of the admin server on this host and succeeds on
