@@ -482,10 +482,9 @@ fn a_full_sync_under_way_outlives_the_refresh_that_replaces_its_snapshot() {
     });
 
     rd.read_exact(&mut payload[65536..]).unwrap();
-    let crc64 = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
     let (body, trailer) = payload.split_at(size - 8);
     assert_eq!(
-        crc64.checksum(body).to_le_bytes(),
+        crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Redis, body).to_le_bytes(),
         trailer,
         "the whole old snapshot arrived intact"
     );

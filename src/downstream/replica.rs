@@ -22,7 +22,7 @@ use crate::duplex::{Reader, Writer};
 use crate::instruments::Phase;
 use crate::progress::Progress;
 use crate::resp;
-use crate::store::{TAIL_BYTES, Verification, View, read_at};
+use crate::store::{TAIL_BYTES, Verification, View, read_at_then};
 
 /// How long a replica ahead of the store waits for the relay to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
@@ -497,13 +497,11 @@ async fn read_checked(
     buf: BytesMut,
     mut check: SnapshotCheck,
 ) -> std::io::Result<(Bytes, BytesMut, SnapshotCheck)> {
-    let (read, buf) = read_at(move || file.try_clone(), pos, len, buf).await?;
-    let checked = tokio::task::spawn_blocking(move || {
-        check.update(&read);
-        (read, check)
-    });
-    let (read, check) = checked.await.map_err(std::io::Error::other)?;
-    Ok((read, buf, check))
+    let add = move |piece: &[u8]| {
+        check.update(piece);
+        check
+    };
+    read_at_then(move || file.try_clone(), pos, len, buf, add).await
 }
 
 /// A snapshot file cut short on disk says so, not "failed to fill whole buffer".

@@ -537,14 +537,27 @@ pub async fn read_at(
     open: impl FnOnce() -> std::io::Result<std::fs::File> + Send + 'static,
     pos: u64,
     len: usize,
-    mut buf: BytesMut,
+    buf: BytesMut,
 ) -> std::io::Result<(Bytes, BytesMut)> {
-    let read = move || -> std::io::Result<(Bytes, BytesMut)> {
+    let (read, buf, ()) = read_at_then(open, pos, len, buf, |_| ()).await?;
+    Ok((read, buf))
+}
+
+/// `read_at`, then `then` on the bytes read, on the same blocking thread (a checksum, say).
+pub async fn read_at_then<T: Send + 'static>(
+    open: impl FnOnce() -> std::io::Result<std::fs::File> + Send + 'static,
+    pos: u64,
+    len: usize,
+    mut buf: BytesMut,
+    then: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> std::io::Result<(Bytes, BytesMut, T)> {
+    let read = move || -> std::io::Result<(Bytes, BytesMut, T)> {
         let f = open()?;
         buf.clear();
         buf.resize(len, 0);
         f.read_exact_at(&mut buf, pos)?;
-        Ok((buf.split().freeze(), buf))
+        let done = then(&buf);
+        Ok((buf.split().freeze(), buf, done))
     };
     tokio::task::spawn_blocking(read)
         .await
