@@ -241,3 +241,43 @@ fn the_admin_port_speaks_http_with_bounds() {
         "an unfinished request is closed: {rest:?}"
     );
 }
+
+/// Out of file descriptors, the admin server says so and waits instead of spinning on the
+/// failed accept; once descriptors are free again it answers.
+#[test]
+fn the_admin_server_survives_running_out_of_file_descriptors() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let pid = relay.pid() as i32;
+    let mut before = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit on the relay's pid with valid pointers; only the soft limit changes.
+    let got = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut before) };
+    assert_eq!(got, 0, "reading the relay's descriptor limit");
+    let hard = before.rlim_max;
+    let low = |cur| libc::rlimit {
+        rlim_cur: cur,
+        rlim_max: hard,
+    };
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &low(48), std::ptr::null_mut()) };
+    assert_eq!(set, 0, "lowering the relay's descriptor limit");
+    let mut held = Vec::new();
+    let log = wait_for("the relay to report the failed accept", || {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", relay.metrics_port)) {
+            held.push(s);
+        }
+        let log = relay.log();
+        (log.contains("Accepting an admin connection"), held.len())
+    });
+    drop(held);
+    // SAFETY: as above.
+    let back = low(before.rlim_cur);
+    unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &back, std::ptr::null_mut()) };
+    wait_for("the admin server to answer again", || {
+        let ok = std::panic::catch_unwind(|| relay.http_get("/healthz").0).unwrap_or(0);
+        (ok == 200, ok)
+    });
+    assert!(log > 0);
+}
