@@ -3,13 +3,12 @@
 //! whether the checksum holds; for a store also the identity and the log range.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::decode::{SnapshotCheck, SnapshotStats, analyze, counts};
+use crate::decode::{SnapshotStats, analyze, check_file, counts};
 use crate::store::{self, StoreSummary};
 
 #[derive(Debug, clap::Args)]
@@ -70,7 +69,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
 fn inspect(file: &Path, store: Option<StoreSummary>) -> Result<Report> {
     let open = || std::fs::File::open(file).with_context(|| format!("opening {}", file.display()));
     let bytes = open()?.metadata()?.len();
-    let checksum = match check(open()?) {
+    let checksum = match check_file(open()?, |_| ()).map(|facts| facts.checksummed) {
         Ok(true) => "ok".to_string(),
         Ok(false) => "disabled".to_string(),
         Err(e) => e,
@@ -84,23 +83,6 @@ fn inspect(file: &Path, store: Option<StoreSummary>) -> Result<Report> {
         stats,
         store,
     })
-}
-
-/// Whether the CRC64 trailer was checked (true) or is zero (false); the error says what broke.
-fn check(mut f: std::fs::File) -> Result<bool, String> {
-    let mut check = SnapshotCheck::default();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => check.update(&buf[..n]),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    check
-        .finish()
-        .map(|facts| facts.checksummed)
-        .map_err(|e| e.to_string())
 }
 
 fn text(r: &Report) -> String {

@@ -109,6 +109,26 @@ impl SnapshotCheck {
     }
 }
 
+/// Checks a whole snapshot read from `file` in 1 MiB pieces; `advanced` is told each piece's
+/// size, for progress. The error says what broke, reading included.
+pub fn check_file(
+    mut file: impl std::io::Read,
+    mut advanced: impl FnMut(u64),
+) -> Result<SnapshotFacts, String> {
+    let mut check = SnapshotCheck::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| format!("reading it failed: {e}"))?;
+        if n == 0 {
+            return check.finish().map_err(|e| e.to_string());
+        }
+        check.update(&buf[..n]);
+        advanced(n as u64);
+    }
+}
+
 /// `REDIS0011` or `VALKEY080`.
 pub fn parse_signature(header: &[u8]) -> Result<(String, u32), SnapshotError> {
     let bad = || SnapshotError::Signature(String::from_utf8_lossy(header).into_owned());

@@ -8,7 +8,7 @@ mod stream;
 
 #[cfg(test)]
 pub(crate) use check::tiny_rdb;
-pub use check::{SnapshotCheck, SnapshotFacts};
+pub use check::{SnapshotCheck, SnapshotFacts, check_file};
 pub use follow::{Follow, FollowReader};
 pub use stats::{SnapshotStats, analyze, counts};
 pub use stream::StreamStats;

@@ -5,17 +5,13 @@
 //! syncs wait for a fresh one from the master, partial resyncs go on from the log.
 
 use std::fs::File;
-use std::io::Read;
 use std::sync::Arc;
 
 use tracing::{error, info};
 
 use super::Shared;
-use crate::decode::SnapshotCheck;
+use crate::decode::check_file;
 use crate::progress::Progress;
-
-/// Piece of the file read at a time.
-const READ: usize = 1 << 20;
 
 /// The standing of the snapshot named by the identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,7 +39,7 @@ impl Verification {
 pub(super) fn verify_in_background(shared: Arc<Shared>, name: String, file: File, size: u64) {
     let spawned = std::thread::Builder::new()
         .name("rdb-verify".into())
-        .spawn(move || match check_file(file, size, &name) {
+        .spawn(move || match check(file, size, &name) {
             Ok(()) => {
                 info!("Snapshot {name} verified ({size} bytes, checksum and format): serving it");
                 shared.verified(&name, Verification::Verified);
@@ -55,21 +51,9 @@ pub(super) fn verify_in_background(shared: Arc<Shared>, name: String, file: File
     }
 }
 
-fn check_file(mut file: File, size: u64, name: &str) -> Result<(), String> {
-    let mut check = SnapshotCheck::default();
+fn check(file: File, size: u64, name: &str) -> Result<(), String> {
     let mut progress = Progress::new(format!("Verifying snapshot {name}:"), Some(size));
-    let mut buf = vec![0u8; READ];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| format!("reading it failed: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        check.update(&buf[..n]);
-        progress.advance(n as u64);
-    }
-    check.finish().map(|_| ()).map_err(|e| e.to_string())
+    check_file(file, |n| progress.advance(n)).map(|_| ())
 }
 
 /// Takes `name` out of service if it is still the snapshot in service.
