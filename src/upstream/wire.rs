@@ -41,8 +41,6 @@ const MAX_BULK: usize = 1 << 20;
 pub struct MasterServer {
     /// `valkey_version` of a Valkey master; `None` for Redis.
     pub valkey: Option<String>,
-    /// `redis_version` (Valkey reports the Redis version it is compatible with).
-    pub redis: Option<String>,
     /// What `REPLCONF version` said, if it was sent.
     pub announced: Option<String>,
 }
@@ -57,7 +55,6 @@ impl MasterServer {
         let valkey = field("server_name").is_some_and(|n| n == "valkey");
         MasterServer {
             valkey: field("valkey_version").filter(|_| valkey),
-            redis: field("redis_version"),
             announced: None,
         }
     }
@@ -456,7 +453,6 @@ mod tests {
             "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:9.1.2\r\n";
         let m = MasterServer::from_info(valkey);
         assert_eq!(m.valkey.as_deref(), Some("9.1.2"));
-        assert_eq!(m.redis.as_deref(), Some("7.2.4"));
         let redis = MasterServer::from_info("# Server\r\nredis_version:8.2.3\r\n");
         assert_eq!(redis.valkey, None);
         assert_eq!(MasterServer::from_info(""), MasterServer::default());
