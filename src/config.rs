@@ -4,6 +4,7 @@
 //! Precedence is flag, then environment, then file, then default. Names follow redis.conf
 //! (`replicaof`, `masterauth`, `repl-timeout`, `appendfsync`) so Redis operators know them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -193,6 +194,25 @@ pub struct RelayArgs {
     /// Address of the admin HTTP server [default: 127.0.0.1].
     #[arg(long, env = "REPLICA_RELAY_METRICS_BIND")]
     pub metrics_bind: Option<String>,
+    /// What INFO reports as slave_priority/replica_priority. 0 (the default) tells Sentinel
+    /// never to promote the relay, which holds no keys; another value only for setups that know
+    /// why [default: 0].
+    #[arg(long, env = "REPLICA_RELAY_REPLICA_PRIORITY")]
+    pub replica_priority: Option<u32>,
+    /// What INFO reports as replica_announced. "no" (the default) hides the relay from
+    /// `SENTINEL REPLICAS`, so clients that find replicas through Sentinel do not send reads
+    /// to it: it holds no keys [default: no].
+    #[arg(long, env = "REPLICA_RELAY_REPLICA_ANNOUNCED")]
+    pub replica_announced: Option<YesNo>,
+    /// Renames a command, as redis.conf's rename-command (and Sentinel's), given as
+    /// NAME=NEWNAME; an empty NEWNAME disables NAME. Repeatable.
+    #[arg(
+        long = "rename-command",
+        env = "REPLICA_RELAY_RENAME_COMMAND",
+        value_delimiter = ',',
+        value_name = "NAME=NEWNAME"
+    )]
+    pub rename_command: Vec<String>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
     #[arg(long, env = "REPLICA_RELAY_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -224,6 +244,10 @@ struct FileConfig {
     master_info_interval: Option<u64>,
     metrics_port: Option<u16>,
     metrics_bind: Option<String>,
+    replica_priority: Option<u32>,
+    replica_announced: Option<YesNo>,
+    /// `["NAME NEWNAME", ...]`, as redis.conf's lines.
+    rename_command: Option<Vec<String>>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
 }
@@ -251,6 +275,10 @@ pub struct Config {
     pub master_info_interval: Option<Duration>,
     pub metrics_port: u16,
     pub metrics_bind: String,
+    pub replica_priority: u32,
+    pub replica_announced: bool,
+    /// Lowercase original name to lowercase new name (empty: disabled).
+    pub renamed: BTreeMap<String, String>,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -343,6 +371,10 @@ impl Config {
                 .metrics_bind
                 .or(file.metrics_bind)
                 .unwrap_or_else(|| "127.0.0.1".into()),
+            replica_priority: args.replica_priority.or(file.replica_priority).unwrap_or(0),
+            replica_announced: args.replica_announced.or(file.replica_announced)
+                == Some(YesNo::Yes),
+            renamed: renames(&args.rename_command, file.rename_command.as_deref())?,
             log_level: args
                 .log_level
                 .or(file.log_level)
@@ -374,6 +406,37 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `rename-command` from the flags (`NAME=NEWNAME`) or else the file (`"NAME NEWNAME"`).
+fn renames(flags: &[String], file: Option<&[String]>) -> Result<BTreeMap<String, String>> {
+    let pairs: Vec<(String, String)> = if !flags.is_empty() {
+        flags
+            .iter()
+            .map(|f| match f.split_once('=') {
+                Some((old, new)) => Ok((old.to_string(), new.to_string())),
+                None => bail!("rename-command must be NAME=NEWNAME, got {f:?}"),
+            })
+            .collect::<Result<_>>()?
+    } else {
+        file.unwrap_or_default()
+            .iter()
+            .map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                [old, new] => Ok((old.to_string(), new.trim_matches('"').to_string())),
+                [old] => Ok((old.to_string(), String::new())),
+                _ => bail!("rename-command must be \"NAME NEWNAME\", got {l:?}"),
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut out = BTreeMap::new();
+    for (old, new) in pairs {
+        let (old, new) = (old.to_ascii_lowercase(), new.to_ascii_lowercase());
+        if old.is_empty() || old.len() > 64 || new.len() > 64 || new.contains(char::is_whitespace) {
+            bail!("rename-command: invalid command name in {old:?} -> {new:?}");
+        }
+        out.insert(old, new);
+    }
+    Ok(out)
 }
 
 fn parse_replicaof(s: &str) -> Result<MasterAddr> {

@@ -4,12 +4,14 @@
 //! Sentinel), and the upstream room follows it. Neither room imports the other: both hold
 //! these handles, made by the relay when it wires them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::watch;
+use tracing::info;
 
 use crate::config::MasterAddr;
+use crate::instruments::{Collectors, Label, Labelled};
 
 /// The upstream link's state, named as Redis' ROLE names a replica's `repl_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,26 +116,119 @@ impl LinkWatch {
     }
 }
 
+/// Why the relay moved to another master, for the log and `master_changes_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repoint {
+    /// `REPLICAOF` from a client, outside a transaction.
+    Operator,
+    /// `REPLICAOF` inside `MULTI` … `EXEC`: how Sentinel re-points a replica after a failover
+    /// (and in `+fix-slave-config`).
+    Transaction,
+    /// A Sentinel announced a failover (`+switch-master`).
+    SwitchMaster,
+    /// A Sentinel named the master (`SENTINEL get-master-addr-by-name`) at start or after a
+    /// change the relay did not see announced.
+    Sentinel,
+}
+
+impl Label for Repoint {
+    const NAME: &'static str = "reason";
+    const ALL: &'static [Repoint] = &[
+        Repoint::Operator,
+        Repoint::Transaction,
+        Repoint::SwitchMaster,
+        Repoint::Sentinel,
+    ];
+
+    fn value(self) -> &'static str {
+        match self {
+            Repoint::Operator => "operator",
+            Repoint::Transaction => "transaction",
+            Repoint::SwitchMaster => "switch_master",
+            Repoint::Sentinel => "sentinel",
+        }
+    }
+}
+
+/// The last re-point, for INFO and `/status`.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub from: Option<MasterAddr>,
+    pub to: Option<MasterAddr>,
+    pub reason: Repoint,
+    pub at: Instant,
+}
+
 /// Which master the relay follows.
 #[derive(Clone)]
-pub struct LinkControl(Arc<watch::Sender<Option<MasterAddr>>>);
+pub struct LinkControl {
+    master: Arc<watch::Sender<Option<MasterAddr>>>,
+    last: Arc<Mutex<Option<Change>>>,
+    changes: Labelled<Repoint>,
+}
 
 impl LinkControl {
     pub fn new(master: Option<MasterAddr>) -> LinkControl {
-        LinkControl(Arc::new(watch::Sender::new(master)))
+        LinkControl {
+            master: Arc::new(watch::Sender::new(master)),
+            last: Arc::default(),
+            changes: Labelled::new(
+                "master_changes_total",
+                "Times the relay moved to another master, by reason.",
+            ),
+        }
     }
 
     pub fn master(&self) -> Option<MasterAddr> {
-        self.0.borrow().clone()
+        self.master.borrow().clone()
     }
 
-    /// Follows `master` from now on (`None`: no master); returns the one followed before.
-    pub fn set(&self, master: Option<MasterAddr>) -> Option<MasterAddr> {
-        self.0.send_replace(master)
+    /// Follows `master` from now on (`None`: no master), logging the old and the new master and
+    /// `why` (who asked, in words); returns whether it changed anything.
+    pub fn set(&self, master: Option<MasterAddr>, reason: Repoint, why: &str) -> bool {
+        let show = |m: &Option<MasterAddr>| match m {
+            Some(m) => m.to_string(),
+            None => "no master".to_string(),
+        };
+        let mut changed = None;
+        self.master.send_if_modified(|current| {
+            if *current == master {
+                return false;
+            }
+            changed = Some(std::mem::replace(current, master.clone()));
+            true
+        });
+        let Some(from) = changed else {
+            return false;
+        };
+        info!(
+            "Master changed from {} to {} ({}: {why})",
+            show(&from),
+            show(&master),
+            reason.value()
+        );
+        self.changes.inc(reason);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Change {
+            from,
+            to: master,
+            reason,
+            at: Instant::now(),
+        });
+        true
+    }
+
+    pub fn last_change(&self) -> Option<Change> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Told of every change.
     pub fn subscribe(&self) -> watch::Receiver<Option<MasterAddr>> {
-        self.0.subscribe()
+        self.master.subscribe()
+    }
+}
+
+impl Collectors for LinkControl {
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![self.changes.collector()]
     }
 }

@@ -11,6 +11,7 @@ mod glob;
 mod inspect;
 mod instruments;
 mod link;
+mod master_file;
 mod observe;
 mod progress;
 mod relay;

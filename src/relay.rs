@@ -9,9 +9,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::Config;
+use crate::config::{Config, MasterAddr};
 use crate::downstream::{self, DownstreamMetrics, Replicas};
 use crate::link::{self, LinkControl};
+use crate::master_file;
 use crate::observe::RelayView;
 use crate::observe::admin::{self, Admin};
 use crate::observe::metrics::Metrics;
@@ -31,11 +32,12 @@ impl Rooms {
         config: Config,
         (writer, store): (StoreWriter, Store),
         store_metrics: StoreMetrics,
+        master: Option<MasterAddr>,
     ) -> Rooms {
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let (reporter, link) = link::status();
-        let control = LinkControl::new(config.replicaof.clone());
+        let control = LinkControl::new(master);
         let replicas = Arc::new(Replicas::default());
         let up_metrics = Arc::new(UpstreamMetrics::new());
         let down_metrics = Arc::new(DownstreamMetrics::new());
@@ -56,6 +58,8 @@ impl Rooms {
             link,
             control: control.clone(),
             replicas,
+            clients: Arc::default(),
+            pubsub: Arc::default(),
             metrics: down_metrics,
             server: view.clone(),
             shutdown: shutdown.clone(),
@@ -95,13 +99,15 @@ pub async fn run(config: Config) -> Result<()> {
     let (writes, store, writer) = tokio::task::spawn_blocking(move || Store::open(store_cfg))
         .await?
         .context("opening the store")?;
+    let master = first_master(&config).await?;
     let listener = TcpListener::bind((config.bind.as_str(), config.port))
         .await
         .with_context(|| format!("listening on {}:{}", config.bind, config.port))?;
     let admin_listener = admin::bind(&config).await?;
-    let rooms = Rooms::wire(config, (writes, store), store_metrics);
+    let rooms = Rooms::wire(config, (writes, store), store_metrics, master);
     let metrics = Metrics::new(&[
         &rooms.store_metrics,
+        &rooms.view.control,
         rooms.upstream.metrics.as_ref(),
         rooms.downstream.metrics.as_ref(),
     ]);
@@ -136,6 +142,22 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     info!("replica-relay is now ready to exit, bye bye...");
     Ok(())
+}
+
+/// The master to follow at start: the configured one, or the one a CONFIG REWRITE recorded
+/// (Sentinel's choice after a failover) while the configuration still names the same as then.
+async fn first_master(config: &Config) -> Result<Option<MasterAddr>> {
+    let dir = config.dir.clone();
+    let rewritten = tokio::task::spawn_blocking(move || master_file::read(&dir)).await??;
+    let recorded = rewritten.is_some();
+    let (master, why) = master_file::choose(config.replicaof.clone(), rewritten);
+    if recorded || master.is_some() {
+        match &master {
+            Some(m) => info!("Following master {m}, {why}"),
+            None => info!("Following no master, {why}"),
+        }
+    }
+    Ok(master)
 }
 
 async fn wait_for_signal() {

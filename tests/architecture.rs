@@ -18,7 +18,8 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
     ("instruments", 0, &[]),
     ("duplex", 0, &[]),
     // The link's status and control, below both links so neither imports the other.
-    ("link", 0, &["config"]),
+    ("link", 0, &["config", "instruments"]),
+    ("master_file", 0, &["config"]),
     ("decode", 1, &["feed", "progress"]),
     (
         "store",
@@ -50,6 +51,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "glob",
             "instruments",
             "link",
+            "master_file",
             "progress",
             "resp",
             "store",
@@ -78,6 +80,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "downstream",
             "instruments",
             "link",
+            "master_file",
             "observe",
             "store",
             "upstream",

@@ -1,20 +1,31 @@
 //! The commands the relay answers as a master: the replication handshake (PING, AUTH, REPLCONF,
-//! PSYNC, SYNC), administration (INFO, ROLE, REPLICAOF/SLAVEOF, CONFIG GET, CLIENT, COMMAND,
-//! HELLO, QUIT). Anything else gets an error that says what the relay is and where the data is.
+//! PSYNC, SYNC), administration (INFO, ROLE, REPLICAOF/SLAVEOF, CONFIG GET and REWRITE, CLIENT,
+//! COMMAND, HELLO, QUIT), and what Sentinel sends an instance it watches: its re-pointing
+//! transaction (MULTI … EXEC, `transaction`) and the hello channel's pub/sub. Anything else
+//! gets an error that says what the relay is and where the data is.
 
 use bytes::Bytes;
 use tracing::{info, warn};
 
+mod transaction;
+
+pub use transaction::Transaction;
+
 use super::Client;
+use super::clients::Kind;
 use super::{Context, Rejection};
 use crate::config::MasterAddr;
 use crate::glob::{self, OverBudget};
+use crate::link::Repoint;
+use crate::master_file;
 use crate::resp::Reply;
 
 /// What the connection does after a command.
 #[derive(Debug)]
 pub enum Action {
     Reply(Reply),
+    /// Several replies to one command: SUBSCRIBE and friends confirm each name.
+    Replies(Vec<Reply>),
     /// `REPLCONF ACK` and friends: no reply at all.
     NoReply,
     Quit,
@@ -40,12 +51,58 @@ fn text(b: &Bytes) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-pub fn dispatch(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
-    let name = text(&args[0]).to_ascii_lowercase();
+/// A command's name after `rename-command`: the original name a renamed one stands for, `None`
+/// for a name renamed away (unknown, as in Redis).
+fn command_name(cx: &Context, raw: &Bytes) -> Option<String> {
+    let name = text(raw).to_ascii_lowercase();
+    let renamed = &cx.config.renamed;
+    if let Some((original, _)) = renamed.iter().find(|(_, new)| **new == name) {
+        return Some(original.clone());
+    }
+    (!renamed.contains_key(&name)).then_some(name)
+}
+
+/// Whether a command was sent alone or inside `MULTI` … `EXEC`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Within {
+    Alone,
+    Transaction,
+}
+
+pub async fn dispatch(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
+    let Some(name) = command_name(cx, &args[0]) else {
+        return err(format!("ERR unknown command '{}'", text(&args[0])));
+    };
     if !client.authed && !matches!(name.as_str(), "auth" | "hello" | "quit") {
         return err("NOAUTH Authentication required.");
     }
+    if client.subscribed() {
+        return subscribed(cx, client, &name, args);
+    }
+    if client.multi.is_some() {
+        return transaction::queue(cx, client, &name, args).await;
+    }
     match name.as_str() {
+        "multi" => {
+            client.multi = Some(transaction::Transaction::default());
+            Action::Reply(Reply::ok())
+        }
+        "exec" => err("ERR EXEC without MULTI"),
+        "discard" => err("ERR DISCARD without MULTI"),
+        "config" if is_rewrite(args) => Action::Reply(config_rewrite(cx).await),
+        _ => immediate(cx, client, &name, args, Within::Alone),
+    }
+}
+
+/// The commands that need no waiting, alone or run by EXEC.
+fn immediate(
+    cx: &Context,
+    client: &mut Client,
+    name: &str,
+    args: &[Bytes],
+    within: Within,
+) -> Action {
+    match name {
         "ping" => match args.len() {
             1 => Action::Reply(Reply::Simple("PONG".into())),
             2 => Action::Reply(Reply::Bulk(args[1].clone())),
@@ -60,11 +117,70 @@ pub fn dispatch(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
         "sync" => Action::Sync(SyncRequest { psync: None }),
         "info" => Action::Reply(Reply::Bulk(cx.server.info(&args[1..]).into())),
         "role" => Action::Reply(cx.server.role()),
-        "replicaof" | "slaveof" => replicaof(cx, client, args),
+        "replicaof" | "slaveof" => replicaof(cx, client, args, within),
         "config" => config(cx, args),
-        "client" => client_command(client, args),
+        "client" => client_command(cx, client, args),
         "command" => command(args),
-        _ => err(not_served(cx, &name)),
+        "publish" => publish(cx, args),
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
+            subscribed(cx, client, name, args)
+        }
+        _ => err(not_served(cx, name)),
+    }
+}
+
+/// RESP2's subscribed mode: only (un)subscribing, PING and QUIT.
+fn subscribed(cx: &Context, client: &mut Client, name: &str, args: &[Bytes]) -> Action {
+    let pattern = name.starts_with('p') && name != "ping";
+    let names = &args[1..];
+    match name {
+        "subscribe" | "psubscribe" if names.is_empty() => wrong_args(name),
+        "subscribe" | "psubscribe" => {
+            let sub = client.subscriber();
+            Action::Replies(cx.pubsub.subscribe(sub, names, pattern))
+        }
+        "unsubscribe" | "punsubscribe" => {
+            let sub = client.subscriber();
+            Action::Replies(cx.pubsub.unsubscribe(sub, names, pattern))
+        }
+        "ping" if args.len() <= 2 => Action::Reply(Reply::Array(vec![
+            Reply::bulk("pong"),
+            Reply::Bulk(args.get(1).cloned().unwrap_or_default()),
+        ])),
+        "ping" => wrong_args("ping"),
+        "quit" => Action::Quit,
+        _ => err(format!(
+            "ERR Can't execute '{name}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT are allowed in this context"
+        )),
+    }
+}
+
+fn publish(cx: &Context, args: &[Bytes]) -> Action {
+    let [_, channel, message] = args else {
+        return wrong_args("publish");
+    };
+    match cx.pubsub.publish(channel, message) {
+        Ok(n) => Action::Reply(Reply::Int(n)),
+        Err(e) => err(e),
+    }
+}
+
+fn is_rewrite(args: &[Bytes]) -> bool {
+    args.len() == 2 && args[1].eq_ignore_ascii_case(b"rewrite")
+}
+
+/// CONFIG REWRITE: keeps the master followed now in `--dir`, so a restart follows it.
+async fn config_rewrite(cx: &Context) -> Reply {
+    let rewritten = master_file::Rewritten {
+        followed: cx.control.master(),
+        configured: cx.config.replicaof.clone(),
+    };
+    let dir = cx.config.dir.clone();
+    let written = tokio::task::spawn_blocking(move || master_file::write(&dir, &rewritten)).await;
+    match written {
+        Ok(Ok(())) => Reply::ok(),
+        Ok(Err(e)) => Reply::err(format!("ERR Rewriting config file: {e:#}")),
+        Err(e) => Reply::err(format!("ERR Rewriting config file: {e}")),
     }
 }
 
@@ -222,17 +338,33 @@ fn psync(args: &[Bytes]) -> Action {
     }
 }
 
-fn replicaof(cx: &Context, client: &Client, args: &[Bytes]) -> Action {
+fn replicaof(cx: &Context, client: &Client, args: &[Bytes], within: Within) -> Action {
     let [_, host, port] = args else {
         return wrong_args("replicaof");
     };
     let (host, port) = (text(host), text(port));
+    let (reason, who) = match within {
+        Within::Alone => (Repoint::Operator, format!("REPLICAOF from {}", client.peer)),
+        Within::Transaction => (
+            Repoint::Transaction,
+            format!(
+                "REPLICAOF in a MULTI/EXEC transaction from {}, as Sentinel re-points replicas",
+                client.peer
+            ),
+        ),
+    };
     if host.eq_ignore_ascii_case("no") && port.eq_ignore_ascii_case("one") {
-        if cx.control.set(None).is_some() {
-            info!(
-                "MASTER MODE enabled (REPLICAOF NO ONE from {}): the stored data stays served",
+        if within == Within::Transaction {
+            warn!(
+                "Refused SLAVEOF NO ONE in a transaction from {}: a relay holds no keys and cannot be promoted",
                 client.peer
             );
+            return err(
+                "ERR replica-relay cannot become a master: it holds no keys. SLAVEOF NO ONE in a transaction (how Sentinel promotes a replica) is refused; REPLICAOF NO ONE sent alone stops replication",
+            );
+        }
+        if cx.control.set(None, reason, &who) {
+            info!("MASTER MODE enabled: the stored data stays served");
         }
         return Action::Reply(Reply::ok());
     }
@@ -240,16 +372,11 @@ fn replicaof(cx: &Context, client: &Client, args: &[Bytes]) -> Action {
         Ok(m) => m,
         Err(e) => return err(format!("ERR {e}")),
     };
-    if cx.control.master().as_ref() == Some(&master) {
+    if !cx.control.set(Some(master), reason, &who) {
         return Action::Reply(Reply::Simple(
             "OK Already connected to specified master".into(),
         ));
     }
-    info!(
-        "REPLICAOF {master} enabled (user request from {})",
-        client.peer
-    );
-    cx.control.set(Some(master));
     Action::Reply(Reply::ok())
 }
 
@@ -263,7 +390,7 @@ fn config(cx: &Context, args: &[Bytes]) -> Action {
     let sub = args.get(1).map(|s| text(s).to_ascii_lowercase());
     if sub.as_deref() != Some("get") || args.len() < 3 {
         return err(
-            "ERR replica-relay supports only CONFIG GET <pattern> [pattern ...]; change settings with flags or the config file",
+            "ERR replica-relay supports only CONFIG GET <pattern> [pattern ...] and CONFIG REWRITE; change settings with flags or the config file",
         );
     }
     let patterns = &args[2..];
@@ -297,7 +424,7 @@ fn config(cx: &Context, args: &[Bytes]) -> Action {
     Action::Reply(Reply::Array(out))
 }
 
-fn client_command(client: &mut Client, args: &[Bytes]) -> Action {
+fn client_command(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
     let sub = args
         .get(1)
         .map(|s| text(s).to_ascii_lowercase())
@@ -311,8 +438,55 @@ fn client_command(client: &mut Client, args: &[Bytes]) -> Action {
         ("id", 2) => Action::Reply(Reply::Int(client.id as i64)),
         ("setinfo", 4) => Action::Reply(Reply::ok()),
         ("list", 2) => Action::Reply(Reply::bulk(client_list(client))),
-        _ => err("ERR replica-relay supports CLIENT SETNAME, GETNAME, ID, LIST and SETINFO"),
+        ("kill", n) if n >= 4 => client_kill(cx, client, &args[2..]),
+        _ => err(
+            "ERR replica-relay supports CLIENT SETNAME, GETNAME, ID, LIST, SETINFO and KILL TYPE normal|pubsub, KILL ID",
+        ),
     }
+}
+
+/// `CLIENT KILL TYPE normal|pubsub` (Sentinel's) and `CLIENT KILL ID <id>`, with `SKIPME`.
+/// Replica links are never closed this way: they are what the relay is for.
+fn client_kill(cx: &Context, client: &Client, filters: &[Bytes]) -> Action {
+    let (mut kind, mut id, mut skipme) = (None, None, true);
+    for pair in filters.chunks(2) {
+        let [key, value] = pair else {
+            return err("ERR syntax error");
+        };
+        let value = text(value).to_ascii_lowercase();
+        match (text(key).to_ascii_lowercase().as_str(), value.as_str()) {
+            ("type", "normal") => kind = Some(Kind::Normal),
+            ("type", "pubsub") => kind = Some(Kind::PubSub),
+            ("type", "master" | "replica" | "slave") => {
+                return err("ERR replica-relay does not close replica links with CLIENT KILL");
+            }
+            ("id", v) => match v.parse::<u64>() {
+                Ok(n) => id = Some(n),
+                Err(_) => return err("ERR client-id should be greater than 0"),
+            },
+            ("skipme", "yes") => skipme = true,
+            ("skipme", "no") => skipme = false,
+            _ => {
+                return err(format!(
+                    "ERR Unsupported CLIENT KILL filter '{}'",
+                    text(key)
+                ));
+            }
+        }
+    }
+    let except = skipme.then_some(client.id);
+    let killed = match (kind, id) {
+        (Some(kind), None) => cx.clients.kill(kind, except),
+        (None, Some(id)) => usize::from(Some(id) != except && cx.clients.kill_id(id)),
+        _ => return err("ERR CLIENT KILL takes one filter: TYPE normal|pubsub or ID <id>"),
+    };
+    if killed > 0 {
+        info!(
+            "CLIENT KILL from {}: closing {killed} client(s)",
+            client.peer
+        );
+    }
+    Action::Reply(Reply::Int(killed as i64))
 }
 
 /// The one line of CLIENT LIST: the relay shows a client itself only.
@@ -350,8 +524,27 @@ mod tests {
     /// patterns.
     fn commands() -> impl Strategy<Value = Vec<Bytes>> {
         let name = prop::sample::select(vec![
-            "PING", "ECHO", "AUTH", "HELLO", "REPLCONF", "PSYNC", "INFO", "ROLE", "CONFIG",
-            "CLIENT", "COMMAND", "SET", "GET", "config", "replconf",
+            "PING",
+            "ECHO",
+            "AUTH",
+            "HELLO",
+            "REPLCONF",
+            "PSYNC",
+            "INFO",
+            "ROLE",
+            "CONFIG",
+            "CLIENT",
+            "COMMAND",
+            "SET",
+            "GET",
+            "config",
+            "replconf",
+            "MULTI",
+            "EXEC",
+            "SUBSCRIBE",
+            "PSUBSCRIBE",
+            "UNSUBSCRIBE",
+            "PUBLISH",
         ]);
         let arg = prop_oneof![
             prop::sample::select(vec![
@@ -371,6 +564,10 @@ mod tests {
                 "AUTH",
                 "6379",
                 "psync2",
+                "kill",
+                "type",
+                "normal",
+                "rewrite",
             ])
             .prop_map(|s| s.as_bytes().to_vec()),
             prop::collection::vec(prop::sample::select(&b"*?[]^-\\a#"[..]), 0..200),
@@ -396,8 +593,10 @@ mod tests {
             let mut client = Client::new(1, "127.0.0.1:5000".parse().unwrap(), true);
             let sent: usize = args.iter().map(|a| a.len() + 16).sum();
             let mut out = bytes::BytesMut::new();
-            match dispatch(&cx, &mut client, &args) {
+            let action = RUNTIME.with(|rt| rt.block_on(dispatch(&cx, &mut client, &args)));
+            match action {
                 Action::Reply(reply) => reply.encode(&mut out),
+                Action::Replies(replies) => replies.iter().for_each(|r| r.encode(&mut out)),
                 Action::NoReply | Action::Quit | Action::Sync(_) => {}
             }
             prop_assert!(out.len() <= 64 * 1024 + 2 * sent, "{} reply bytes for {} sent", out.len(), sent);
@@ -405,6 +604,10 @@ mod tests {
     }
 
     thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
         static CONTEXT: std::cell::OnceCell<std::sync::Arc<Context>> = const { std::cell::OnceCell::new() };
     }

@@ -4,9 +4,11 @@
 //! Each connection is its own task with a bounded query buffer; a client that sends garbage gets
 //! a protocol error and is closed without affecting anyone else.
 
+mod clients;
 mod commands;
 mod formats;
 mod psync;
+mod pubsub;
 mod replica;
 
 use std::collections::BTreeMap;
@@ -32,7 +34,9 @@ use crate::resp::{self, Reply};
 use crate::store::Store;
 use commands::Action;
 
+pub use clients::Clients;
 pub use psync::{Decision, ahead_of_store, decide};
+pub use pubsub::PubSub;
 
 /// What the downstream room works with: the store's reading side, the link's status, the
 /// master to follow (REPLICAOF), the replicas attached, its counters, and what INFO says of the
@@ -43,6 +47,8 @@ pub struct Context {
     pub link: LinkWatch,
     pub control: LinkControl,
     pub replicas: Arc<Replicas>,
+    pub clients: Arc<Clients>,
+    pub pubsub: Arc<PubSub>,
     pub metrics: Arc<DownstreamMetrics>,
     pub server: Arc<dyn ServerInfo>,
     pub shutdown: CancellationToken,
@@ -146,7 +152,6 @@ impl Collectors for DownstreamMetrics {
 const MAX_QUERY: usize = 256 * 1024;
 
 /// Per-connection state that commands read and change.
-#[derive(Debug, Clone)]
 pub struct Client {
     pub id: u64,
     pub peer: SocketAddr,
@@ -161,6 +166,12 @@ pub struct Client {
     pub version: Option<String>,
     pub rdb_only: bool,
     pub created: Instant,
+    /// Commands queued since MULTI.
+    pub multi: Option<commands::Transaction>,
+    /// Its subscriptions, once it has subscribed to something.
+    subscriber: Option<pubsub::Subscriber>,
+    /// Closes the connection (CLIENT KILL, a subscriber too slow).
+    close: CancellationToken,
 }
 
 impl Client {
@@ -177,6 +188,31 @@ impl Client {
             version: None,
             rdb_only: false,
             created: Instant::now(),
+            multi: None,
+            subscriber: None,
+            close: CancellationToken::new(),
+        }
+    }
+
+    /// In RESP2's subscribed mode: subscribed to at least one channel or pattern.
+    pub fn subscribed(&self) -> bool {
+        self.subscriber.as_ref().is_some_and(|s| s.count() > 0)
+    }
+
+    fn subscriber(&mut self) -> &mut pubsub::Subscriber {
+        let (id, close) = (self.id, self.close.clone());
+        self.subscriber
+            .get_or_insert_with(|| pubsub::Subscriber::new(id, close))
+    }
+
+    /// The next message for a subscriber; never, for a client that has not subscribed.
+    async fn next_message(&mut self) -> Bytes {
+        match self.subscriber.as_mut() {
+            Some(s) => match s.next().await {
+                Some(m) => m,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
         }
     }
 
@@ -336,21 +372,26 @@ async fn connection(
     id: u64,
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let registered = cx.clients.join(id);
     let mut client = Client::new(id, peer, cx.config.requirepass.is_none());
+    client.close = registered.close.clone();
     debug!("Accepted {peer}");
     let mut buf = BytesMut::with_capacity(1024);
     let mut parser = resp::CommandParser::default();
     let mut out = BytesMut::new();
-    loop {
-        let action = next_action(&cx, &mut client, &mut parser, &mut buf, &mut out);
+    let request = loop {
+        let action = next_action(&cx, &mut client, &mut parser, &mut buf, &mut out).await;
+        registered.set_kind(if client.subscribed() {
+            clients::Kind::PubSub
+        } else {
+            clients::Kind::Normal
+        });
         if !out.is_empty() && wr.write_all(&out.split()).await.is_err() {
-            return;
+            break None;
         }
         match action {
-            Ok(Turn::Sync(request)) => {
-                return replica::serve(cx, (rd, wr), client, buf, request).await;
-            }
-            Ok(Turn::Close) => return,
+            Ok(Turn::Sync(request)) => break Some(request),
+            Ok(Turn::Close) => break None,
             // More complete commands wait in `buf`: let other tasks (the stream) run first.
             Ok(Turn::Yield) => {
                 tokio::task::yield_now().await;
@@ -360,16 +401,44 @@ async fn connection(
             Err(why) => {
                 cx.metrics.rejected.inc(Rejection::ProtocolError);
                 info!("Closing client {peer}: {why}");
-                return;
+                break None;
             }
         }
         if buf.len() > MAX_QUERY {
             info!("Closing client {peer}: query buffer over {MAX_QUERY} bytes");
-            return;
+            break None;
         }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        tokio::select! {
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break None,
+                Ok(_) => {}
+            },
+            message = client.next_message() => messages(&mut client, message, &mut out),
+            _ = registered.close.cancelled() => {
+                debug!("Closing client {peer}: killed");
+                break None;
+            }
+        }
+    };
+    if let Some(sub) = client.subscriber.take() {
+        cx.pubsub.leave(&sub);
+    }
+    drop(registered);
+    if let Some(request) = request {
+        replica::serve(cx, (rd, wr), client, buf, request).await;
+    }
+}
+
+/// A message for a subscriber, and those already waiting behind it, up to one turn's output.
+fn messages(client: &mut Client, first: Bytes, out: &mut BytesMut) {
+    out.extend_from_slice(&first);
+    let Some(sub) = client.subscriber.as_mut() else {
+        return;
+    };
+    while out.len() < TURN_OUTPUT {
+        match sub.ready() {
+            Some(m) => out.extend_from_slice(&m),
+            None => break,
         }
     }
 }
@@ -392,7 +461,7 @@ const TURN_OUTPUT: usize = 64 * 1024;
 
 /// Answers the complete commands in `buf` into `out`, up to one turn's share; stops at one that
 /// ends the conversation (QUIT, PSYNC/SYNC) or at a protocol error, which is answered and closes.
-fn next_action(
+async fn next_action(
     cx: &Context,
     client: &mut Client,
     parser: &mut resp::CommandParser,
@@ -412,8 +481,9 @@ fn next_action(
                 return Err(e);
             }
         };
-        match commands::dispatch(cx, client, &args) {
+        match commands::dispatch(cx, client, &args).await {
             Action::Reply(reply) => reply.encode(out),
+            Action::Replies(replies) => replies.iter().for_each(|r| r.encode(out)),
             Action::NoReply => {}
             Action::Quit => {
                 Reply::ok().encode(out);
@@ -473,6 +543,8 @@ pub(crate) fn context_for_tests(dir: &std::path::Path) -> Context {
         store,
         link,
         replicas: Arc::new(Replicas::default()),
+        clients: Arc::default(),
+        pubsub: Arc::default(),
         metrics: Arc::new(DownstreamMetrics::new()),
         server: Arc::new(Fixed),
         shutdown: CancellationToken::new(),

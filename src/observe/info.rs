@@ -8,6 +8,7 @@ use std::fmt::Write;
 use super::RelayView;
 use crate::decode::{SnapshotStats, counts};
 use crate::downstream::ReplicaState;
+use crate::instruments::Label;
 use crate::link::LinkState;
 use crate::resp::Reply;
 use crate::store::NULL_REPLID;
@@ -122,7 +123,14 @@ fn replication(relay: &RelayView, out: &mut String) {
                 let down = link.down_since.map_or(-1, |t| t.elapsed().as_secs() as i64);
                 let _ = write!(out, "master_link_down_since_seconds:{down}\r\n");
             }
-            out.push_str("slave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n");
+            // Priority 0: Sentinel never promotes the relay, which holds no keys; not announced:
+            // clients that find replicas through Sentinel do not send reads to it.
+            let priority = relay.config.replica_priority;
+            let _ = write!(
+                out,
+                "slave_priority:{priority}\r\nreplica_priority:{priority}\r\nslave_read_only:1\r\nreplica_announced:{}\r\n",
+                u8::from(relay.config.replica_announced)
+            );
         }
         None => out.push_str("# Replication\r\nrole:master\r\n"),
     }
@@ -217,6 +225,7 @@ fn relay_section(relay: &RelayView, out: &mut String) {
     }
     stream_facts(&relay.store.stream_stats(), out);
     incompatible(relay, out);
+    master_change(relay, out);
     let _ = write!(
         out,
         "relay_log_first_offset:{}\r\nrelay_log_next_offset:{}\r\nrelay_log_disk_bytes:{}\r\nrelay_snapshot_refreshing:{}\r\n",
@@ -224,6 +233,22 @@ fn relay_section(relay: &RelayView, out: &mut String) {
         state.next,
         relay.store.log_disk_bytes(),
         u8::from(relay.refreshing(&state))
+    );
+}
+
+/// The last time the relay moved to another master, and why.
+fn master_change(relay: &RelayView, out: &mut String) {
+    let Some(c) = relay.control.last_change() else {
+        return;
+    };
+    let show = |m: Option<crate::config::MasterAddr>| m.map_or("none".into(), |m| m.to_string());
+    let _ = write!(
+        out,
+        "relay_last_master_change:from={},to={},reason={},seconds_ago={}\r\n",
+        show(c.from),
+        show(c.to),
+        c.reason.value(),
+        c.at.elapsed().as_secs()
     );
 }
 
@@ -343,6 +368,12 @@ pub fn config_values(relay: &RelayView) -> Vec<(&'static str, String)> {
             if c.protected_mode { "yes" } else { "no" }.into(),
         ),
         ("maxclients", c.maxclients.to_string()),
+        ("replica-priority", c.replica_priority.to_string()),
+        ("slave-priority", c.replica_priority.to_string()),
+        (
+            "replica-announced",
+            if c.replica_announced { "yes" } else { "no" }.into(),
+        ),
         ("repl-diskless-sync", "no".into()),
         ("databases", "16".into()),
     ]

@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::RelayView;
 use crate::decode::{SnapshotStats, StreamStats};
 use crate::downstream::ReplicaState;
+use crate::instruments::Label;
 use crate::link::LinkState;
 
 #[derive(Serialize)]
@@ -17,9 +18,19 @@ pub struct Status {
     replid2: Option<String>,
     second_repl_offset: Option<i64>,
     master_repl_offset: u64,
+    last_master_change: Option<MasterChange>,
     store: Store,
     stream: StreamStats,
     replicas: Vec<Replica>,
+}
+
+/// The last time the relay moved to another master, and why.
+#[derive(Serialize)]
+struct MasterChange {
+    from: Option<String>,
+    to: Option<String>,
+    reason: &'static str,
+    seconds_ago: u64,
 }
 
 #[derive(Serialize)]
@@ -80,6 +91,12 @@ impl Status {
             replid2: ident.map(|i| i.replid2.clone()),
             second_repl_offset: ident.map(|i| i.second_replid_offset),
             master_repl_offset: offset,
+            last_master_change: relay.control.last_change().map(|c| MasterChange {
+                from: c.from.map(|m| m.to_string()),
+                to: c.to.map(|m| m.to_string()),
+                reason: c.reason.value(),
+                seconds_ago: c.at.elapsed().as_secs(),
+            }),
             store: Store {
                 dir: relay.config.dir.display().to_string(),
                 snapshot: ident.map(|i| i.snapshot.clone()),
