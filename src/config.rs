@@ -194,6 +194,26 @@ pub struct RelayArgs {
     /// Address of the admin HTTP server [default: 127.0.0.1].
     #[arg(long, env = "REPLICA_RELAY_METRICS_BIND")]
     pub metrics_bind: Option<String>,
+    /// Sentinels to find the master through, as HOST:PORT,HOST:PORT: the relay asks them for
+    /// --sentinel-master (SENTINEL get-master-addr-by-name), checks it with ROLE, and moves
+    /// when they announce a failover (+switch-master). --replicaof is then only used while no
+    /// Sentinel answers.
+    #[arg(long, env = "REPLICA_RELAY_SENTINEL", value_name = "HOST:PORT,...")]
+    pub sentinel: Option<String>,
+    /// The name the Sentinels monitor the master by (sentinel monitor <name> ...).
+    #[arg(long, env = "REPLICA_RELAY_SENTINEL_MASTER", value_name = "NAME")]
+    pub sentinel_master: Option<String>,
+    /// ACL user on the Sentinels (AUTH <sentinel-user> <sentinel-password>).
+    #[arg(long, env = "REPLICA_RELAY_SENTINEL_USER")]
+    pub sentinel_user: Option<String>,
+    /// Password of the Sentinels (their requirepass, or the password of --sentinel-user).
+    #[arg(long, env = "REPLICA_RELAY_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub sentinel_password: Option<String>,
+    /// Keep the snapshot in service and the replicas where they are while a master with
+    /// another history holds no keys (a master without persistence restarted empty), instead
+    /// of giving them its empty dataset [default: yes].
+    #[arg(long, env = "REPLICA_RELAY_EMPTY_MASTER_GUARD")]
+    pub empty_master_guard: Option<YesNo>,
     /// What INFO reports as slave_priority/replica_priority. 0 (the default) tells Sentinel
     /// never to promote the relay, which holds no keys; another value only for setups that know
     /// why [default: 0].
@@ -244,6 +264,11 @@ struct FileConfig {
     master_info_interval: Option<u64>,
     metrics_port: Option<u16>,
     metrics_bind: Option<String>,
+    sentinel: Option<String>,
+    sentinel_master: Option<String>,
+    sentinel_user: Option<String>,
+    sentinel_password: Option<String>,
+    empty_master_guard: Option<YesNo>,
     replica_priority: Option<u32>,
     replica_announced: Option<YesNo>,
     /// `["NAME NEWNAME", ...]`, as redis.conf's lines.
@@ -275,6 +300,12 @@ pub struct Config {
     pub master_info_interval: Option<Duration>,
     pub metrics_port: u16,
     pub metrics_bind: String,
+    /// Sentinels to find the master through; empty without `--sentinel`.
+    pub sentinels: Vec<MasterAddr>,
+    pub sentinel_master: Option<String>,
+    pub sentinel_user: Option<String>,
+    pub sentinel_password: Option<String>,
+    pub empty_master_guard: bool,
     pub replica_priority: u32,
     pub replica_announced: bool,
     /// Lowercase original name to lowercase new name (empty: disabled).
@@ -371,6 +402,24 @@ impl Config {
                 .metrics_bind
                 .or(file.metrics_bind)
                 .unwrap_or_else(|| "127.0.0.1".into()),
+            sentinels: args
+                .sentinel
+                .or(file.sentinel)
+                .as_deref()
+                .map(parse_addresses)
+                .transpose()?
+                .unwrap_or_default(),
+            sentinel_master: args.sentinel_master.or(file.sentinel_master),
+            sentinel_user: args
+                .sentinel_user
+                .or(file.sentinel_user)
+                .filter(|s| !s.is_empty()),
+            sentinel_password: args
+                .sentinel_password
+                .or(file.sentinel_password)
+                .filter(|s| !s.is_empty()),
+            empty_master_guard: args.empty_master_guard.or(file.empty_master_guard)
+                != Some(YesNo::No),
             replica_priority: args.replica_priority.or(file.replica_priority).unwrap_or(0),
             replica_announced: args.replica_announced.or(file.replica_announced)
                 == Some(YesNo::Yes),
@@ -403,6 +452,14 @@ impl Config {
         }
         if self.maxclients == 0 {
             bail!("maxclients must be at least 1");
+        }
+        if self.sentinels.is_empty() != self.sentinel_master.is_none() {
+            bail!(
+                "sentinel and sentinel-master go together: the Sentinels, and the name they monitor the master by"
+            );
+        }
+        if self.sentinel_user.is_some() && self.sentinel_password.is_none() {
+            bail!("sentinel-user needs sentinel-password (the user's password)");
         }
         Ok(())
     }
@@ -437,6 +494,24 @@ fn renames(flags: &[String], file: Option<&[String]>) -> Result<BTreeMap<String,
         out.insert(old, new);
     }
     Ok(out)
+}
+
+/// `HOST:PORT,HOST:PORT`, IPv6 hosts in brackets (`[::1]:26379`).
+fn parse_addresses(s: &str) -> Result<Vec<MasterAddr>> {
+    let addrs = s.split(',').map(str::trim).filter(|a| !a.is_empty());
+    let parsed = addrs
+        .map(|a| {
+            let (host, port) = a
+                .rsplit_once(':')
+                .with_context(|| format!("sentinel address must be HOST:PORT, got {a:?}"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            MasterAddr::parse(host, port)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if parsed.is_empty() {
+        bail!("sentinel needs at least one HOST:PORT");
+    }
+    Ok(parsed)
 }
 
 fn parse_replicaof(s: &str) -> Result<MasterAddr> {
@@ -554,6 +629,19 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("HOST PORT"), "{err}");
+    }
+
+    #[test]
+    fn sentinels_are_host_port_lists_and_need_a_master_name() {
+        let list = parse_addresses("10.0.0.1:26379, [::1]:26380").unwrap();
+        assert_eq!(list[1].to_string(), "[::1]:26380");
+        assert!(parse_addresses("10.0.0.1").is_err());
+        assert!(parse_addresses(",").is_err());
+        let alone = Config::resolve(RelayArgs {
+            sentinel: Some("10.0.0.1:26379".into()),
+            ..Default::default()
+        });
+        assert!(alone.unwrap_err().to_string().contains("sentinel-master"));
     }
 
     #[test]

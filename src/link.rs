@@ -4,6 +4,7 @@
 //! Sentinel), and the upstream room follows it. Neither room imports the other: both hold
 //! these handles, made by the relay when it wires them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -65,6 +66,23 @@ pub struct LinkStatus {
     pub refresh_requested: bool,
     /// The master's own `master_repl_offset`, as last read from its INFO.
     pub master_offset: Option<u64>,
+    /// Whether the master's INFO said `role:slave` when last read: the relay follows a replica.
+    pub master_is_replica: bool,
+    /// The master's keyspace is empty while its history is not the relay's: the relay keeps
+    /// what it serves (`--empty-master-guard`).
+    pub empty_master_held: bool,
+    pub sentinel: SentinelView,
+}
+
+/// What the Sentinels (`--sentinel`) told the relay.
+#[derive(Debug, Clone, Default)]
+pub struct SentinelView {
+    /// The Sentinel the relay listens to now, when one answers.
+    pub watching: Option<MasterAddr>,
+    /// The master the Sentinels named last.
+    pub named: Option<MasterAddr>,
+    /// Sentinels that did not answer on the last attempt.
+    pub unreachable: usize,
 }
 
 impl Default for LinkStatus {
@@ -77,6 +95,9 @@ impl Default for LinkStatus {
             snapshot_pending: false,
             refresh_requested: false,
             master_offset: None,
+            master_is_replica: false,
+            empty_master_held: false,
+            sentinel: SentinelView::default(),
         }
     }
 }
@@ -163,6 +184,9 @@ pub struct Change {
 #[derive(Clone)]
 pub struct LinkControl {
     master: Arc<watch::Sender<Option<MasterAddr>>>,
+    /// An operator's REPLICAOF named the master followed already: take its history even if it
+    /// is empty (past the empty-master guard).
+    accept_history: Arc<AtomicBool>,
     last: Arc<Mutex<Option<Change>>>,
     changes: Labelled<Repoint>,
 }
@@ -171,6 +195,7 @@ impl LinkControl {
     pub fn new(master: Option<MasterAddr>) -> LinkControl {
         LinkControl {
             master: Arc::new(watch::Sender::new(master)),
+            accept_history: Arc::default(),
             last: Arc::default(),
             changes: Labelled::new(
                 "master_changes_total",
@@ -215,6 +240,16 @@ impl LinkControl {
             at: Instant::now(),
         });
         true
+    }
+
+    /// The operator asked again for the master followed: its history is taken even if empty.
+    pub fn accept_history(&self) {
+        self.accept_history.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the operator asked for that since the last call.
+    pub fn take_accepted_history(&self) -> bool {
+        self.accept_history.swap(false, Ordering::Relaxed)
     }
 
     pub fn last_change(&self) -> Option<Change> {

@@ -127,6 +127,7 @@ pub async fn run(config: Config) -> Result<()> {
     let tasks = [
         tokio::spawn(upstream::run(rooms.upstream.clone())),
         tokio::spawn(upstream::master_info::run(rooms.upstream.clone())),
+        tokio::spawn(upstream::sentinel::run(rooms.upstream.clone())),
         tokio::spawn(downstream::serve(rooms.downstream.clone(), listener)),
         tokio::spawn(admin::serve(admin, admin_listener, shutdown.clone())),
     ];

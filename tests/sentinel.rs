@@ -133,3 +133,298 @@ fn a_failover_repoints_the_relay_with_partial_resyncs_and_never_promotes_it() {
         1
     );
 }
+
+/// `--sentinel` names of the three Sentinels, the first one of which is `dead` (killed).
+fn sentinel_flags(sentinels: &[Sentinel], dead: u16) -> Vec<String> {
+    let mut list = vec![format!("127.0.0.1:{dead}")];
+    list.extend(sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)));
+    vec![
+        "--sentinel".into(),
+        list.join(","),
+        "--sentinel-master".into(),
+        sentinel::NAME.into(),
+    ]
+}
+
+fn promoted_other_than(sentinels: &[Sentinel], old: u16) -> u16 {
+    wait_for("Sentinel to promote a replica", || {
+        let port = sentinels[0].master_port();
+        (port.is_some_and(|p| p != old), port)
+    })
+    .unwrap()
+}
+
+#[test]
+fn started_with_only_sentinels_the_relay_finds_the_master_and_follows_the_failover() {
+    let master = Server::master(&[]);
+    let direct: Vec<Server> = (0..2)
+        .map(|_| Server::replica_of(master.port, &[]))
+        .collect();
+    fill(&master, "k", 1000);
+    let mut sentinels = sentinel::three(master.port);
+    // One of the Sentinels the relay is given is down from the start.
+    let dead = sentinels.remove(0).port;
+    let flags = sentinel_flags(&sentinels, dead);
+    let relay = Relay::start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    following(&relay, master.port);
+    let behind: Vec<Server> = (0..2)
+        .map(|_| Server::replica_of(relay.port, &[]))
+        .collect();
+    let all: Vec<&Server> = direct.iter().chain(&behind).collect();
+    wait_in_sync(&master, &all);
+    let info = relay.client().cmd(&["INFO", "relay"]).text();
+    assert!(
+        info.contains("relay_sentinel_watching:127.0.0.1:"),
+        "{info}"
+    );
+    let old = master.port;
+    drop(master);
+    let promoted = promoted_other_than(&sentinels, old);
+    following(&relay, promoted);
+    let new_master = direct.iter().find(|r| r.port == promoted).unwrap();
+    new_master.client().cmd(&["SET", "after-failover", "1"]);
+    key_reaches(&behind.iter().collect::<Vec<_>>(), "after-failover");
+    assert_eq!(
+        new_master.client().syncs().0,
+        0,
+        "a full sync on the new master"
+    );
+    assert_eq!(
+        relay
+            .client()
+            .info_num("stats", "relay_upstream_full_syncs"),
+        1
+    );
+    assert_eq!(relay.client().info_num("stats", "sync_full"), 2);
+}
+
+/// A relay attached to a replica is unknown to Sentinel, which sees only the master's
+/// replicas: only `+switch-master` can move it.
+#[test]
+fn a_relay_unknown_to_sentinel_is_moved_by_switch_master() {
+    let master = Server::master(&[]);
+    // Never promoted, so the relay on it has to move.
+    let r1 = Server::replica_of(master.port, &["--replica-priority", "0"]);
+    let r2 = Server::replica_of(master.port, &[]);
+    fill(&master, "k", 500);
+    let sentinels = sentinel::three(master.port);
+    let mut flags = sentinel_flags(&sentinels[1..], sentinels[0].port);
+    flags.extend(["--replica-announced".into(), "yes".into()]);
+    let relay = Relay::start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    following(&relay, master.port);
+    let port = r1.port.to_string();
+    relay.client().cmd(&["REPLICAOF", "127.0.0.1", &port]);
+    following(&relay, r1.port);
+    let behind = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&r1, &r2, &behind]);
+    wait_for(
+        "Sentinel to forget the relay as a replica of the master",
+        || {
+            let r = sentinels[0].replica(relay.port);
+            (r.is_none(), r)
+        },
+    );
+    let old = master.port;
+    drop(master);
+    let promoted = promoted_other_than(&sentinels, old);
+    assert_eq!(promoted, r2.port);
+    following(&relay, promoted);
+    assert!(relay.log().contains("(switch_master:"), "{}", relay.log());
+    r2.client().cmd(&["SET", "after-failover", "1"]);
+    key_reaches(&[&behind], "after-failover");
+    assert_eq!(
+        relay
+            .client()
+            .info_num("stats", "relay_upstream_full_syncs"),
+        1
+    );
+}
+
+/// Sentinel's transaction, sent as Sentinel sends it (with a renamed SLAVEOF): SLAVEOF NO ONE is
+/// refused; SLAVEOF <host> <port> re-points the relay, CONFIG REWRITE keeps it across kill -9,
+/// CLIENT KILL closes clients and never a replica link.
+#[test]
+fn sentinels_transaction_repoints_refuses_promotion_and_survives_kill_9() {
+    let master = Server::master(&[]);
+    let other = Server::replica_of(master.port, &[]);
+    let mut relay = Relay::of(master.port, &["--rename-command", "SLAVEOF=GUESSWHAT"]);
+    let behind = Server::replica_of(relay.port, &[]);
+    fill(&master, "k", 100);
+    wait_in_sync(&master, &[&other, &behind]);
+    let transaction = |to: &[&str]| {
+        let mut c = relay.client();
+        let mut head = vec!["GUESSWHAT"];
+        head.extend_from_slice(to);
+        let replies = c.pipeline(&[
+            cmd(&["MULTI"]),
+            head.iter().map(|s| s.to_string()).collect(),
+            cmd(&["CONFIG", "REWRITE"]),
+            cmd(&["CLIENT", "KILL", "TYPE", "normal"]),
+            cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]),
+            cmd(&["EXEC"]),
+        ]);
+        assert!(
+            replies[1..5]
+                .iter()
+                .all(|r| *r == Value::Simple("QUEUED".into())),
+            "{replies:?}"
+        );
+        match &replies[5] {
+            Value::Array(Some(v)) => v.clone(),
+            other => panic!("EXEC: {other:?}"),
+        }
+    };
+    assert!(matches!(
+        relay.client().cmd(&["SLAVEOF", "NO", "ONE"]),
+        Value::Error(_)
+    ));
+    let mut bystander = relay.client();
+    assert_eq!(bystander.cmd(&["PING"]), Value::Simple("PONG".into()));
+    let exec = transaction(&["NO", "ONE"]);
+    assert!(
+        matches!(&exec[0], Value::Error(e) if e.contains("cannot become a master")),
+        "{exec:?}"
+    );
+    assert_eq!(exec[1], Value::Simple("OK".into()));
+    assert_eq!(exec[2], Value::Int(1), "the bystander is closed");
+    assert_eq!(bystander.read(), None);
+    following(&relay, master.port);
+    let exec = transaction(&["127.0.0.1", &other.port.to_string()]);
+    assert_eq!(exec[0], Value::Simple("OK".into()), "{exec:?}");
+    following(&relay, other.port);
+    relay.kill9_and_restart();
+    following(&relay, other.port);
+    assert!(
+        relay.log().contains("recorded by CONFIG REWRITE"),
+        "{}",
+        relay.log()
+    );
+    // `other` is a replica of the master: the write reaches the relay through it.
+    master.client().cmd(&["SET", "after", "1"]);
+    key_reaches(&[&behind], "after");
+    assert_eq!(
+        relay
+            .client()
+            .info_num("stats", "relay_upstream_full_syncs"),
+        0,
+        "the relay's history continued on the new master"
+    );
+}
+
+/// The hello link: Sentinels publish to the relay and read each other's hellos on it, and none
+/// reconnects over a minute. The relay is not announced, so SENTINEL REPLICAS hides it.
+#[test]
+fn sentinels_hello_link_stays_up_for_a_minute() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    wait_for("the relay's link", || {
+        let up = relay.client().info("replication", "master_link_status");
+        (up.as_deref() == Some("up"), up)
+    });
+    let sentinels = sentinel::three(master.port);
+    let mut hello = relay.client();
+    hello.cmd(&["SUBSCRIBE", "__sentinel__:hello"]);
+    let mut heard = std::collections::BTreeSet::new();
+    wait_for("hellos from all three Sentinels through the relay", || {
+        if let Some(Value::Array(Some(m))) = hello.read() {
+            heard.insert(m[2].text().split(',').nth(1).unwrap_or("").to_string());
+        }
+        (heard.len() == 3, heard.clone())
+    });
+    assert_eq!(
+        sentinels[0].replica(relay.port),
+        None,
+        "announced to Sentinel's clients"
+    );
+    let mut info = relay.client();
+    let connections = info.info_num("stats", "total_connections_received");
+    let start = std::time::Instant::now();
+    let mut messages = 0;
+    while start.elapsed() < std::time::Duration::from_secs(60) {
+        // Each Sentinel publishes every 2 s: a read waits for the next one.
+        assert!(matches!(hello.read(), Some(Value::Array(Some(_)))));
+        messages += 1;
+    }
+    assert!(messages >= 60, "{messages} hellos in a minute");
+    assert_eq!(
+        info.info_num("stats", "total_connections_received"),
+        connections,
+        "Sentinels reconnected to the relay"
+    );
+}
+
+/// A master without persistence comes back empty with a new history: the relay keeps its data
+/// (and its replicas theirs), then continues on the promoted replica without a full sync; it
+/// takes an empty master's history only once that master holds data.
+#[test]
+fn a_master_restarted_empty_does_not_empty_the_replicas() {
+    let master = Server::master(&[]);
+    let direct = Server::replica_of(master.port, &[]);
+    let relay = Relay::of(master.port, &[]);
+    let behind = Server::replica_of(relay.port, &[]);
+    fill(&master, "k", 1000);
+    wait_in_sync(&master, &[&direct, &behind]);
+    let digest = behind.client().digest();
+    let port = master.port;
+    drop(master);
+    // The failover: the direct replica is promoted; the old master comes back empty before
+    // the relay is moved.
+    direct.client().cmd(&["REPLICAOF", "NO", "ONE"]);
+    let master = Server::start_on(port, &[]);
+    wait_for("the guard to hold the relay back", || {
+        let held = relay.client().info("relay", "relay_empty_master_held");
+        (held.as_deref() == Some("1"), held)
+    });
+    let (code, metrics) = relay.http_get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("replica_relay_empty_master_held 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        behind.client().digest(),
+        digest,
+        "the replica lost its data"
+    );
+    assert_eq!(
+        relay
+            .client()
+            .info_num("stats", "relay_upstream_full_syncs"),
+        1
+    );
+    let to = direct.port.to_string();
+    relay.client().cmd(&["REPLICAOF", "127.0.0.1", &to]);
+    following(&relay, direct.port);
+    direct.client().cmd(&["SET", "after", "1"]);
+    key_reaches(&[&behind], "after");
+    assert_eq!(
+        relay
+            .client()
+            .info_num("stats", "relay_upstream_full_syncs"),
+        1
+    );
+    assert_eq!(
+        relay
+            .client()
+            .info("relay", "relay_empty_master_held")
+            .as_deref(),
+        Some("0")
+    );
+    // Back to the empty master: held again, until it holds data.
+    relay
+        .client()
+        .cmd(&["REPLICAOF", "127.0.0.1", &port.to_string()]);
+    wait_for("the guard to hold the relay back again", || {
+        let held = relay.client().info("relay", "relay_empty_master_held");
+        (held.as_deref() == Some("1"), held)
+    });
+    master.client().cmd(&["SET", "only", "1"]);
+    following(&relay, port);
+    wait_in_sync(&master, &[&behind]);
+    assert_eq!(
+        relay
+            .client()
+            .info_num("stats", "relay_upstream_full_syncs"),
+        2
+    );
+}

@@ -373,6 +373,11 @@ fn replicaof(cx: &Context, client: &Client, args: &[Bytes], within: Within) -> A
         Err(e) => return err(format!("ERR {e}")),
     };
     if !cx.control.set(Some(master), reason, &who) {
+        if reason == Repoint::Operator {
+            // Asked again: the operator's word, which takes the master's history even when it
+            // is empty (the empty-master guard lets go).
+            cx.control.accept_history();
+        }
         return Action::Reply(Reply::Simple(
             "OK Already connected to specified master".into(),
         ));

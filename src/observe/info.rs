@@ -226,6 +226,7 @@ fn relay_section(relay: &RelayView, out: &mut String) {
     stream_facts(&relay.store.stream_stats(), out);
     incompatible(relay, out);
     master_change(relay, out);
+    sentinel(relay, out);
     let _ = write!(
         out,
         "relay_log_first_offset:{}\r\nrelay_log_next_offset:{}\r\nrelay_log_disk_bytes:{}\r\nrelay_snapshot_refreshing:{}\r\n",
@@ -233,6 +234,36 @@ fn relay_section(relay: &RelayView, out: &mut String) {
         state.next,
         relay.store.log_disk_bytes(),
         u8::from(relay.refreshing(&state))
+    );
+}
+
+/// What the Sentinels said (`--sentinel`), and the guard against an empty master.
+fn sentinel(relay: &RelayView, out: &mut String) {
+    let link = relay.link.status();
+    let _ = write!(
+        out,
+        "relay_empty_master_held:{}\r\nrelay_master_is_replica:{}\r\n",
+        u8::from(link.empty_master_held),
+        u8::from(link.master_is_replica)
+    );
+    if relay.config.sentinels.is_empty() {
+        return;
+    }
+    let show = |m: Option<crate::config::MasterAddr>| m.map_or("none".into(), |m| m.to_string());
+    let list: Vec<String> = relay
+        .config
+        .sentinels
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let _ = write!(
+        out,
+        "relay_sentinels:{}\r\nrelay_sentinel_master_name:{}\r\nrelay_sentinel_watching:{}\r\nrelay_sentinel_unreachable:{}\r\nrelay_sentinel_named_master:{}\r\n",
+        list.join(","),
+        relay.config.sentinel_master.as_deref().unwrap_or(""),
+        show(link.sentinel.watching),
+        link.sentinel.unreachable,
+        show(link.sentinel.named)
     );
 }
 

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub upstream_link_down_since: Gauge,
     pub upstream_sync_received: IntGauge,
     pub upstream_sync_total: IntGauge,
+    pub master_is_replica: IntGauge,
+    pub empty_master_held: IntGauge,
+    pub sentinel_watching: IntGauge,
     pub snapshot_bytes: IntGauge,
     pub snapshot_offset: IntGauge,
     pub snapshot_age: Gauge,
@@ -124,6 +127,18 @@ impl Metrics {
             upstream_sync_total: b.gauge(
                 "upstream_sync_total_bytes",
                 "Size of the snapshot being received, when announced; else -1.",
+            ),
+            master_is_replica: b.gauge(
+                "master_is_replica",
+                "1 when the master the relay follows says role:slave in its INFO.",
+            ),
+            empty_master_held: b.gauge(
+                "empty_master_held",
+                "1 while the empty-master guard keeps the stored data from an empty master with another history.",
+            ),
+            sentinel_watching: b.gauge(
+                "sentinel_watching",
+                "1 when the relay listens to a Sentinel for failovers (with --sentinel).",
             ),
             snapshot_bytes: b.gauge("snapshot_bytes", "Size of the snapshot in service."),
             snapshot_offset: b.gauge(
@@ -235,6 +250,13 @@ impl Metrics {
             secs(link.down_since)
         };
         self.upstream_link_down_since.set(down);
+        self.master_is_replica.set(i64::from(
+            link.master_is_replica && relay.master_addr().is_some(),
+        ));
+        self.empty_master_held
+            .set(i64::from(link.empty_master_held));
+        self.sentinel_watching
+            .set(i64::from(link.sentinel.watching.is_some()));
         let received = state.receiving.as_ref().map_or(0, |r| r.received as i64);
         self.upstream_sync_received.set(received);
         self.upstream_sync_total

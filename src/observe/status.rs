@@ -19,9 +19,21 @@ pub struct Status {
     second_repl_offset: Option<i64>,
     master_repl_offset: u64,
     last_master_change: Option<MasterChange>,
+    sentinel: Option<Sentinel>,
+    empty_master_held: bool,
     store: Store,
     stream: StreamStats,
     replicas: Vec<Replica>,
+}
+
+/// What the Sentinels said, with `--sentinel`.
+#[derive(Serialize)]
+struct Sentinel {
+    sentinels: Vec<String>,
+    master_name: String,
+    watching: Option<String>,
+    unreachable: usize,
+    named_master: Option<String>,
 }
 
 /// The last time the relay moved to another master, and why.
@@ -97,6 +109,8 @@ impl Status {
                 reason: c.reason.value(),
                 seconds_ago: c.at.elapsed().as_secs(),
             }),
+            sentinel: sentinel(relay),
+            empty_master_held: relay.link.status().empty_master_held,
             store: Store {
                 dir: relay.config.dir.display().to_string(),
                 snapshot: ident.map(|i| i.snapshot.clone()),
@@ -135,6 +149,23 @@ fn master(relay: &RelayView, offset: u64) -> Option<Master> {
         sync_total_bytes: link.sync_total,
         master_offset,
         lag_bytes: master_offset.saturating_sub(offset),
+    })
+}
+
+fn sentinel(relay: &RelayView) -> Option<Sentinel> {
+    let name = relay.config.sentinel_master.clone()?;
+    let view = relay.link.status().sentinel;
+    Some(Sentinel {
+        sentinels: relay
+            .config
+            .sentinels
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        master_name: name,
+        watching: view.watching.map(|m| m.to_string()),
+        unreachable: view.unreachable,
+        named_master: view.named.map(|m| m.to_string()),
     })
 }
 

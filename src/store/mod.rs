@@ -25,6 +25,7 @@ mod writer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
@@ -165,6 +166,10 @@ struct Shared {
     stats: Mutex<Vec<(String, Arc<SnapshotStats>)>>,
     /// What the stream carried since start, refreshed every second.
     feed: Mutex<StreamStats>,
+    /// Offset after the last data command stored (not PING, SELECT, REPLCONF), or after the
+    /// recovered log when it is not empty, which is not scanned: for telling whether the
+    /// history the relay serves holds any writes after its snapshot.
+    last_write: AtomicU64,
 }
 
 impl Shared {
@@ -245,8 +250,17 @@ impl Store {
             changed,
             stats: Mutex::new(Vec::new()),
             feed: Mutex::new(StreamStats::default()),
+            last_write: AtomicU64::new(0),
         });
         let (writer, status) = Writer::open(shared.clone(), cfg)?;
+        let recovered = shared.read().view.clone();
+        if recovered
+            .ident
+            .as_ref()
+            .is_some_and(|id| recovered.next > id.snapshot_offset + 1)
+        {
+            shared.last_write.store(recovered.next, Ordering::Relaxed);
+        }
         let (ops, rx) = mpsc::channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -274,6 +288,16 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Whether the history served holds writes: keys in its snapshot (taken as some until it
+    /// is decoded), or data commands in the log after it (any recovered log counts as such).
+    pub fn serves_data(&self) -> bool {
+        let Some(ident) = self.view().ident else {
+            return false;
+        };
+        let snapshot = self.snapshot_stats().is_none_or(|s| s.keys() > 0);
+        snapshot || self.shared.last_write.load(Ordering::Relaxed) > ident.snapshot_offset + 1
     }
 
     /// The offset after the last visible byte.

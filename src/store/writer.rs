@@ -261,11 +261,20 @@ impl Writer {
         let mut ends = Vec::new();
         let mut getacks = 0;
         let feed = &mut self.feed;
+        let mut last_write = None;
         let scanned = self.scanner.scan(&data, |end, cmd| {
             ends.push(end);
             getacks += u64::from(cmd == Command::Getack);
+            if matches!(cmd, Command::Data(_)) {
+                last_write = Some(start + end as u64);
+            }
             feed.count(cmd);
         });
+        if let Some(at) = last_write {
+            self.shared
+                .last_write
+                .fetch_max(at, std::sync::atomic::Ordering::Relaxed);
+        }
         self.feed.bytes += data.len() as u64;
         let data = match scanned {
             Ok(()) => data,

@@ -1,5 +1,6 @@
-//! Reads the master's `master_repl_offset` with `INFO replication` on a separate, short-lived
-//! connection every few seconds, so the relay's lag behind its master is exact in bytes. This
+//! Reads the master's `master_repl_offset` and role with `INFO replication` on a separate,
+//! short-lived connection every few seconds, so the relay's lag behind its master is exact in
+//! bytes and a relay that follows a replica (a failover it missed) shows it. This
 //! connection is an ordinary client: it never touches the replication link. The offset goes
 //! into the link's status, where INFO, `/status` and the metrics read it.
 
@@ -29,24 +30,30 @@ pub async fn run(up: Arc<Upstream>) {
             continue;
         };
         match tokio::time::timeout(POLL_TIMEOUT, master_offset(&up, &master)).await {
-            Ok(Ok(offset)) => up.link.update(|l| l.master_offset = Some(offset)),
+            Ok(Ok((offset, replica))) => up.link.update(|l| {
+                l.master_offset = Some(offset);
+                l.master_is_replica = replica;
+            }),
             Ok(Err(e)) => debug!("Reading INFO replication from {master}: {e:#}"),
             Err(_) => debug!("Reading INFO replication from {master}: timed out"),
         }
     }
 }
 
-async fn master_offset(up: &Upstream, master: &MasterAddr) -> Result<u64> {
+/// The master's `master_repl_offset`, and whether it says it is a replica itself.
+async fn master_offset(up: &Upstream, master: &MasterAddr) -> Result<(u64, bool)> {
     let mut conn = MasterConn::connect(master, POLL_TIMEOUT).await?;
     let auth = Auth {
         user: up.config.masteruser.as_deref(),
         pass: up.config.masterauth.as_deref(),
     };
     let info = conn.info(auth, b"replication").await?;
-    info.lines()
+    let offset = info
+        .lines()
         .find_map(|l| l.strip_prefix("master_repl_offset:"))
         .context("no master_repl_offset in INFO replication")?
         .trim()
         .parse()
-        .context("malformed master_repl_offset")
+        .context("malformed master_repl_offset")?;
+    Ok((offset, info.lines().any(|l| l.trim() == "role:slave")))
 }

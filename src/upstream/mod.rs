@@ -8,13 +8,14 @@
 
 pub mod master_info;
 mod refresh;
+pub mod sentinel;
 pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +51,8 @@ pub enum FailureReason {
     Timeout,
     Store,
     Link,
+    /// Not a failure of the link: the empty-master guard held the relay back.
+    EmptyMaster,
 }
 
 impl Label for FailureReason {
@@ -63,6 +66,7 @@ impl Label for FailureReason {
         FailureReason::Timeout,
         FailureReason::Store,
         FailureReason::Link,
+        FailureReason::EmptyMaster,
     ];
 
     fn value(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Label for FailureReason {
             FailureReason::Timeout => "timeout",
             FailureReason::Store => "store",
             FailureReason::Link => "link",
+            FailureReason::EmptyMaster => "empty_master",
         }
     }
 }
@@ -141,6 +146,12 @@ struct SnapshotRejected(anyhow::Error);
 #[error("MASTER timeout: no data nor PING received...")]
 struct TimedOut;
 
+/// The empty-master guard: the master holds no keys and has another history than the one the
+/// relay serves.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct EmptyMasterHeld(String);
+
 /// The store could not keep what the master sent.
 #[derive(Debug, thiserror::Error)]
 #[error("Dropping the link with master: the store could not keep the stream ({0})")]
@@ -171,7 +182,9 @@ impl LinkError {
 /// started (a timeout too: its BGSAVE may be slow) is a failed full sync, which backs off.
 fn during(phase: FailureReason) -> impl FnOnce(anyhow::Error) -> LinkError {
     move |error| {
-        let reason = if error.is::<SnapshotRejected>() {
+        let reason = if error.is::<EmptyMasterHeld>() {
+            FailureReason::EmptyMaster
+        } else if error.is::<SnapshotRejected>() {
             FailureReason::SnapshotRejected
         } else if phase == FailureReason::FullSync {
             FailureReason::FullSync
@@ -212,6 +225,8 @@ fn hint(reason: FailureReason, e: &anyhow::Error) -> &'static str {
 pub async fn run(up: Arc<Upstream>) {
     let mut master_rx = up.control.subscribe();
     let mut failed_syncs = 0u32;
+    // The master the empty-master guard holds the relay back from, said once per master.
+    let mut held_from: Option<MasterAddr> = None;
     loop {
         let Some(master) = master_rx.borrow_and_update().clone() else {
             up.link.set_state(LinkState::None);
@@ -238,10 +253,17 @@ pub async fn run(up: Arc<Upstream>) {
         if !matches!(&ended, Some(Err(e)) if e.backs_off()) {
             failed_syncs = 0;
         }
-        if let Some(Err(e)) = &ended {
+        let held = matches!(&ended, Some(Err(e)) if e.reason == FailureReason::EmptyMaster);
+        if let Some(Err(e)) = &ended
+            && !held
+        {
             up.metrics.failures.inc(e.reason);
         }
+        up.link.update(|l| l.empty_master_held = held);
+        let said = held && held_from.as_ref() == Some(&master);
+        held_from = held.then(|| master.clone());
         match ended {
+            Some(Err(e)) if said => debug!("{e:#}"),
             Some(Err(e)) if e.backs_off() => {
                 failed_syncs += 1;
                 delay = MAX_SYNC_BACKOFF.min(delay * 2u32.saturating_pow(failed_syncs - 1));
@@ -276,9 +298,13 @@ impl<'a> Link<'a> {
         let mut link = Link::connect(up, master, Slot::Main)
             .await
             .map_err(during(FailureReason::Connect))?;
-        link.handshake()
+        let server = link
+            .handshake()
             .await
             .map_err(during(FailureReason::Link))?;
+        link.guard(&server)
+            .map_err(|e| during(FailureReason::EmptyMaster)(e.into()))?;
+        up.link.update(|l| l.empty_master_held = false);
         let reply = link.psync().await.map_err(during(FailureReason::Psync))?;
         if let PsyncReply::Full { replid, offset } = reply {
             link.full_sync(replid, offset)
@@ -310,7 +336,34 @@ impl<'a> Link<'a> {
         })
     }
 
-    async fn handshake(&mut self) -> Result<()> {
+    /// The empty-master guard (`--empty-master-guard`): a master that cannot continue the
+    /// relay's history and holds no keys, while the relay serves data, is most likely one
+    /// without persistence restarted empty. Its full sync would empty every replica behind
+    /// the relay; the relay waits instead (retrying every second) until it holds data, the
+    /// operator runs REPLICAOF for it again, or the relay is moved to another master.
+    fn guard(&self, server: &wire::MasterServer) -> Result<(), EmptyMasterHeld> {
+        let up = self.up;
+        let Some(history) = server.history.as_ref().filter(|h| h.keys == 0) else {
+            return Ok(());
+        };
+        let view = up.store.view();
+        let Some(ident) = view.ident.as_ref() else {
+            return Ok(());
+        };
+        if !up.config.empty_master_guard
+            || history.continues(&ident.replid, view.next)
+            || !up.store.serves_data()
+            || up.control.take_accepted_history()
+        {
+            return Ok(());
+        }
+        Err(EmptyMasterHeld(format!(
+            "Master {} holds no keys and has another history (replid {}) than the relay's ({}): keeping the stored data and the replicas behind the relay as they are (--empty-master-guard). The relay takes its history once it holds data, or when REPLICAOF {} {} is run again",
+            self.master, history.replid, ident.replid, self.master.host, self.master.port
+        )))
+    }
+
+    async fn handshake(&mut self) -> Result<wire::MasterServer> {
         let cfg = &self.up.config;
         let auth = Auth {
             user: cfg.masteruser.as_deref(),
@@ -328,7 +381,7 @@ impl<'a> Link<'a> {
                 );
             }
         }
-        Ok(())
+        Ok(server)
     }
 
     async fn psync(&mut self) -> Result<PsyncReply> {

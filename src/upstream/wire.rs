@@ -12,7 +12,7 @@ use tracing::info;
 
 use crate::config::{AnnounceVersion, MasterAddr};
 use crate::duplex::{self, Reader, Writer};
-use crate::resp;
+use crate::resp::{self, Reply};
 use crate::store::is_replid;
 
 /// Longest reply line accepted during the handshake.
@@ -35,14 +35,38 @@ pub struct TimedOut;
 
 /// Longest bulk reply accepted during the handshake (`INFO server` is about 1 KiB).
 const MAX_BULK: usize = 1 << 20;
+/// Longest array `read_reply` accepts (a Sentinel's replies have 2 or 3 items).
+const MAX_ITEMS: usize = 64;
 
-/// What the master said of itself in `INFO server`, and the version the relay announced.
+/// What the master said of itself in its INFO, and the version the relay announced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MasterServer {
     /// `valkey_version` of a Valkey master; `None` for Redis.
     pub valkey: Option<String>,
     /// What `REPLCONF version` said, if it was sent.
     pub announced: Option<String>,
+    /// Its replication history and keyspace, when INFO showed them.
+    pub history: Option<MasterHistory>,
+}
+
+/// Which histories a master can continue, and whether it holds any keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterHistory {
+    pub replid: String,
+    pub replid2: String,
+    pub second_offset: i64,
+    /// Keys in all its databases (the `dbN:keys=` lines).
+    pub keys: u64,
+}
+
+impl MasterHistory {
+    /// Whether a PSYNC with `replid` can continue here (Redis' own test, without the backlog's
+    /// range): the master's id, or its previous one up to where it changed.
+    pub fn continues(&self, replid: &str, offset: u64) -> bool {
+        replid == self.replid
+            || (replid == self.replid2
+                && i64::try_from(offset).is_ok_and(|o| o <= self.second_offset))
+    }
 }
 
 impl MasterServer {
@@ -53,9 +77,30 @@ impl MasterServer {
                 .map(|v| v.trim().to_string())
         };
         let valkey = field("server_name").is_some_and(|n| n == "valkey");
+        let keys = info
+            .lines()
+            .filter(|l| l.starts_with("db"))
+            .filter_map(|l| {
+                l.split_once(":keys=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        let history = field("master_replid").map(|replid| MasterHistory {
+            replid,
+            replid2: field("master_replid2").unwrap_or_default(),
+            second_offset: field("second_repl_offset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(-1),
+            keys,
+        });
         MasterServer {
             valkey: field("valkey_version").filter(|_| valkey),
             announced: None,
+            history,
         }
     }
 }
@@ -137,7 +182,9 @@ impl MasterConn {
         if !accepted.iter().any(|p| pong.starts_with(p)) {
             bail!("Error reply to PING from master: '{pong}'");
         }
-        let info = self.authenticate(auth, b"server").await?;
+        // The default sections: the server (Valkey's version), its replication history and
+        // keyspace (the empty-master guard); one multi-section form every version knows.
+        let info = self.authenticate(auth, b"default").await?;
         let server = MasterServer::from_info(info.as_deref().unwrap_or(""));
         // A fixed version is sent whatever INFO said: an ACL user may not be allowed INFO.
         let version = match (announce, &server.valkey) {
@@ -349,14 +396,42 @@ impl MasterConn {
         let Some(len) = line.strip_prefix('$').and_then(|l| l.parse::<usize>().ok()) else {
             return Ok(None);
         };
+        let body = self.bulk_body(len).await?;
+        Ok(Some(String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    async fn bulk_body(&mut self, len: usize) -> Result<Bytes> {
         if len > MAX_BULK {
-            bail!("Bad protocol from MASTER: a reply of {len} bytes");
+            bail!("Bad protocol: a reply of {len} bytes");
         }
         while self.buf.len() < len + 2 {
             self.read_more().await?;
         }
-        let body = self.buf.split_to(len + 2);
-        Ok(Some(String::from_utf8_lossy(&body[..len]).into_owned()))
+        let mut body = self.buf.split_to(len + 2);
+        body.truncate(len);
+        Ok(body.freeze())
+    }
+
+    /// Sends a command and reads its reply, as an ordinary client (of a Sentinel, say).
+    pub async fn request(&mut self, args: &[&[u8]]) -> Result<Reply> {
+        self.send(args).await?;
+        self.read_reply().await
+    }
+
+    /// One reply: a scalar, or an array of at most `MAX_ITEMS` scalars (what Sentinel's
+    /// replies and pub/sub messages are). Cancel-safe: nothing is consumed until a whole reply
+    /// has arrived, so it can wait in a `select!` beside a timer.
+    pub async fn read_reply(&mut self) -> Result<Reply> {
+        loop {
+            if let Some((reply, used)) = parse_reply(&self.buf)? {
+                self.buf.advance(used);
+                return Ok(reply);
+            }
+            if self.buf.len() > MAX_BULK + MAX_LINE {
+                bail!("Bad protocol: a reply longer than {MAX_BULK} bytes");
+            }
+            self.read_more().await?;
+        }
     }
 
     async fn read_more(&mut self) -> Result<()> {
@@ -397,6 +472,73 @@ impl MasterConn {
             }
         }
     }
+}
+
+/// A whole reply at the start of `buf` and its length, or `None` if more must be read.
+fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>> {
+    let Some((line, mut used)) = next_line(buf)? else {
+        return Ok(None);
+    };
+    let Some(n) = line.strip_prefix('*') else {
+        return scalar(&line, buf, used);
+    };
+    let n: i64 = n.parse().context("Bad protocol: malformed array length")?;
+    if n < 0 {
+        return Ok(Some((Reply::Nil, used)));
+    }
+    if n as usize > MAX_ITEMS {
+        bail!("Bad protocol: an array of {n} items");
+    }
+    let mut items = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let Some((line, at)) = next_line(&buf[used..])? else {
+            return Ok(None);
+        };
+        let Some((item, end)) = scalar(&line, buf, used + at)? else {
+            return Ok(None);
+        };
+        items.push(item);
+        used = end;
+    }
+    Ok(Some((Reply::Array(items), used)))
+}
+
+/// The line at the start of `buf` (without its end) and the length up to the next one.
+fn next_line(buf: &[u8]) -> Result<Option<(String, usize)>> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(nl) => {
+            let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+            Ok(Some((String::from_utf8_lossy(line).into_owned(), nl + 1)))
+        }
+        None if buf.len() > MAX_LINE => bail!("Bad protocol: a line longer than {MAX_LINE} bytes"),
+        None => Ok(None),
+    }
+}
+
+/// A scalar whose header `line` ends at `at` in `buf`; returns where it ends.
+fn scalar(line: &str, buf: &[u8], at: usize) -> Result<Option<(Reply, usize)>> {
+    let (kind, rest) = line.split_at(line.len().min(1));
+    let reply = match kind {
+        "+" => Reply::Simple(rest.to_string()),
+        "-" => Reply::Error(rest.to_string()),
+        ":" => Reply::Int(rest.parse().context("Bad protocol: malformed integer")?),
+        "$" if rest == "-1" => Reply::Nil,
+        "$" => {
+            let len: usize = rest
+                .parse()
+                .context("Bad protocol: malformed bulk length")?;
+            if len > MAX_BULK {
+                bail!("Bad protocol: a reply of {len} bytes");
+            }
+            if buf.len() < at + len + 2 {
+                return Ok(None);
+            }
+            let body = Bytes::copy_from_slice(&buf[at..at + len]);
+            return Ok(Some((Reply::Bulk(body), at + len + 2)));
+        }
+        _ => bail!("Bad protocol: unexpected reply {line:?}"),
+    };
+    Ok(Some((reply, at)))
 }
 
 /// Starts a new block only when the current one is nearly full. Each chunk handed to the store
@@ -456,6 +598,43 @@ mod tests {
         let redis = MasterServer::from_info("# Server\r\nredis_version:8.2.3\r\n");
         assert_eq!(redis.valkey, None);
         assert_eq!(MasterServer::from_info(""), MasterServer::default());
+    }
+
+    #[test]
+    fn a_masters_history_and_keys_are_read_from_its_info() {
+        let info = "# Replication\r\nrole:master\r\nmaster_replid:aaa\r\nmaster_replid2:bbb\r\nsecond_repl_offset:100\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\ndb2:keys=4,expires=1,avg_ttl=5\r\n";
+        let h = MasterServer::from_info(info).history.unwrap();
+        assert_eq!(h.keys, 7);
+        assert!(h.continues("aaa", 5000) && h.continues("bbb", 100));
+        assert!(!h.continues("bbb", 101) && !h.continues("ccc", 1));
+        let empty = MasterServer::from_info("master_replid:ccc\r\n# Keyspace\r\n");
+        assert_eq!(empty.history.unwrap().keys, 0);
+    }
+
+    #[test]
+    fn replies_parse_only_once_whole() {
+        let msg = b"*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$5\r\nm a b\r\n:1\r\n";
+        let whole = msg.len() - 4;
+        for cut in 0..whole {
+            assert!(parse_reply(&msg[..cut]).unwrap().is_none(), "cut at {cut}");
+        }
+        let (reply, used) = parse_reply(msg).unwrap().unwrap();
+        assert_eq!(used, whole);
+        assert_eq!(
+            reply,
+            Reply::Array(vec![
+                Reply::bulk("message"),
+                Reply::bulk("+switch-master"),
+                Reply::bulk("m a b")
+            ])
+        );
+        assert_eq!(parse_reply(b"*-1\r\n").unwrap().unwrap().0, Reply::Nil);
+        assert!(parse_reply(b"*100000\r\n").is_err());
+        assert!(parse_reply(b"$99999999999\r\n").is_err());
+        assert!(
+            parse_reply(b"*1\r\n*1\r\n").is_err(),
+            "nested arrays are refused"
+        );
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! Finding the master through Sentinel (`--sentinel`, PROTOCOL §10.3), as a Sentinel-aware
+//! client does: ask a Sentinel for the master (`SENTINEL get-master-addr-by-name`), check the
+//! answer with the master's own INFO (`role:master`), and move when a Sentinel announces a
+//! failover (`+switch-master`). This works whether or not Sentinel knows the relay as a
+//! replica: a relay in another data centre, or behind another relay, is moved all the same.
+//!
+//! One Sentinel is listened to at a time; when it stops answering the next is tried. When
+//! none answers the relay keeps following the master it has. The relay moves only when what
+//! the Sentinels name changes, so an operator's own REPLICAOF stays until the next failover.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tracing::{info, warn};
+
+use super::Upstream;
+use super::wire::{Auth, MasterConn};
+use crate::config::MasterAddr;
+use crate::link::Repoint;
+use crate::resp::Reply;
+
+/// Connect and reply timeout of every Sentinel request.
+const TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the master is asked for again while subscribed (a failover announced while the
+/// relay was between Sentinels is caught this way) and the subscription is checked alive.
+const RECHECK: Duration = Duration::from_secs(5);
+/// Longest wait between rounds over the Sentinels when none answers.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+pub async fn run(up: Arc<Upstream>) {
+    let (Some(name), false) = (&up.config.sentinel_master, up.config.sentinels.is_empty()) else {
+        return;
+    };
+    let mut watcher = Watcher {
+        up: &up,
+        name,
+        named: None,
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let mut unreachable = 0;
+        for sentinel in &up.config.sentinels {
+            let watched = tokio::select! {
+                r = watcher.watch(sentinel) => r,
+                _ = up.shutdown.cancelled() => return,
+            };
+            if let Err(e) = watched {
+                unreachable += 1;
+                warn!("Sentinel {sentinel}: {e:#}");
+                up.link.update(|l| {
+                    l.sentinel.watching = None;
+                    l.sentinel.unreachable = unreachable;
+                });
+            } else {
+                backoff = Duration::from_secs(1);
+            }
+        }
+        if unreachable == up.config.sentinels.len() {
+            let keep = up.control.master();
+            warn!(
+                "No Sentinel answers; following {} meanwhile",
+                keep.map_or("no master".into(), |m| m.to_string())
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = up.shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+struct Watcher<'a> {
+    up: &'a Upstream,
+    name: &'a str,
+    /// What the Sentinels named last.
+    named: Option<MasterAddr>,
+}
+
+impl Watcher<'_> {
+    /// Listens to one Sentinel until it fails.
+    async fn watch(&mut self, sentinel: &MasterAddr) -> Result<()> {
+        let master = self.ask(sentinel).await?;
+        self.adopt(master, Repoint::Sentinel).await;
+        // Replies come at least every RECHECK (the PING's): a silent subscription is dead.
+        let mut conn = self.connect(sentinel, RECHECK * 3).await?;
+        let reply = conn.request(&[b"SUBSCRIBE", b"+switch-master"]).await?;
+        if !matches!(&reply, Reply::Array(items) if items.first() == Some(&Reply::bulk("subscribe")))
+        {
+            bail!("SUBSCRIBE +switch-master refused: {reply:?}");
+        }
+        info!(
+            "Watching Sentinel {sentinel} for failovers of master '{}'",
+            self.name
+        );
+        self.up.link.update(|l| {
+            l.sentinel.watching = Some(sentinel.clone());
+            l.sentinel.unreachable = 0;
+        });
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
+        loop {
+            tokio::select! {
+                message = conn.read_reply() => {
+                    if let Some(new) = self.switched(&message?) {
+                        self.adopt(new, Repoint::SwitchMaster).await;
+                    }
+                }
+                _ = recheck.tick() => {
+                    // Keeps the subscription alive (a PING is answered in subscribed mode)
+                    // and catches a failover announced before it was subscribed.
+                    conn.send(&[b"PING"]).await?;
+                    let master = self.ask(sentinel).await?;
+                    self.adopt(master, Repoint::Sentinel).await;
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, sentinel: &MasterAddr, timeout: Duration) -> Result<MasterConn> {
+        let mut conn = MasterConn::connect(sentinel, timeout).await?;
+        let cfg = &self.up.config;
+        let auth = match (&cfg.sentinel_user, &cfg.sentinel_password) {
+            (Some(user), Some(pass)) => vec![b"AUTH".as_slice(), user.as_bytes(), pass.as_bytes()],
+            (None, Some(pass)) => vec![b"AUTH".as_slice(), pass.as_bytes()],
+            _ => return Ok(conn),
+        };
+        match conn.request(&auth).await? {
+            Reply::Error(e) => bail!("AUTH refused: {e}"),
+            _ => Ok(conn),
+        }
+    }
+
+    /// `SENTINEL get-master-addr-by-name <name>` on a short connection of its own.
+    async fn ask(&self, sentinel: &MasterAddr) -> Result<MasterAddr> {
+        let ask = async {
+            let mut conn = self.connect(sentinel, TIMEOUT).await?;
+            let args: [&[u8]; 3] = [
+                b"SENTINEL",
+                b"get-master-addr-by-name",
+                self.name.as_bytes(),
+            ];
+            match conn.request(&args).await? {
+                Reply::Array(items) => match &items[..] {
+                    [Reply::Bulk(host), Reply::Bulk(port)] => MasterAddr::parse(
+                        &String::from_utf8_lossy(host),
+                        &String::from_utf8_lossy(port),
+                    ),
+                    _ => bail!("malformed reply to SENTINEL get-master-addr-by-name"),
+                },
+                Reply::Nil => bail!("this Sentinel monitors no master named '{}'", self.name),
+                Reply::Error(e) => bail!("SENTINEL get-master-addr-by-name: {e}"),
+                other => bail!("unexpected reply to SENTINEL get-master-addr-by-name: {other:?}"),
+            }
+        };
+        tokio::time::timeout(TIMEOUT, ask)
+            .await
+            .context("timed out")?
+    }
+
+    /// The new master a `+switch-master <name> <old-ip> <old-port> <new-ip> <new-port>`
+    /// message names, when it is about this relay's master.
+    fn switched(&self, message: &Reply) -> Option<MasterAddr> {
+        let Reply::Array(items) = message else {
+            return None;
+        };
+        let [kind, channel, Reply::Bulk(body)] = &items[..] else {
+            return None;
+        };
+        if *kind != Reply::bulk("message") || *channel != Reply::bulk("+switch-master") {
+            return None;
+        }
+        let body = String::from_utf8_lossy(body);
+        match body.split_whitespace().collect::<Vec<_>>()[..] {
+            [name, _, _, host, port] if name == self.name => MasterAddr::parse(host, port).ok(),
+            _ => None,
+        }
+    }
+
+    /// Follows `master` if it is new from the Sentinels and its INFO says it is a master.
+    async fn adopt(&mut self, master: MasterAddr, reason: Repoint) {
+        if self.named.as_ref() == Some(&master) {
+            return;
+        }
+        if let Err(e) = self.is_master(&master).await {
+            warn!("Sentinel names {master} as the master, but it is not usable yet: {e:#}");
+            return;
+        }
+        let why = match reason {
+            Repoint::SwitchMaster => {
+                format!("a Sentinel announced +switch-master for '{}'", self.name)
+            }
+            _ => format!("the Sentinels name it the master of '{}'", self.name),
+        };
+        self.up.control.set(Some(master.clone()), reason, &why);
+        self.up
+            .link
+            .update(|l| l.sentinel.named = Some(master.clone()));
+        self.named = Some(master);
+    }
+
+    /// Whether `master` says `role:master` in its INFO: a client checks what Sentinel names.
+    async fn is_master(&self, master: &MasterAddr) -> Result<()> {
+        let check = async {
+            let mut conn = MasterConn::connect(master, TIMEOUT).await?;
+            let cfg = &self.up.config;
+            let auth = Auth {
+                user: cfg.masteruser.as_deref(),
+                pass: cfg.masterauth.as_deref(),
+            };
+            let info = conn.info(auth, b"replication").await?;
+            match info.lines().find_map(|l| l.strip_prefix("role:")) {
+                Some(r) if r.trim() == "master" => Ok(()),
+                Some(r) => bail!("its INFO says role:{}", r.trim()),
+                None => bail!("its INFO has no role"),
+            }
+        };
+        tokio::time::timeout(TIMEOUT, check)
+            .await
+            .context("timed out")?
+    }
+}
