@@ -112,8 +112,16 @@ fn a_failover_repoints_the_relay_with_partial_resyncs_and_never_promotes_it() {
         0,
         "the new master made a full sync"
     );
-    let log = t.relay.log();
-    assert!(log.contains("transaction"), "{log}");
+    let (_, metrics) = t.relay.http_get("/metrics");
+    assert!(
+        metrics.contains("replica_relay_master_changes_total{reason=\"transaction\"} 1"),
+        "{metrics}"
+    );
+    let info = t.relay.client().cmd(&["INFO", "relay"]).text();
+    assert!(
+        info.contains(&format!("relay_last_master_change:from=127.0.0.1:{old},to=127.0.0.1:{promoted},reason=transaction")),
+        "{info}"
+    );
     assert_eq!(
         t.relay.client().info_num("stats", "sync_full"),
         relay_full_syncs,
@@ -215,6 +223,10 @@ fn a_relay_unknown_to_sentinel_is_moved_by_switch_master() {
     let port = r1.port.to_string();
     relay.client().cmd(&["REPLICAOF", "127.0.0.1", &port]);
     following(&relay, r1.port);
+    wait_for("the relay to say it follows a replica", || {
+        let (_, metrics) = relay.http_get("/metrics");
+        (metrics.contains("replica_relay_master_is_replica 1"), ())
+    });
     let behind = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&r1, &r2, &behind]);
     wait_for(
@@ -353,6 +365,13 @@ fn sentinels_hello_link_stays_up_for_a_minute() {
     );
 }
 
+fn held_back(relay: &Relay) {
+    wait_for("the empty-master guard to hold the relay back", || {
+        let held = relay.client().info("relay", "relay_empty_master_held");
+        (held.as_deref() == Some("1"), held)
+    });
+}
+
 /// A master without persistence comes back empty with a new history: the relay keeps its data
 /// (and its replicas theirs), then continues on the promoted replica without a full sync; it
 /// takes an empty master's history only once that master holds data.
@@ -371,10 +390,7 @@ fn a_master_restarted_empty_does_not_empty_the_replicas() {
     // the relay is moved.
     direct.client().cmd(&["REPLICAOF", "NO", "ONE"]);
     let master = Server::start_on(port, &[]);
-    wait_for("the guard to hold the relay back", || {
-        let held = relay.client().info("relay", "relay_empty_master_held");
-        (held.as_deref() == Some("1"), held)
-    });
+    held_back(&relay);
     let (code, metrics) = relay.http_get("/metrics");
     assert_eq!(code, 200);
     assert!(
@@ -414,10 +430,7 @@ fn a_master_restarted_empty_does_not_empty_the_replicas() {
     relay
         .client()
         .cmd(&["REPLICAOF", "127.0.0.1", &port.to_string()]);
-    wait_for("the guard to hold the relay back again", || {
-        let held = relay.client().info("relay", "relay_empty_master_held");
-        (held.as_deref() == Some("1"), held)
-    });
+    held_back(&relay);
     master.client().cmd(&["SET", "only", "1"]);
     following(&relay, port);
     wait_in_sync(&master, &[&behind]);
