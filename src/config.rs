@@ -194,6 +194,52 @@ pub struct RelayArgs {
     /// Address of the admin HTTP server [default: 127.0.0.1].
     #[arg(long, env = "REPLICA_RELAY_METRICS_BIND")]
     pub metrics_bind: Option<String>,
+    /// Port of the TLS listener for replicas and clients, beside or instead of --port (0, the
+    /// default, turns it off; --port 0 turns plain TCP off) [default: 0].
+    #[arg(long, env = "REPLICA_RELAY_TLS_PORT")]
+    pub tls_port: Option<u16>,
+    /// The relay's certificate (PEM; the chain after it), for --tls-port and --metrics-tls,
+    /// and as its client certificate towards the master unless --tls-client-cert-file is set.
+    #[arg(long, env = "REPLICA_RELAY_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, env = "REPLICA_RELAY_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// The certificate presented to a master that requires client certificates.
+    #[arg(long, env = "REPLICA_RELAY_TLS_CLIENT_CERT_FILE", value_name = "FILE")]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// The private key of --tls-client-cert-file.
+    #[arg(long, env = "REPLICA_RELAY_TLS_CLIENT_KEY_FILE", value_name = "FILE")]
+    pub tls_client_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that the master's and the clients' certificates must chain to.
+    #[arg(long, env = "REPLICA_RELAY_TLS_CA_CERT_FILE", value_name = "FILE")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// A directory of CA certificates (PEM files), as --tls-ca-cert-file.
+    #[arg(long, env = "REPLICA_RELAY_TLS_CA_CERT_DIR", value_name = "DIR")]
+    pub tls_ca_cert_dir: Option<PathBuf>,
+    /// Whether clients on --tls-port must present a certificate signed by the CA: yes, no or
+    /// optional (verified when given), as in Redis [default: yes].
+    #[arg(long, env = "REPLICA_RELAY_TLS_AUTH_CLIENTS")]
+    pub tls_auth_clients: Option<AuthClients>,
+    /// TLS on the link to the master (and the relay's other connections to it) [default: no].
+    #[arg(long, env = "REPLICA_RELAY_TLS_REPLICATION")]
+    pub tls_replication: Option<YesNo>,
+    /// The name the master's certificate must be valid for [default: the master's host].
+    #[arg(long, env = "REPLICA_RELAY_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// TLS versions, as in Redis: "TLSv1.2 TLSv1.3" [default: both].
+    #[arg(long, env = "REPLICA_RELAY_TLS_PROTOCOLS")]
+    pub tls_protocols: Option<String>,
+    /// TLS 1.3 cipher suites, colon-separated, e.g. TLS_AES_256_GCM_SHA384 [default: rustls'].
+    #[arg(long, env = "REPLICA_RELAY_TLS_CIPHERSUITES")]
+    pub tls_ciphersuites: Option<String>,
+    /// TLS 1.2 ciphers, colon-separated OpenSSL names, e.g. ECDHE-RSA-AES256-GCM-SHA384
+    /// [default: rustls'].
+    #[arg(long, env = "REPLICA_RELAY_TLS_CIPHERS")]
+    pub tls_ciphers: Option<String>,
+    /// Serve the admin endpoints over HTTPS with --tls-cert-file [default: no].
+    #[arg(long, env = "REPLICA_RELAY_METRICS_TLS")]
+    pub metrics_tls: Option<YesNo>,
     /// Sentinels to find the master through, as HOST:PORT,HOST:PORT: the relay asks them for
     /// --sentinel-master (SENTINEL get-master-addr-by-name), checks it with ROLE, and moves
     /// when they announce a failover (+switch-master). --replicaof is then only used while no
@@ -241,6 +287,43 @@ pub struct RelayArgs {
     pub log_format: Option<LogFormat>,
 }
 
+/// Whether clients on the TLS port must present a certificate, as Redis' `tls-auth-clients`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthClients {
+    #[default]
+    Yes,
+    No,
+    Optional,
+}
+
+/// The TLS options, as redis.conf names them; checked and loaded by the `tls` room.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// 0: no TLS listener.
+    pub port: u16,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub ca_cert_file: Option<PathBuf>,
+    pub ca_cert_dir: Option<PathBuf>,
+    pub auth_clients: AuthClients,
+    pub replication: bool,
+    pub server_name: Option<String>,
+    pub protocols: Option<String>,
+    pub ciphersuites: Option<String>,
+    pub ciphers: Option<String>,
+    pub metrics: bool,
+}
+
+impl TlsConfig {
+    /// Whether anything uses TLS.
+    pub fn enabled(&self) -> bool {
+        self.port != 0 || self.replication || self.metrics
+    }
+}
+
 /// The TOML file: the same options, with redis.conf-style names.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -264,6 +347,20 @@ struct FileConfig {
     master_info_interval: Option<u64>,
     metrics_port: Option<u16>,
     metrics_bind: Option<String>,
+    tls_port: Option<u16>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_cert_file: Option<PathBuf>,
+    tls_client_key_file: Option<PathBuf>,
+    tls_ca_cert_file: Option<PathBuf>,
+    tls_ca_cert_dir: Option<PathBuf>,
+    tls_auth_clients: Option<AuthClients>,
+    tls_replication: Option<YesNo>,
+    tls_server_name: Option<String>,
+    tls_protocols: Option<String>,
+    tls_ciphersuites: Option<String>,
+    tls_ciphers: Option<String>,
+    metrics_tls: Option<YesNo>,
     sentinel: Option<String>,
     sentinel_master: Option<String>,
     sentinel_user: Option<String>,
@@ -300,6 +397,7 @@ pub struct Config {
     pub master_info_interval: Option<Duration>,
     pub metrics_port: u16,
     pub metrics_bind: String,
+    pub tls: TlsConfig,
     /// Sentinels to find the master through; empty without `--sentinel`.
     pub sentinels: Vec<MasterAddr>,
     pub sentinel_master: Option<String>,
@@ -402,6 +500,25 @@ impl Config {
                 .metrics_bind
                 .or(file.metrics_bind)
                 .unwrap_or_else(|| "127.0.0.1".into()),
+            tls: TlsConfig {
+                port: args.tls_port.or(file.tls_port).unwrap_or(0),
+                cert_file: args.tls_cert_file.or(file.tls_cert_file),
+                key_file: args.tls_key_file.or(file.tls_key_file),
+                client_cert_file: args.tls_client_cert_file.or(file.tls_client_cert_file),
+                client_key_file: args.tls_client_key_file.or(file.tls_client_key_file),
+                ca_cert_file: args.tls_ca_cert_file.or(file.tls_ca_cert_file),
+                ca_cert_dir: args.tls_ca_cert_dir.or(file.tls_ca_cert_dir),
+                auth_clients: args
+                    .tls_auth_clients
+                    .or(file.tls_auth_clients)
+                    .unwrap_or_default(),
+                replication: args.tls_replication.or(file.tls_replication) == Some(YesNo::Yes),
+                server_name: args.tls_server_name.or(file.tls_server_name),
+                protocols: args.tls_protocols.or(file.tls_protocols),
+                ciphersuites: args.tls_ciphersuites.or(file.tls_ciphersuites),
+                ciphers: args.tls_ciphers.or(file.tls_ciphers),
+                metrics: args.metrics_tls.or(file.metrics_tls) == Some(YesNo::Yes),
+            },
             sentinels: args
                 .sentinel
                 .or(file.sentinel)
@@ -437,9 +554,33 @@ impl Config {
         Ok(config)
     }
 
+    /// The port the relay names to its master (`REPLCONF listening-port`), where its replicas
+    /// connect: the plain one, or the TLS one when plain TCP is off.
+    pub fn announced_port(&self) -> u16 {
+        if self.port != 0 {
+            self.port
+        } else {
+            self.tls.port
+        }
+    }
+
     fn validate(&self) -> Result<()> {
-        if self.port == 0 {
-            bail!("port must be between 1 and 65535");
+        if self.port == 0 && self.tls.port == 0 {
+            bail!(
+                "port must be between 1 and 65535 (port 0 turns plain TCP off only with a tls-port)"
+            );
+        }
+        let t = &self.tls;
+        if (t.port != 0 || t.metrics) && (t.cert_file.is_none() || t.key_file.is_none()) {
+            bail!("tls-port and metrics-tls need tls-cert-file and tls-key-file");
+        }
+        if t.enabled() && t.ca_cert_file.is_none() && t.ca_cert_dir.is_none() {
+            bail!(
+                "TLS needs tls-ca-cert-file or tls-ca-cert-dir: the CA the master's and the clients' certificates are checked against"
+            );
+        }
+        if t.client_cert_file.is_some() != t.client_key_file.is_some() {
+            bail!("tls-client-cert-file and tls-client-key-file go together");
         }
         if self.masteruser.is_some() && self.masterauth.is_none() {
             bail!("masteruser needs masterauth (the user's password)");

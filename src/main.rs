@@ -18,6 +18,7 @@ mod relay;
 mod resp;
 mod store;
 mod tail;
+mod tls;
 mod upstream;
 
 use std::io::IsTerminal;

@@ -17,6 +17,7 @@ use crate::observe::RelayView;
 use crate::observe::admin::{self, Admin};
 use crate::observe::metrics::Metrics;
 use crate::store::{Store, StoreConfig, StoreMetrics, StoreWriter};
+use crate::tls::{self, Dialer, Tls};
 use crate::upstream::{self, Upstream, UpstreamMetrics};
 
 /// The handles of every room, made once.
@@ -33,6 +34,7 @@ impl Rooms {
         (writer, store): (StoreWriter, Store),
         store_metrics: StoreMetrics,
         master: Option<MasterAddr>,
+        tls: Option<&Arc<Tls>>,
     ) -> Rooms {
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
@@ -60,11 +62,13 @@ impl Rooms {
             replicas,
             clients: Arc::default(),
             pubsub: Arc::default(),
+            accepting: downstream::Accepting::new(config.maxclients),
             metrics: down_metrics,
             server: view.clone(),
             shutdown: shutdown.clone(),
         });
         let upstream = Arc::new(Upstream {
+            dialer: Dialer::for_master(tls, &config.tls),
             config,
             store,
             writer,
@@ -100,11 +104,12 @@ pub async fn run(config: Config) -> Result<()> {
         .await?
         .context("opening the store")?;
     let master = first_master(&config).await?;
-    let listener = TcpListener::bind((config.bind.as_str(), config.port))
-        .await
-        .with_context(|| format!("listening on {}:{}", config.bind, config.port))?;
+    let tls_config = config.tls.clone();
+    let tls = tokio::task::spawn_blocking(move || Tls::load(&tls_config)).await??;
+    let plain = listen(&config, config.port).await?;
+    let secure = listen(&config, config.tls.port).await?;
     let admin_listener = admin::bind(&config).await?;
-    let rooms = Rooms::wire(config, (writes, store), store_metrics, master);
+    let rooms = Rooms::wire(config, (writes, store), store_metrics, master, tls.as_ref());
     let metrics = Metrics::new(&[
         &rooms.store_metrics,
         &rooms.view.control,
@@ -114,23 +119,44 @@ pub async fn run(config: Config) -> Result<()> {
     let admin = Arc::new(Admin {
         view: rooms.view.clone(),
         metrics,
+        tls: tls.clone().filter(|_| rooms.view.config.tls.metrics),
     });
     let cfg = &rooms.view.config;
+    let ports: Vec<String> = [(cfg.port, ""), (cfg.tls.port, " (TLS)")]
+        .iter()
+        .filter(|(p, _)| *p != 0)
+        .map(|(p, what)| format!("{}:{p}{what}", cfg.bind))
+        .collect();
     info!(
-        "replica-relay {} ready to accept replicas on {}:{} (store {})",
+        "replica-relay {} ready to accept replicas on {} (store {})",
         env!("CARGO_PKG_VERSION"),
-        cfg.bind,
-        cfg.port,
+        ports.join(" and "),
         cfg.dir.display()
     );
     let shutdown = rooms.upstream.shutdown.clone();
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(upstream::run(rooms.upstream.clone())),
         tokio::spawn(upstream::master_info::run(rooms.upstream.clone())),
         tokio::spawn(upstream::sentinel::run(rooms.upstream.clone())),
-        tokio::spawn(downstream::serve(rooms.downstream.clone(), listener)),
         tokio::spawn(admin::serve(admin, admin_listener, shutdown.clone())),
     ];
+    if let Some(listener) = plain {
+        tasks.push(tokio::spawn(downstream::serve(
+            rooms.downstream.clone(),
+            listener,
+            None,
+        )));
+    }
+    if let Some(listener) = secure {
+        tasks.push(tokio::spawn(downstream::serve(
+            rooms.downstream.clone(),
+            listener,
+            tls.clone(),
+        )));
+    }
+    if let Some(tls) = &tls {
+        tasks.push(tokio::spawn(tls::watch(tls.clone(), shutdown.clone())));
+    }
     wait_for_signal().await;
     info!("Received SIGTERM, shutting down: closing links and flushing the store");
     shutdown.cancel();
@@ -143,6 +169,17 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     info!("replica-relay is now ready to exit, bye bye...");
     Ok(())
+}
+
+/// A listener for replicas on `port`; none for port 0.
+async fn listen(config: &Config, port: u16) -> Result<Option<TcpListener>> {
+    if port == 0 {
+        return Ok(None);
+    }
+    let listener = TcpListener::bind((config.bind.as_str(), port))
+        .await
+        .with_context(|| format!("listening on {}:{port}", config.bind))?;
+    Ok(Some(listener))
 }
 
 /// The master to follow at start: the configured one, or the one a CONFIG REWRITE recorded

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::config::{AnnounceVersion, MasterAddr};
 use crate::resp;
+use crate::tls::Dialer;
 use crate::upstream::wire::{Auth, MasterConn, PsyncReply};
 
 /// Longest argument shown; the rest is elided with its length.
@@ -51,7 +52,7 @@ pub fn run(args: TailArgs) -> Result<()> {
 
 async fn tail(args: TailArgs) -> Result<()> {
     let master = MasterAddr::parse(&args.replicaof[0], &args.replicaof[1])?;
-    let mut conn = MasterConn::connect(&master, Duration::from_secs(60)).await?;
+    let mut conn = MasterConn::connect(&Dialer::plain(), &master, Duration::from_secs(60)).await?;
     let auth = Auth {
         user: args.masteruser.as_deref(),
         pass: args.masterauth.as_deref(),

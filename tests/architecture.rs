@@ -20,6 +20,8 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
     // The link's status and control, below both links so neither imports the other.
     ("link", 0, &["config", "instruments"]),
     ("master_file", 0, &["config"]),
+    // TLS over the byte streams: both links and the admin server use it.
+    ("tls", 0, &["config", "duplex"]),
     ("decode", 1, &["feed", "progress"]),
     (
         "store",
@@ -38,6 +40,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "progress",
             "resp",
             "store",
+            "tls",
         ],
     ),
     (
@@ -55,6 +58,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "progress",
             "resp",
             "store",
+            "tls",
         ],
     ),
     (
@@ -70,6 +74,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "resp",
             "store",
             "upstream",
+            "tls",
         ],
     ),
     (
@@ -84,10 +89,11 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "observe",
             "store",
             "upstream",
+            "tls",
         ],
     ),
     ("inspect", 6, &["decode", "store"]),
-    ("tail", 6, &["config", "resp", "upstream"]),
+    ("tail", 6, &["config", "resp", "tls", "upstream"]),
     (
         "main",
         7,

@@ -32,6 +32,7 @@ use crate::instruments::{self, Collectors, Label, Labelled, Phase};
 use crate::link::{LinkControl, LinkWatch};
 use crate::resp::{self, Reply};
 use crate::store::Store;
+use crate::tls::{Listener, Tls};
 use commands::Action;
 
 pub use clients::Clients;
@@ -49,6 +50,7 @@ pub struct Context {
     pub replicas: Arc<Replicas>,
     pub clients: Arc<Clients>,
     pub pubsub: Arc<PubSub>,
+    pub accepting: Accepting,
     pub metrics: Arc<DownstreamMetrics>,
     pub server: Arc<dyn ServerInfo>,
     pub shutdown: CancellationToken,
@@ -72,6 +74,7 @@ pub enum Rejection {
     Auth,
     NoMasterLink,
     RdbFormat,
+    Tls,
 }
 
 impl Label for Rejection {
@@ -83,6 +86,7 @@ impl Label for Rejection {
         Rejection::Auth,
         Rejection::NoMasterLink,
         Rejection::RdbFormat,
+        Rejection::Tls,
     ];
 
     fn value(self) -> &'static str {
@@ -93,6 +97,7 @@ impl Label for Rejection {
             Rejection::Auth => "auth",
             Rejection::NoMasterLink => "nomasterlink",
             Rejection::RdbFormat => "rdb_format",
+            Rejection::Tls => "tls",
         }
     }
 }
@@ -309,9 +314,23 @@ impl Replicas {
     }
 }
 
-pub async fn serve(cx: Arc<Context>, listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(cx.config.maxclients));
-    let next_id = AtomicU64::new(1);
+/// What every listener shares: the `maxclients` slots and the client ids.
+pub struct Accepting {
+    slots: Arc<Semaphore>,
+    next_id: AtomicU64,
+}
+
+impl Accepting {
+    pub fn new(maxclients: usize) -> Accepting {
+        Accepting {
+            slots: Arc::new(Semaphore::new(maxclients)),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Accepts clients on `listener` until shutdown: plain TCP, or TLS when `tls` is given.
+pub async fn serve(cx: Arc<Context>, listener: TcpListener, tls: Option<Arc<Tls>>) {
     loop {
         let (mut sock, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -325,7 +344,7 @@ pub async fn serve(cx: Arc<Context>, listener: TcpListener) {
             _ = cx.shutdown.cancelled() => return,
         };
         cx.metrics.connections_received.inc();
-        let (reason, refusal) = match slots.clone().try_acquire_owned() {
+        let (reason, refusal) = match cx.accepting.slots.clone().try_acquire_owned() {
             Err(_) => (
                 Rejection::Maxclients,
                 "ERR max number of clients reached".to_string(),
@@ -333,8 +352,8 @@ pub async fn serve(cx: Arc<Context>, listener: TcpListener) {
             Ok(slot) => match protected_mode_refusal(&cx.config, &peer) {
                 Some(denied) => (Rejection::ProtectedMode, denied),
                 None => {
-                    let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(connection(cx.clone(), duplex::tcp(sock), peer, id, slot));
+                    let id = cx.accepting.next_id.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(handshake(cx.clone(), sock, peer, id, slot, tls.clone()));
                     continue;
                 }
             },
@@ -347,6 +366,33 @@ pub async fn serve(cx: Arc<Context>, listener: TcpListener) {
             let _ = sock.write_all(&out).await;
         });
     }
+}
+
+/// A new connection's TLS handshake, if on the TLS port, then its commands. The handshake runs
+/// in the connection's own task, holding its slot, so slow ones delay nobody.
+async fn handshake(
+    cx: Arc<Context>,
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    tls: Option<Arc<Tls>>,
+) {
+    let halves = match tls {
+        None => duplex::tcp(sock),
+        Some(tls) => match tls.accept(sock, peer, Listener::Replicas).await {
+            Ok(stream) => {
+                let (rd, wr) = tokio::io::split(stream);
+                (Box::new(rd) as Reader, Box::new(wr) as Writer)
+            }
+            Err(e) => {
+                cx.metrics.rejected.inc(Rejection::Tls);
+                warn!("Refusing connection on the TLS port: {e:#}");
+                return;
+            }
+        },
+    };
+    connection(cx, halves, peer, id, slot).await;
 }
 
 /// Redis' protected mode: without a password, only loopback clients may connect.
@@ -545,6 +591,7 @@ pub(crate) fn context_for_tests(dir: &std::path::Path) -> Context {
         replicas: Arc::new(Replicas::default()),
         clients: Arc::default(),
         pubsub: Arc::default(),
+        accepting: Accepting::new(16),
         metrics: Arc::new(DownstreamMetrics::new()),
         server: Arc::new(Fixed),
         shutdown: CancellationToken::new(),

@@ -26,6 +26,7 @@ use super::RelayView;
 use super::metrics::Metrics;
 use super::status::Status;
 use crate::config::Config;
+use crate::tls::{Listener, Tls};
 
 /// Most bytes of a request's head (request line and headers): probes send a few hundred.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -57,6 +58,8 @@ pub async fn bind(config: &Config) -> Result<Option<TcpListener>> {
 pub struct Admin {
     pub view: Arc<RelayView>,
     pub metrics: Metrics,
+    /// HTTPS with `--metrics-tls yes`.
+    pub tls: Option<Arc<Tls>>,
 }
 
 pub async fn serve(admin: Arc<Admin>, listener: Option<TcpListener>, shutdown: CancellationToken) {
@@ -81,18 +84,24 @@ pub async fn serve(admin: Arc<Admin>, listener: Option<TcpListener>, shutdown: C
             }
         };
         let admin = admin.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let admin = admin.clone();
-            async move { Ok::<_, Infallible>(answer(&admin, &req)) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .max_buf_size(MAX_REQUEST)
-            .serve_connection(TokioIo::new(sock), service);
         tokio::spawn(async move {
             let _slot = slot;
-            match tokio::time::timeout(MAX_CONNECTION_AGE, conn).await {
+            let served = match admin.tls.clone() {
+                None => tokio::time::timeout(MAX_CONNECTION_AGE, http(admin, sock)).await,
+                Some(tls) => {
+                    let https = async {
+                        match tls.accept(sock, peer, Listener::Admin).await {
+                            Ok(stream) => http(admin, stream).await,
+                            Err(e) => {
+                                debug!("Admin connection: {e:#}");
+                                Ok(())
+                            }
+                        }
+                    };
+                    tokio::time::timeout(MAX_CONNECTION_AGE, https).await
+                }
+            };
+            match served {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!("Admin connection from {peer}: {e}"),
                 Err(_) => {
@@ -101,6 +110,23 @@ pub async fn serve(admin: Arc<Admin>, listener: Option<TcpListener>, shutdown: C
             }
         });
     }
+}
+
+/// HTTP/1.1 on one connection, plain or TLS.
+async fn http<S>(admin: Arc<Admin>, stream: S) -> Result<(), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(answer(&admin, &req)) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_REQUEST)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
 }
 
 /// The four endpoints (and the `/live`, `/ready` spellings), for GET and HEAD.
@@ -163,28 +189,50 @@ pub struct HealthcheckArgs {
     /// What to check: /healthz (the process runs) or /readyz (ready for replicas).
     #[arg(long, default_value = "/healthz")]
     path: String,
+    /// The admin server speaks HTTPS (the relay's --metrics-tls).
+    #[arg(long, env = "REPLICA_RELAY_METRICS_TLS", default_value = "no")]
+    metrics_tls: crate::config::YesNo,
+    /// The CA the admin server's certificate must chain to, with --metrics-tls.
+    #[arg(long, env = "REPLICA_RELAY_TLS_CA_CERT_FILE", value_name = "FILE")]
+    tls_ca_cert_file: Option<std::path::PathBuf>,
+    /// The name the admin server's certificate must be valid for, with --metrics-tls.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
 }
 
 pub fn healthcheck(args: HealthcheckArgs) -> Result<()> {
     use std::io::{Read, Write};
     let timeout = Duration::from_secs(3);
     let addr = admin_addr(&args.metrics_bind, args.metrics_port)?;
-    let mut sock = std::net::TcpStream::connect_timeout(&addr, timeout)
+    let sock = std::net::TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to the admin server on {addr}"))?;
     sock.set_read_timeout(Some(timeout))?;
+    let mut stream: Box<dyn ReadWrite> = if args.metrics_tls == crate::config::YesNo::Yes {
+        let ca = args
+            .tls_ca_cert_file
+            .as_deref()
+            .context("--metrics-tls needs --tls-ca-cert-file")?;
+        Box::new(crate::tls::probe(sock, ca, &args.server_name)?)
+    } else {
+        Box::new(sock)
+    };
     write!(
-        sock,
+        stream,
         "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         args.path
     )?;
     let mut reply = String::new();
-    sock.take(MAX_REQUEST as u64).read_to_string(&mut reply)?;
+    stream.take(MAX_REQUEST as u64).read_to_string(&mut reply)?;
     let status = reply.lines().next().unwrap_or_default();
     if status.split(' ').nth(1) != Some("200") {
         anyhow::bail!("{} answered '{status}'", args.path);
     }
     Ok(())
 }
+
+/// A blocking stream, plain or TLS.
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
 /// Where the admin server listening on `bind` is reached from this host.
 fn admin_addr(bind: &str, port: u16) -> Result<std::net::SocketAddr> {

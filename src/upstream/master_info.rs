@@ -42,7 +42,7 @@ pub async fn run(up: Arc<Upstream>) {
 
 /// The master's `master_repl_offset`, and whether it says it is a replica itself.
 async fn master_offset(up: &Upstream, master: &MasterAddr) -> Result<(u64, bool)> {
-    let mut conn = MasterConn::connect(master, POLL_TIMEOUT).await?;
+    let mut conn = MasterConn::connect(&up.dialer, master, POLL_TIMEOUT).await?;
     let auth = Auth {
         user: up.config.masteruser.as_deref(),
         pass: up.config.masterauth.as_deref(),

@@ -25,6 +25,7 @@ use crate::instruments::{self, Collectors, Label, Labelled, Phase};
 use crate::link::{LinkControl, LinkReporter, LinkState};
 use crate::progress::Progress;
 use crate::store::{Slot, Store, StoreWriter};
+use crate::tls::Dialer;
 use wire::{Auth, Framing, MasterConn, PsyncReply};
 
 /// What the upstream room works with: the store (its reading side, and the writing side, which
@@ -36,6 +37,8 @@ pub struct Upstream {
     pub writer: StoreWriter,
     pub link: LinkReporter,
     pub control: LinkControl,
+    /// TCP, or TLS with `--tls-replication yes`.
+    pub dialer: Dialer,
     pub metrics: Arc<UpstreamMetrics>,
     pub shutdown: CancellationToken,
 }
@@ -323,7 +326,7 @@ impl<'a> Link<'a> {
             up.link.set_state(LinkState::Connecting);
             info!("Connecting to MASTER {master}");
         }
-        let conn = MasterConn::connect(master, up.config.repl_timeout).await?;
+        let conn = MasterConn::connect(&up.dialer, master, up.config.repl_timeout).await?;
         if slot == Slot::Main {
             info!("MASTER <-> REPLICA sync started");
             up.link.set_state(LinkState::Handshake);
@@ -371,7 +374,12 @@ impl<'a> Link<'a> {
         };
         let server = self
             .conn
-            .handshake(auth, cfg.port, !self.is_main(), &cfg.announce_version)
+            .handshake(
+                auth,
+                cfg.announced_port(),
+                !self.is_main(),
+                &cfg.announce_version,
+            )
             .await?;
         if self.is_main() {
             info!("Master replied to PING, replication can continue...");

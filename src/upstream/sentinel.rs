@@ -19,6 +19,7 @@ use super::wire::{Auth, MasterConn};
 use crate::config::MasterAddr;
 use crate::link::Repoint;
 use crate::resp::Reply;
+use crate::tls::Dialer;
 
 /// Connect and reply timeout of every Sentinel request.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -119,7 +120,7 @@ impl Watcher<'_> {
     }
 
     async fn connect(&self, sentinel: &MasterAddr, timeout: Duration) -> Result<MasterConn> {
-        let mut conn = MasterConn::connect(sentinel, timeout).await?;
+        let mut conn = MasterConn::connect(&Dialer::plain(), sentinel, timeout).await?;
         let cfg = &self.up.config;
         let auth = match (&cfg.sentinel_user, &cfg.sentinel_password) {
             (Some(user), Some(pass)) => vec![b"AUTH".as_slice(), user.as_bytes(), pass.as_bytes()],
@@ -203,7 +204,7 @@ impl Watcher<'_> {
     /// Whether `master` says `role:master` in its INFO: a client checks what Sentinel names.
     async fn is_master(&self, master: &MasterAddr) -> Result<()> {
         let check = async {
-            let mut conn = MasterConn::connect(master, TIMEOUT).await?;
+            let mut conn = MasterConn::connect(&self.up.dialer, master, TIMEOUT).await?;
             let cfg = &self.up.config;
             let auth = Auth {
                 user: cfg.masteruser.as_deref(),

@@ -4,16 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::info;
 
 use crate::config::{AnnounceVersion, MasterAddr};
-use crate::duplex::{self, Reader, Writer};
+use crate::duplex::{Reader, Writer};
 use crate::resp::{self, Reply};
 use crate::store::is_replid;
+use crate::tls::Dialer;
 
 /// Longest reply line accepted during the handshake.
 const MAX_LINE: usize = 4096;
@@ -139,14 +139,13 @@ pub struct MasterConn {
 }
 
 impl MasterConn {
-    /// A TCP connection to `master`.
-    pub async fn connect(master: &MasterAddr, timeout: Duration) -> Result<MasterConn> {
-        let connect = TcpStream::connect((master.host.as_str(), master.port));
-        let sock = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| anyhow!("Error condition on socket for SYNC: Connection timed out"))?
-            .map_err(|e| anyhow!("Error condition on socket for SYNC: {e}"))?;
-        let (rd, wr) = duplex::tcp(sock);
+    /// A connection to `master`, over TCP or TLS as `dialer` says.
+    pub async fn connect(
+        dialer: &Dialer,
+        master: &MasterAddr,
+        timeout: Duration,
+    ) -> Result<MasterConn> {
+        let (rd, wr) = dialer.dial(master, timeout).await?;
         Ok(MasterConn::over(rd, wr, timeout))
     }
 
@@ -439,7 +438,8 @@ impl MasterConn {
         let read = tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf));
         match read.await {
             Err(_) => Err(TimedOut.into()),
-            Ok(Err(e)) => bail!("I/O error reading from MASTER: {e}"),
+            // Over TLS the master's refusal of our certificate arrives as the first read fails.
+            Ok(Err(e)) => bail!("I/O error reading from MASTER: {}", crate::tls::explain(&e)),
             Ok(Ok(0)) => bail!("Connection with master lost."),
             Ok(Ok(_)) => {
                 self.last_io = Instant::now();
