@@ -64,8 +64,11 @@ pub struct LinkStatus {
     /// A snapshot refresh was asked of the master and has not fully arrived yet: the master may
     /// still be waiting out its `repl-diskless-sync-delay` before it forks.
     pub refresh_requested: bool,
-    /// The master's own `master_repl_offset`, as last read from its INFO.
+    /// The master's own `master_repl_offset`, as last read from its INFO, and when.
     pub master_offset: Option<u64>,
+    pub master_offset_read: Option<Instant>,
+    /// The master's `redis_version`, from its INFO at the last handshake.
+    pub master_version: Option<String>,
     /// Whether the master's INFO said `role:slave` when last read: the relay follows a replica.
     pub master_is_replica: bool,
     /// The master's keyspace is empty while its history is not the relay's: the relay keeps
@@ -95,10 +98,25 @@ impl Default for LinkStatus {
             snapshot_pending: false,
             refresh_requested: false,
             master_offset: None,
+            master_offset_read: None,
+            master_version: None,
             master_is_replica: false,
             empty_master_held: false,
             sentinel: SentinelView::default(),
         }
+    }
+}
+
+impl LinkStatus {
+    /// The master's offset if it was read within `max_age`; `None` when it is unknown (the
+    /// master cannot be reached, or is not read at all): never a stale number that would look
+    /// like no lag.
+    pub fn known_master_offset(&self, max_age: Option<std::time::Duration>) -> Option<u64> {
+        let fresh = self
+            .master_offset_read
+            .zip(max_age)
+            .is_some_and(|(at, max)| at.elapsed() <= max);
+        self.master_offset.filter(|_| fresh)
     }
 }
 

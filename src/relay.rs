@@ -41,6 +41,7 @@ impl Rooms {
         let (reporter, link) = link::status();
         let control = LinkControl::new(master);
         let replicas = Arc::new(Replicas::default());
+        let clients = Arc::new(downstream::Clients::default());
         let up_metrics = Arc::new(UpstreamMetrics::new());
         let down_metrics = Arc::new(DownstreamMetrics::new());
         let view = Arc::new(RelayView {
@@ -49,10 +50,12 @@ impl Rooms {
             link: link.clone(),
             control: control.clone(),
             replicas: replicas.clone(),
+            clients: clients.clone(),
             upstream: up_metrics.clone(),
             downstream: down_metrics.clone(),
             started: Instant::now(),
             run_id: random_hex(40),
+            ops: Default::default(),
         });
         let downstream = Arc::new(downstream::Context {
             config: config.clone(),
@@ -60,7 +63,7 @@ impl Rooms {
             link,
             control: control.clone(),
             replicas,
-            clients: Arc::default(),
+            clients,
             pubsub: Arc::default(),
             accepting: downstream::Accepting::new(config.maxclients),
             metrics: down_metrics,

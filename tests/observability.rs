@@ -281,3 +281,36 @@ fn the_admin_server_survives_running_out_of_file_descriptors() {
     });
     assert!(log > 0);
 }
+
+/// A master the relay cannot reach: the lag is unknown, so it is not exported as a number (a
+/// frozen 0 would look like no lag); `upstream_lag_known` says so, and the sample is back once
+/// the master answers again.
+#[test]
+fn the_lag_is_absent_while_the_masters_offset_cannot_be_read() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    write_mixed(&mut master.client(), "a", 5);
+    wait_for("a known lag of 0", || {
+        let s = scrape(&relay);
+        let ok = s.get("replica_relay_upstream_lag_bytes") == Some(&0.0)
+            && s.get("replica_relay_upstream_lag_known") == Some(&1.0);
+        (ok, s.get("replica_relay_upstream_lag_bytes").copied())
+    });
+    // Stopped, the master answers nothing: neither the link nor the offset reads.
+    unsafe { libc::kill(master.pid() as i32, libc::SIGSTOP) };
+    let seen = wait_for("the lag to become unknown", || {
+        let s = scrape(&relay);
+        let ok = !s.contains_key("replica_relay_upstream_lag_bytes")
+            && !s.contains_key("replica_relay_upstream_master_offset_bytes")
+            && s.get("replica_relay_upstream_lag_known") == Some(&0.0);
+        (ok, s.get("replica_relay_upstream_lag_bytes").copied())
+    });
+    assert_eq!(seen, None);
+    let (_, status) = relay.http_get("/status");
+    assert!(status.contains("\"lag_bytes\": null"), "{status}");
+    unsafe { libc::kill(master.pid() as i32, libc::SIGCONT) };
+    wait_for("the lag to be known again", || {
+        let s = scrape(&relay);
+        (s.get("replica_relay_upstream_lag_known") == Some(&1.0), ())
+    });
+}

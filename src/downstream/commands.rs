@@ -7,12 +7,13 @@
 use bytes::Bytes;
 use tracing::{info, warn};
 
+mod docs;
 mod transaction;
 
 pub use transaction::Transaction;
 
 use super::Client;
-use super::clients::Kind;
+use super::clients::{Filter, Kind};
 use super::{Context, Rejection};
 use crate::config::MasterAddr;
 use crate::glob::{self, OverBudget};
@@ -120,7 +121,7 @@ fn immediate(
         "replicaof" | "slaveof" => replicaof(cx, client, args, within),
         "config" => config(cx, args),
         "client" => client_command(cx, client, args),
-        "command" => command(args),
+        "command" => docs::command(args),
         "publish" => publish(cx, args),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
             subscribed(cx, client, name, args)
@@ -442,75 +443,65 @@ fn client_command(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
         ("getname", 2) => Action::Reply(client.name.clone().map_or(Reply::Nil, Reply::bulk)),
         ("id", 2) => Action::Reply(Reply::Int(client.id as i64)),
         ("setinfo", 4) => Action::Reply(Reply::ok()),
-        ("list", 2) => Action::Reply(Reply::bulk(client_list(client))),
+        ("list", 2) => Action::Reply(Reply::bulk(cx.clients.list(None))),
+        ("info", 2) => Action::Reply(Reply::bulk(cx.clients.list(Some(client.id)))),
+        // The old form: CLIENT KILL ip:port.
+        ("kill", 3) => match cx.clients.kill(&Filter {
+            addr: Some(text(&args[2])),
+            ..Filter::default()
+        }) {
+            0 => err("ERR No such client"),
+            _ => Action::Reply(Reply::ok()),
+        },
         ("kill", n) if n >= 4 => client_kill(cx, client, &args[2..]),
         _ => err(
-            "ERR replica-relay supports CLIENT SETNAME, GETNAME, ID, LIST, SETINFO and KILL TYPE normal|pubsub, KILL ID",
+            "ERR replica-relay supports CLIENT SETNAME, GETNAME, ID, LIST, INFO, SETINFO and KILL",
         ),
     }
 }
 
-/// `CLIENT KILL TYPE normal|pubsub` (Sentinel's) and `CLIENT KILL ID <id>`, with `SKIPME`.
-/// Replica links are never closed this way: they are what the relay is for.
+/// `CLIENT KILL <filter> <value> ...` as in Redis: ID, ADDR, LADDR, TYPE, USER, SKIPME. Sentinel
+/// sends `TYPE normal` and `TYPE pubsub`, which never name replica links.
 fn client_kill(cx: &Context, client: &Client, filters: &[Bytes]) -> Action {
-    let (mut kind, mut id, mut skipme) = (None, None, true);
+    let mut filter = Filter {
+        except: Some(client.id),
+        ..Filter::default()
+    };
     for pair in filters.chunks(2) {
         let [key, value] = pair else {
             return err("ERR syntax error");
         };
-        let value = text(value).to_ascii_lowercase();
-        match (text(key).to_ascii_lowercase().as_str(), value.as_str()) {
-            ("type", "normal") => kind = Some(Kind::Normal),
-            ("type", "pubsub") => kind = Some(Kind::PubSub),
-            ("type", "master" | "replica" | "slave") => {
-                return err("ERR replica-relay does not close replica links with CLIENT KILL");
-            }
+        let value = text(value);
+        match (
+            text(key).to_ascii_lowercase().as_str(),
+            value.to_ascii_lowercase().as_str(),
+        ) {
+            ("type", "normal") => filter.kind = Some(Kind::Normal),
+            ("type", "pubsub") => filter.kind = Some(Kind::PubSub),
+            ("type", "replica" | "slave") => filter.kind = Some(Kind::Replica),
+            // The relay's own link to its master is not a client of it.
+            ("type", "master") => return Action::Reply(Reply::Int(0)),
+            ("type", _) => return err(format!("ERR Unknown client type '{value}'")),
             ("id", v) => match v.parse::<u64>() {
-                Ok(n) => id = Some(n),
-                Err(_) => return err("ERR client-id should be greater than 0"),
+                Ok(n) if n > 0 => filter.id = Some(n),
+                _ => return err("ERR client-id should be greater than 0"),
             },
-            ("skipme", "yes") => skipme = true,
-            ("skipme", "no") => skipme = false,
-            _ => {
-                return err(format!(
-                    "ERR Unsupported CLIENT KILL filter '{}'",
-                    text(key)
-                ));
-            }
+            ("addr", _) => filter.addr = Some(value),
+            ("laddr", _) => filter.laddr = Some(value),
+            ("user", _) => filter.user = Some(value),
+            ("skipme", "yes") => filter.except = Some(client.id),
+            ("skipme", "no") => filter.except = None,
+            _ => return err("ERR syntax error"),
         }
     }
-    let except = skipme.then_some(client.id);
-    let killed = match (kind, id) {
-        (Some(kind), None) => cx.clients.kill(kind, except),
-        (None, Some(id)) => usize::from(Some(id) != except && cx.clients.kill_id(id)),
-        _ => return err("ERR CLIENT KILL takes one filter: TYPE normal|pubsub or ID <id>"),
-    };
+    let killed = cx.clients.kill(&filter);
     if killed > 0 {
         info!(
-            "CLIENT KILL from {}: closing {killed} client(s)",
+            "CLIENT KILL from {}: closing {killed} connection(s)",
             client.peer
         );
     }
     Action::Reply(Reply::Int(killed as i64))
-}
-
-/// The one line of CLIENT LIST: the relay shows a client itself only.
-fn client_list(client: &Client) -> String {
-    format!(
-        "id={} addr={} laddr= fd=0 name={} age={} idle=0 flags=N db=0 cmd=client|list\n",
-        client.id,
-        client.peer,
-        client.name.clone().unwrap_or_default(),
-        client.created.elapsed().as_secs()
-    )
-}
-
-/// redis-cli asks for command docs on start; the relay has none to offer.
-fn command(args: &[Bytes]) -> Action {
-    match args.get(1).map(|s| text(s).to_ascii_lowercase()).as_deref() {
-        Some("count") => Action::Reply(Reply::Int(0)),
-        _ => Action::Reply(Reply::Array(vec![])),
-    }
 }
 
 #[cfg(test)]

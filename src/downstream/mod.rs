@@ -110,6 +110,9 @@ pub struct DownstreamMetrics {
     pub partial_syncs: prometheus::IntCounter,
     pub partial_sync_errors: prometheus::IntCounter,
     pub sent: Labelled<Phase>,
+    pub commands: prometheus::IntCounter,
+    pub net_input: prometheus::IntCounter,
+    pub net_output: prometheus::IntCounter,
 }
 
 impl DownstreamMetrics {
@@ -136,6 +139,18 @@ impl DownstreamMetrics {
                 "Partial resyncs asked for that had to be full syncs.",
             ),
             sent: Labelled::new("downstream_sent_bytes_total", "Bytes sent to replicas."),
+            commands: instruments::counter(
+                "commands_processed_total",
+                "Commands clients sent the relay (not the replication stream).",
+            ),
+            net_input: instruments::counter(
+                "client_input_bytes_total",
+                "Bytes clients and replicas sent before their sync.",
+            ),
+            net_output: instruments::counter(
+                "client_output_bytes_total",
+                "Bytes of replies to clients (not the replication stream).",
+            ),
         }
     }
 }
@@ -149,6 +164,9 @@ impl Collectors for DownstreamMetrics {
             Box::new(self.partial_syncs.clone()),
             Box::new(self.partial_sync_errors.clone()),
             self.sent.collector(),
+            Box::new(self.commands.clone()),
+            Box::new(self.net_input.clone()),
+            Box::new(self.net_output.clone()),
         ]
     }
 }
@@ -170,13 +188,14 @@ pub struct Client {
     /// From `REPLCONF version` (Valkey replicas).
     pub version: Option<String>,
     pub rdb_only: bool,
-    pub created: Instant,
     /// Commands queued since MULTI.
     pub multi: Option<commands::Transaction>,
     /// Its subscriptions, once it has subscribed to something.
     subscriber: Option<pubsub::Subscriber>,
     /// Closes the connection (CLIENT KILL, a subscriber too slow).
     close: CancellationToken,
+    /// The last command's name, for CLIENT LIST's `cmd=`.
+    pub last_cmd: String,
 }
 
 impl Client {
@@ -192,10 +211,10 @@ impl Client {
             capa_psync2: false,
             version: None,
             rdb_only: false,
-            created: Instant::now(),
             multi: None,
             subscriber: None,
             close: CancellationToken::new(),
+            last_cmd: "NULL".into(),
         }
     }
 
@@ -353,7 +372,15 @@ pub async fn serve(cx: Arc<Context>, listener: TcpListener, tls: Option<Arc<Tls>
                 Some(denied) => (Rejection::ProtectedMode, denied),
                 None => {
                     let id = cx.accepting.next_id.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(handshake(cx.clone(), sock, peer, id, slot, tls.clone()));
+                    let registered = cx.clients.join(id, peer, sock.local_addr().ok());
+                    tokio::spawn(handshake(
+                        cx.clone(),
+                        sock,
+                        peer,
+                        registered,
+                        slot,
+                        tls.clone(),
+                    ));
                     continue;
                 }
             },
@@ -374,7 +401,7 @@ async fn handshake(
     cx: Arc<Context>,
     sock: tokio::net::TcpStream,
     peer: SocketAddr,
-    id: u64,
+    registered: clients::Registered,
     slot: tokio::sync::OwnedSemaphorePermit,
     tls: Option<Arc<Tls>>,
 ) {
@@ -392,7 +419,7 @@ async fn handshake(
             }
         },
     };
-    connection(cx, halves, peer, id, slot).await;
+    connection(cx, halves, peer, registered, slot).await;
 }
 
 /// Redis' protected mode: without a password, only loopback clients may connect.
@@ -415,10 +442,10 @@ async fn connection(
     cx: Arc<Context>,
     (mut rd, mut wr): (Reader, Writer),
     peer: SocketAddr,
-    id: u64,
+    registered: clients::Registered,
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let registered = cx.clients.join(id);
+    let id = registered.id();
     let mut client = Client::new(id, peer, cx.config.requirepass.is_none());
     client.close = registered.close.clone();
     debug!("Accepted {peer}");
@@ -427,13 +454,13 @@ async fn connection(
     let mut out = BytesMut::new();
     let request = loop {
         let action = next_action(&cx, &mut client, &mut parser, &mut buf, &mut out).await;
-        registered.set_kind(if client.subscribed() {
-            clients::Kind::PubSub
-        } else {
-            clients::Kind::Normal
-        });
-        if !out.is_empty() && wr.write_all(&out.split()).await.is_err() {
-            break None;
+        let subscriptions = client.subscriber.as_ref().map_or(0, |s| s.count());
+        registered.touch(&client.last_cmd, client.name.as_deref(), subscriptions);
+        if !out.is_empty() {
+            cx.metrics.net_output.inc_by(out.len() as u64);
+            if wr.write_all(&out.split()).await.is_err() {
+                break None;
+            }
         }
         match action {
             Ok(Turn::Sync(request)) => break Some(request),
@@ -457,7 +484,7 @@ async fn connection(
         tokio::select! {
             read = rd.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => break None,
-                Ok(_) => {}
+                Ok(n) => cx.metrics.net_input.inc_by(n as u64),
             },
             message = client.next_message() => messages(&mut client, message, &mut out),
             _ = registered.close.cancelled() => {
@@ -469,9 +496,17 @@ async fn connection(
     if let Some(sub) = client.subscriber.take() {
         cx.pubsub.leave(&sub);
     }
-    drop(registered);
-    if let Some(request) = request {
-        replica::serve(cx, (rd, wr), client, buf, request).await;
+    let Some(request) = request else {
+        return;
+    };
+    // Still registered, as a replica: CLIENT LIST shows it, CLIENT KILL closes it as if its
+    // link dropped (the session's end cleans up either way).
+    registered.set_kind(clients::Kind::Replica);
+    tokio::select! {
+        _ = replica::serve(cx, (rd, wr), client, buf, request) => {}
+        _ = registered.close.cancelled() => {
+            info!("Connection with replica {peer} lost: closed by CLIENT KILL");
+        }
     }
 }
 
@@ -527,6 +562,8 @@ async fn next_action(
                 return Err(e);
             }
         };
+        cx.metrics.commands.inc();
+        client.last_cmd = String::from_utf8_lossy(&args[0][..args[0].len().min(32)]).to_lowercase();
         match commands::dispatch(cx, client, &args).await {
             Action::Reply(reply) => reply.encode(out),
             Action::Replies(replies) => replies.iter().for_each(|r| r.encode(out)),

@@ -13,9 +13,10 @@ use crate::link::LinkState;
 use crate::resp::Reply;
 use crate::store::NULL_REPLID;
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "server",
     "clients",
+    "memory",
     "replication",
     "stats",
     "keyspace",
@@ -42,6 +43,7 @@ pub fn info(relay: &RelayView, args: &[bytes::Bytes]) -> String {
         match section {
             "server" => server(relay, &mut out),
             "clients" => clients(relay, &mut out),
+            "memory" => memory(&mut out),
             "replication" => replication(relay, &mut out),
             "stats" => stats(relay, &mut out),
             "keyspace" => keyspace(relay, &mut out),
@@ -51,11 +53,18 @@ pub fn info(relay: &RelayView, args: &[bytes::Bytes]) -> String {
     out
 }
 
+/// `redis_version` is the master's: the snapshot and the stream the relay serves are in the
+/// master's formats, and tools choose what to send by it. The relay's own is `relay_version`.
+/// Absent until the relay has reached its master once.
 fn server(relay: &RelayView, out: &mut String) {
     let up = relay.started.elapsed().as_secs();
+    out.push_str("# Server\r\n");
+    if let Some(v) = relay.link.status().master_version {
+        let _ = write!(out, "redis_version:{v}\r\n");
+    }
     let _ = write!(
         out,
-        "# Server\r\nrelay_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n",
+        "relay_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         std::env::consts::OS,
         std::process::id(),
@@ -74,13 +83,44 @@ fn server(relay: &RelayView, out: &mut String) {
     );
 }
 
+/// Redis counts replicas among its connected clients.
 fn clients(relay: &RelayView, out: &mut String) {
+    let replicas = relay.replicas.count();
     let _ = write!(
         out,
-        "# Clients\r\nconnected_slaves:{}\r\nmaxclients:{}\r\n",
-        relay.replicas.count(),
+        "# Clients\r\nconnected_clients:{}\r\nconnected_slaves:{replicas}\r\nblocked_clients:0\r\nmaxclients:{}\r\n",
+        relay.clients.count() + replicas,
         relay.config.maxclients
     );
+}
+
+/// The relay's resident memory, for both of Redis' fields: it holds no dataset, and its
+/// allocator's count is not kept apart.
+fn memory(out: &mut String) {
+    let rss = resident_bytes();
+    let _ = write!(
+        out,
+        "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
+        rss as f64 / 1048576.0,
+        rss as f64 / 1048576.0
+    );
+}
+
+/// Resident set size from /proc/self/statm (pages).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * page_size()
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
 }
 
 fn replication(relay: &RelayView, out: &mut String) {
@@ -176,8 +216,12 @@ fn stats(relay: &RelayView, out: &mut String) {
     let (up, down) = (&relay.upstream, &relay.downstream);
     let _ = write!(
         out,
-        "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nrelay_upstream_full_syncs:{}\r\nrelay_upstream_partial_syncs:{}\r\nrelay_upstream_sync_failures:{}\r\nrelay_snapshot_refreshes:{}\r\n",
+        "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nrelay_upstream_full_syncs:{}\r\nrelay_upstream_partial_syncs:{}\r\nrelay_upstream_sync_failures:{}\r\nrelay_snapshot_refreshes:{}\r\n",
         down.connections_received.get(),
+        down.commands.get(),
+        relay.ops_per_sec(),
+        down.net_input.get() + up.received.total(),
+        down.net_output.get() + down.sent.total(),
         down.rejected.total(),
         down.full_syncs.get(),
         down.partial_syncs.get(),

@@ -21,8 +21,10 @@ pub struct Metrics {
     pub upstream_link_up: IntGauge,
     pub upstream_state: IntGaugeVec,
     pub upstream_offset: IntGauge,
-    pub upstream_master_offset: IntGauge,
-    pub upstream_lag: IntGauge,
+    /// No labels: without a sample while the master's offset is unknown.
+    pub upstream_master_offset: IntGaugeVec,
+    pub upstream_lag: IntGaugeVec,
+    pub upstream_lag_known: IntGauge,
     pub upstream_last_io: Gauge,
     pub upstream_link_down_since: Gauge,
     pub upstream_sync_received: IntGauge,
@@ -104,13 +106,19 @@ impl Metrics {
                 "upstream_offset_bytes",
                 "Replication offset the relay has stored (master_repl_offset).",
             ),
-            upstream_master_offset: b.gauge(
+            upstream_master_offset: b.gauges(
                 "upstream_master_offset_bytes",
-                "The master's master_repl_offset, read with INFO on a separate connection.",
+                "The master's master_repl_offset, read with INFO on a separate connection; absent while it cannot be read.",
+                &[],
             ),
-            upstream_lag: b.gauge(
+            upstream_lag: b.gauges(
                 "upstream_lag_bytes",
-                "Bytes the master has that the relay has not stored yet.",
+                "Bytes the master has that the relay has not stored yet; absent while the master's offset is unknown.",
+                &[],
+            ),
+            upstream_lag_known: b.gauge(
+                "upstream_lag_known",
+                "1 when the master's offset was read recently, so upstream_lag_bytes is exact; 0 when the lag is unknown.",
             ),
             upstream_last_io: b.fgauge(
                 "upstream_last_io_seconds",
@@ -235,13 +243,25 @@ impl Metrics {
         }
         let offset = state.master_repl_offset() as i64;
         self.upstream_offset.set(offset);
-        let master = link.master_offset.map_or(0, |m| m as i64);
-        self.upstream_master_offset.set(master);
-        self.upstream_lag.set(if master > 0 {
-            (master - offset).max(0)
-        } else {
-            0
-        });
+        let known = relay
+            .master_offset()
+            .filter(|_| relay.master_addr().is_some());
+        self.upstream_lag_known.set(i64::from(known.is_some()));
+        match known {
+            Some(master) => {
+                let master = master as i64;
+                self.upstream_master_offset
+                    .with_label_values::<&str>(&[])
+                    .set(master);
+                self.upstream_lag
+                    .with_label_values::<&str>(&[])
+                    .set((master - offset).max(0));
+            }
+            None => {
+                self.upstream_master_offset.reset();
+                self.upstream_lag.reset();
+            }
+        }
         let secs = |t: Option<std::time::Instant>| t.map_or(-1.0, |t| t.elapsed().as_secs_f64());
         self.upstream_last_io.set(secs(link.last_io));
         let down = if link.state == LinkState::Connected {

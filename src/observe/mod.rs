@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::{Config, MasterAddr};
-use crate::downstream::{DownstreamMetrics, Replicas, ServerInfo};
+use crate::downstream::{Clients, DownstreamMetrics, Replicas, ServerInfo};
 use crate::link::{LinkControl, LinkState, LinkWatch};
 use crate::resp::Reply;
 use crate::store::{Store, Verification, View};
@@ -27,10 +27,46 @@ pub struct RelayView {
     pub link: LinkWatch,
     pub control: LinkControl,
     pub replicas: Arc<Replicas>,
+    pub clients: Arc<Clients>,
     pub upstream: Arc<UpstreamMetrics>,
     pub downstream: Arc<DownstreamMetrics>,
     pub started: Instant,
     pub run_id: String,
+    /// The commands count at the last INFO a second or more ago, for `instantaneous_ops_per_sec`.
+    pub ops: std::sync::Mutex<OpsSample>,
+}
+
+/// Commands counted at a moment, and the rate since the sample before.
+#[derive(Debug)]
+pub struct OpsSample {
+    at: Instant,
+    commands: u64,
+    per_sec: f64,
+}
+
+impl Default for OpsSample {
+    fn default() -> OpsSample {
+        OpsSample {
+            at: Instant::now(),
+            commands: 0,
+            per_sec: 0.0,
+        }
+    }
+}
+
+impl RelayView {
+    /// Commands per second, over the last second or more.
+    pub fn ops_per_sec(&self) -> f64 {
+        let now = self.downstream.commands.get();
+        let mut s = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = s.at.elapsed().as_secs_f64();
+        if secs >= 1.0 {
+            s.per_sec = now.saturating_sub(s.commands) as f64 / secs;
+            s.at = Instant::now();
+            s.commands = now;
+        }
+        s.per_sec
+    }
 }
 
 impl RelayView {
@@ -42,6 +78,16 @@ impl RelayView {
     /// waiting for the log to reach its offset (the store's).
     pub fn refreshing(&self, state: &View) -> bool {
         state.refreshing || self.link.status().refresh_requested
+    }
+
+    /// The master's offset, when it was read recently enough to say how far behind the relay
+    /// is: within three polls (`--master-info-interval`), at least 3 s.
+    pub fn master_offset(&self) -> Option<u64> {
+        let max_age = self
+            .config
+            .master_info_interval
+            .map(|every| (every * 3).max(std::time::Duration::from_secs(3)));
+        self.link.status().known_master_offset(max_age)
     }
 
     /// Why the relay should not receive replicas yet, if it should not.

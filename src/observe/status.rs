@@ -56,9 +56,10 @@ struct Master {
     sync_in_progress: bool,
     sync_received_bytes: Option<u64>,
     sync_total_bytes: Option<u64>,
-    /// The master's own offset, from its INFO; 0 until read.
-    master_offset: u64,
-    lag_bytes: u64,
+    /// The master's own offset, from its INFO; null while it cannot be read.
+    master_offset: Option<u64>,
+    /// Null while the master's offset is unknown.
+    lag_bytes: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -133,7 +134,7 @@ fn master(relay: &RelayView, offset: u64) -> Option<Master> {
     let link = relay.link.status();
     let up = link.state == LinkState::Connected;
     let receiving = relay.store.view().receiving;
-    let master_offset = link.master_offset.unwrap_or(0);
+    let master_offset = relay.master_offset();
     Some(Master {
         host: addr.host,
         port: addr.port,
@@ -148,7 +149,7 @@ fn master(relay: &RelayView, offset: u64) -> Option<Master> {
         sync_received_bytes: receiving.map(|r| r.received),
         sync_total_bytes: link.sync_total,
         master_offset,
-        lag_bytes: master_offset.saturating_sub(offset),
+        lag_bytes: master_offset.map(|m| m.saturating_sub(offset)),
     })
 }
 

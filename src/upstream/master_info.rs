@@ -32,6 +32,7 @@ pub async fn run(up: Arc<Upstream>) {
         match tokio::time::timeout(POLL_TIMEOUT, master_offset(&up, &master)).await {
             Ok(Ok((offset, replica))) => up.link.update(|l| {
                 l.master_offset = Some(offset);
+                l.master_offset_read = Some(std::time::Instant::now());
                 l.master_is_replica = replica;
             }),
             Ok(Err(e)) => debug!("Reading INFO replication from {master}: {e:#}"),

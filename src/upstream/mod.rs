@@ -383,6 +383,8 @@ impl<'a> Link<'a> {
             .await?;
         if self.is_main() {
             info!("Master replied to PING, replication can continue...");
+            let version = server.redis_version.clone();
+            self.up.link.update(|l| l.master_version = version);
             if let (Some(valkey), Some(announced)) = (&server.valkey, &server.announced) {
                 info!(
                     "Master is Valkey {valkey}: announcing version {announced} (REPLCONF version), by which it picks the snapshot's format"

@@ -45,6 +45,8 @@ pub struct MasterServer {
     pub valkey: Option<String>,
     /// What `REPLCONF version` said, if it was sent.
     pub announced: Option<String>,
+    /// Its `redis_version` (a Valkey server's Redis-compatibility version).
+    pub redis_version: Option<String>,
     /// Its replication history and keyspace, when INFO showed them.
     pub history: Option<MasterHistory>,
 }
@@ -100,6 +102,7 @@ impl MasterServer {
         MasterServer {
             valkey: field("valkey_version").filter(|_| valkey),
             announced: None,
+            redis_version: field("redis_version"),
             history,
         }
     }

@@ -1,0 +1,174 @@
+//! What operators' usual tools read from the relay: `redis-cli --stat`, an exporter's parse of
+//! INFO, the version tools branch on.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use support::*;
+
+/// `redis-cli --stat` prints LONG_MIN for every field INFO lacks.
+#[test]
+fn redis_cli_stat_reads_every_column() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let _replica = Server::replica_of(relay.port, &[]);
+    write_mixed(&mut master.client(), "a", 5);
+    let Ok(mut child) = Command::new("redis-cli")
+        .args(["-p", &relay.port.to_string(), "--stat", "-i", "0.2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return missing("redis-cli is not installed (scripts/test installs it)");
+    };
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(5)
+        .map(|l| l.unwrap())
+        .collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = lines.join("\n");
+    assert!(!text.contains("-9223372036854775808"), "{text}");
+    // keys, mem, clients, blocked, requests, connections: the data lines are numbers.
+    let data = &lines[2];
+    let cols: Vec<&str> = data.split_whitespace().collect();
+    assert!(cols.len() >= 6, "{text}");
+    assert!(cols[2].parse::<i64>().unwrap() >= 2, "clients: {text}");
+}
+
+/// What an exporter does with INFO: every line `key:value`, and a value numeric wherever
+/// Redis' own is.
+#[test]
+fn info_parses_as_an_exporter_reads_it() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    write_mixed(&mut master.client(), "a", 5);
+    wait_for("the relay's link", || {
+        let up = relay.client().info("replication", "master_link_status");
+        (up.as_deref() == Some("up"), up)
+    });
+    let parse = |text: String| -> Vec<(String, String)> {
+        text.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let (k, v) = l
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("not key:value: {l:?}"));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    let ours = parse(relay.client().cmd(&["INFO", "all"]).text());
+    let redis: std::collections::HashMap<String, String> =
+        parse(master.client().cmd(&["INFO", "all"]).text())
+            .into_iter()
+            .collect();
+    let mut common = 0;
+    for (key, value) in &ours {
+        if let Some(theirs) = redis.get(key) {
+            common += 1;
+            if theirs.parse::<f64>().is_ok() {
+                assert!(
+                    value.parse::<f64>().is_ok(),
+                    "{key}:{value} is not a number; Redis says {theirs}"
+                );
+            }
+        }
+    }
+    assert!(
+        common >= 30,
+        "only {common} fields in common with Redis' INFO"
+    );
+    let wanted = [
+        "redis_version",
+        "redis_mode",
+        "process_id",
+        "tcp_port",
+        "run_id",
+        "uptime_in_seconds",
+        "connected_clients",
+        "blocked_clients",
+        "used_memory",
+        "used_memory_rss",
+        "total_connections_received",
+        "total_commands_processed",
+        "instantaneous_ops_per_sec",
+        "total_net_input_bytes",
+        "total_net_output_bytes",
+    ];
+    for field in wanted {
+        assert!(ours.iter().any(|(k, _)| k == field), "INFO has no {field}");
+    }
+    let version = |fields: &[(String, String)]| {
+        fields
+            .iter()
+            .find(|(k, _)| k == "redis_version")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        version(&ours),
+        redis.get("redis_version").cloned(),
+        "the master's version"
+    );
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output();
+    match out {
+        Ok(o) => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Err(_) => {
+            missing("redis-cli is not installed (scripts/test installs it)");
+            None
+        }
+    }
+}
+
+/// CLIENT LIST shows every connection with Redis' fields, replicas as `flags=S`; CLIENT KILL
+/// by ID closes a replica link, which then resumes as after any dropped link.
+#[test]
+fn client_list_shows_replicas_and_clients_and_kill_drops_a_replica_link() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    write_mixed(&mut master.client(), "a", 5);
+    wait_in_sync(&master, &[&replica]);
+    let mut c = relay.client();
+    c.cmd(&["CLIENT", "SETNAME", "operator"]);
+    let list = c.cmd(&["CLIENT", "LIST"]).text();
+    let replica_line = list
+        .lines()
+        .find(|l| l.contains("flags=S"))
+        .unwrap_or_else(|| panic!("no replica in {list}"));
+    assert!(list.lines().any(|l| l.contains("name=operator") && l.contains("flags=N")), "{list}");
+    let id = replica_line
+        .split(' ')
+        .find_map(|f| f.strip_prefix("id="))
+        .unwrap()
+        .to_string();
+    let info = c.cmd(&["CLIENT", "INFO"]).text();
+    assert!(info.contains("name=operator") && info.lines().count() == 1, "{info}");
+    assert_eq!(c.cmd(&["CLIENT", "KILL", "ID", &id]), Value::Int(1));
+    master.client().cmd(&["SET", "after", "1"]);
+    wait_in_sync(&master, &[&replica]);
+    assert_eq!(relay.client().syncs(), (1, 1), "the replica resumed with a partial resync");
+    assert!(relay.log().contains("closed by CLIENT KILL"), "{}", relay.log());
+}
+
+/// COMMAND COUNT and COMMAND DOCS describe what the relay serves, so redis-cli has hints.
+#[test]
+fn command_docs_describe_the_relays_commands() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let Some(count) = redis_cli(relay.port, &["COMMAND", "COUNT"]) else {
+        return;
+    };
+    assert!(count.trim().parse::<i64>().unwrap() >= 20, "{count}");
+    let docs = redis_cli(relay.port, &["COMMAND", "DOCS", "replicaof"]).unwrap();
+    assert!(docs.contains("summary") && docs.contains("host"), "{docs}");
+}
