@@ -145,19 +145,34 @@ fn client_list_shows_replicas_and_clients_and_kill_drops_a_replica_link() {
         .lines()
         .find(|l| l.contains("flags=S"))
         .unwrap_or_else(|| panic!("no replica in {list}"));
-    assert!(list.lines().any(|l| l.contains("name=operator") && l.contains("flags=N")), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.contains("name=operator") && l.contains("flags=N")),
+        "{list}"
+    );
     let id = replica_line
         .split(' ')
         .find_map(|f| f.strip_prefix("id="))
         .unwrap()
         .to_string();
     let info = c.cmd(&["CLIENT", "INFO"]).text();
-    assert!(info.contains("name=operator") && info.lines().count() == 1, "{info}");
+    assert!(
+        info.contains("name=operator") && info.lines().count() == 1,
+        "{info}"
+    );
     assert_eq!(c.cmd(&["CLIENT", "KILL", "ID", &id]), Value::Int(1));
     master.client().cmd(&["SET", "after", "1"]);
     wait_in_sync(&master, &[&replica]);
-    assert_eq!(relay.client().syncs(), (1, 1), "the replica resumed with a partial resync");
-    assert!(relay.log().contains("closed by CLIENT KILL"), "{}", relay.log());
+    assert_eq!(
+        relay.client().syncs(),
+        (1, 1),
+        "the replica resumed with a partial resync"
+    );
+    assert!(
+        relay.log().contains("closed by CLIENT KILL"),
+        "{}",
+        relay.log()
+    );
 }
 
 /// COMMAND COUNT and COMMAND DOCS describe what the relay serves, so redis-cli has hints.
