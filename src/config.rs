@@ -260,6 +260,11 @@ pub struct RelayArgs {
     /// of giving them its empty dataset [default: yes].
     #[arg(long, env = "REPLICA_RELAY_EMPTY_MASTER_GUARD")]
     pub empty_master_guard: Option<YesNo>,
+    /// Backups asked of the relay (redis-cli --rdb) get the stored snapshot when it is younger
+    /// than this, like 30m; otherwise, unless it covers the current offset, a fresh one from
+    /// the master [default: none: always current].
+    #[arg(long, env = "REPLICA_RELAY_RDB_ONLY_MAX_AGE", value_name = "DURATION")]
+    pub rdb_only_max_age: Option<String>,
     /// What INFO reports as slave_priority/replica_priority. 0 (the default) tells Sentinel
     /// never to promote the relay, which holds no keys; another value only for setups that know
     /// why [default: 0].
@@ -366,6 +371,7 @@ struct FileConfig {
     sentinel_user: Option<String>,
     sentinel_password: Option<String>,
     empty_master_guard: Option<YesNo>,
+    rdb_only_max_age: Option<String>,
     replica_priority: Option<u32>,
     replica_announced: Option<YesNo>,
     /// `["NAME NEWNAME", ...]`, as redis.conf's lines.
@@ -404,6 +410,7 @@ pub struct Config {
     pub sentinel_user: Option<String>,
     pub sentinel_password: Option<String>,
     pub empty_master_guard: bool,
+    pub rdb_only_max_age: Option<Duration>,
     pub replica_priority: u32,
     pub replica_announced: bool,
     /// Lowercase original name to lowercase new name (empty: disabled).
@@ -537,6 +544,12 @@ impl Config {
                 .filter(|s| !s.is_empty()),
             empty_master_guard: args.empty_master_guard.or(file.empty_master_guard)
                 != Some(YesNo::No),
+            rdb_only_max_age: args
+                .rdb_only_max_age
+                .or(file.rdb_only_max_age)
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?,
             replica_priority: args.replica_priority.or(file.replica_priority).unwrap_or(0),
             replica_announced: args.replica_announced.or(file.replica_announced)
                 == Some(YesNo::Yes),
@@ -662,6 +675,25 @@ fn parse_replicaof(s: &str) -> Result<MasterAddr> {
     }
 }
 
+/// A duration like `90s`, `30m`, `24h`, `7d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let lower = s.trim().to_ascii_lowercase();
+    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match &lower[digits.len()..] {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => bail!("unknown duration unit {other:?} in {s:?} (use s, m, h or d)"),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("invalid duration {s:?}"))?;
+    n.checked_mul(unit)
+        .map(Duration::from_secs)
+        .with_context(|| format!("duration {s:?} is too long"))
+}
+
 /// A size like redis.conf writes them: `1gb`, `64mb`, `512k`, `4096`.
 pub fn parse_size(s: &str) -> Result<u64> {
     let lower = s.trim().to_ascii_lowercase();
@@ -695,6 +727,14 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("12xb").is_err());
         assert!(parse_size("mb").is_err());
+    }
+
+    #[test]
+    fn durations_with_units() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
+        assert!(parse_duration("5w").is_err() && parse_duration("h").is_err());
     }
 
     #[test]

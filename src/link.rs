@@ -205,6 +205,8 @@ pub struct LinkControl {
     /// An operator's REPLICAOF named the master followed already: take its history even if it
     /// is empty (past the empty-master guard).
     accept_history: Arc<AtomicBool>,
+    /// A backup asked for a fresh snapshot (a refresh now).
+    snapshot_wanted: Arc<AtomicBool>,
     last: Arc<Mutex<Option<Change>>>,
     changes: Labelled<Repoint>,
 }
@@ -214,6 +216,7 @@ impl LinkControl {
         LinkControl {
             master: Arc::new(watch::Sender::new(master)),
             accept_history: Arc::default(),
+            snapshot_wanted: Arc::default(),
             last: Arc::default(),
             changes: Labelled::new(
                 "master_changes_total",
@@ -268,6 +271,16 @@ impl LinkControl {
     /// Whether the operator asked for that since the last call.
     pub fn take_accepted_history(&self) -> bool {
         self.accept_history.swap(false, Ordering::Relaxed)
+    }
+
+    /// A backup wants a fresh snapshot from the master.
+    pub fn request_snapshot(&self) {
+        self.snapshot_wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether one was asked for since the last call.
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted.swap(false, Ordering::Relaxed)
     }
 
     pub fn last_change(&self) -> Option<Change> {

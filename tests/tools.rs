@@ -187,3 +187,130 @@ fn command_docs_describe_the_relays_commands() {
     let docs = redis_cli(relay.port, &["COMMAND", "DOCS", "replicaof"]).unwrap();
     assert!(docs.contains("summary") && docs.contains("host"), "{docs}");
 }
+
+fn forks(server: &Server) -> i64 {
+    server.client().info_num("stats", "total_forks")
+}
+
+/// Keys in an RDB file, loaded by a stock server.
+fn keys_in(dump: &std::path::Path) -> i64 {
+    let dir = dump.parent().unwrap().to_str().unwrap();
+    let name = dump.file_name().unwrap().to_str().unwrap();
+    let server = Server::start(&["--dir", dir, "--dbfilename", name]);
+    server.client().cmd(&["DBSIZE"]).text().parse().unwrap()
+}
+
+fn rdb_backup(relay: &Relay, path: &std::path::Path, mode: &str) -> Option<std::process::Output> {
+    Command::new("redis-cli")
+        .args(["-p", &relay.port.to_string(), mode])
+        .arg(path)
+        .output()
+        .map_err(|_| missing("redis-cli is not installed (scripts/test installs it)"))
+        .ok()
+}
+
+/// `redis-cli --rdb` through the relay gets the data as it is now: a fresh snapshot from the
+/// master (one fork for backups asked together), unless `--rdb-only-max-age` accepts the
+/// stored one; `--functions-rdb` is refused rather than answered with the whole dataset.
+#[test]
+fn backups_through_the_relay_are_current() {
+    let master = Server::master(&[]);
+    let cmds: Vec<Vec<String>> = (0..3000)
+        .map(|i| cmd(&["SET", &format!("k{i}"), "v"]))
+        .collect();
+    master.client().pipeline(&cmds);
+    let relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let more: Vec<Vec<String>> = (0..100)
+        .map(|i| cmd(&["SET", &format!("new{i}"), "v"]))
+        .collect();
+    master.client().pipeline(&more);
+    wait_in_sync(&master, &[&replica]);
+    let dir = tempfile::tempdir().unwrap();
+    let before = forks(&master);
+    let paths: Vec<_> = (0..2)
+        .map(|i| dir.path().join(format!("dump{i}.rdb")))
+        .collect();
+    let runs: Vec<_> = paths
+        .iter()
+        .map(|p| {
+            let p = p.clone();
+            let port = relay.port;
+            std::thread::spawn(move || {
+                Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "--rdb"])
+                    .arg(&p)
+                    .output()
+            })
+        })
+        .collect();
+    for run in runs {
+        let Ok(out) = run.join().unwrap() else {
+            return missing("redis-cli is not installed (scripts/test installs it)");
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for p in &paths {
+        assert_eq!(keys_in(p), 3100, "a backup of the data as it was then");
+    }
+    assert_eq!(
+        forks(&master) - before,
+        1,
+        "one fork for both backups: {}",
+        master.log()
+    );
+    assert!(
+        relay.log().contains("asking the master for a fresh one"),
+        "{}",
+        relay.log()
+    );
+    // The replica streaming meanwhile saw nothing of it: the relay's full syncs are its first
+    // one and the two backups.
+    master.client().cmd(&["SET", "after", "1"]);
+    wait_in_sync(&master, &[&replica]);
+    assert_eq!(relay.client().syncs(), (3, 0));
+
+    let functions = dir.path().join("functions.rdb");
+    let out = rdb_backup(&relay, &functions, "--functions-rdb").unwrap();
+    let whole = functions.exists() && std::fs::metadata(&functions).unwrap().len() > 10_000;
+    assert!(!whole, "a filtered request got the whole dataset");
+    assert!(!out.status.success() || !functions.exists(), "{out:?}");
+}
+
+#[test]
+fn rdb_only_max_age_accepts_a_recent_stored_snapshot() {
+    let master = Server::master(&[]);
+    master.client().cmd(&["SET", "k", "1"]);
+    let relay = Relay::of(master.port, &["--rdb-only-max-age", "1h"]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    master.client().cmd(&["SET", "later", "1"]);
+    wait_in_sync(&master, &[&replica]);
+    let before = forks(&master);
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump.rdb");
+    let Some(out) = rdb_backup(&relay, &dump, "--rdb") else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        forks(&master),
+        before,
+        "the stored snapshot was young enough"
+    );
+    assert_eq!(keys_in(&dump), 1, "the stored snapshot, as old as it is");
+    assert!(
+        relay.log().contains("within --rdb-only-max-age"),
+        "{}",
+        relay.log()
+    );
+}

@@ -306,13 +306,10 @@ fn replconf(client: &mut Client, args: &[Bytes]) -> Action {
             "capa" => client.capa_psync2 |= val.eq_ignore_ascii_case("psync2"),
             "rdb-only" => client.rdb_only = val == "1",
             "version" => client.version = Some(val),
+            "rdb-filter-only" => client.rdb_filter = Some(val).filter(|v| !v.is_empty()),
             // Accepted and ignored: the relay always offers the classic single-channel full sync,
             // which every replica falls back to (PROTOCOL §1.3).
-            "rdb-filter-only"
-            | "set-cluster-node-id"
-            | "rdb-channel"
-            | "main-ch-client-id"
-            | "set-rdb-client-id" => {}
+            "set-cluster-node-id" | "rdb-channel" | "main-ch-client-id" | "set-rdb-client-id" => {}
             _ => {
                 return err(format!(
                     "ERR Unrecognized REPLCONF option: {}",

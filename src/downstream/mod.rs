@@ -4,6 +4,7 @@
 //! Each connection is its own task with a bounded query buffer; a client that sends garbage gets
 //! a protocol error and is closed without affecting anyone else.
 
+mod backup;
 mod clients;
 mod commands;
 mod formats;
@@ -188,6 +189,8 @@ pub struct Client {
     /// From `REPLCONF version` (Valkey replicas).
     pub version: Option<String>,
     pub rdb_only: bool,
+    /// From `REPLCONF rdb-filter-only` (redis-cli --functions-rdb).
+    pub rdb_filter: Option<String>,
     /// Commands queued since MULTI.
     pub multi: Option<commands::Transaction>,
     /// Its subscriptions, once it has subscribed to something.
@@ -211,6 +214,7 @@ impl Client {
             capa_psync2: false,
             version: None,
             rdb_only: false,
+            rdb_filter: None,
             multi: None,
             subscriber: None,
             close: CancellationToken::new(),

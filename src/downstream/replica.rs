@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::Rejection;
+use super::backup::{self, Choice};
 use super::commands::SyncRequest;
 use super::formats::DROP_WINDOW;
 use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
@@ -95,6 +96,24 @@ impl Session {
             .map(|(id, off)| (id.as_str(), *off));
         let decision = decide(&state, request);
         let full = matches!(decision, Decision::Full(_));
+        if let Some(filter) = self.client.rdb_filter.clone() {
+            // Never a filtered request answered with the whole dataset.
+            self.write(format!("-ERR replica-relay does not filter snapshots (rdb-filter-only {filter}); ask the master itself for a filtered one\r\n").as_bytes())
+                .await?;
+            return Ok(format!(
+                "refused: rdb-filter-only {filter} is not supported"
+            ));
+        }
+        let state = match (full && self.client.rdb_only, state) {
+            (true, state) => match self.current_backup(state).await? {
+                Ok(state) => state,
+                Err(refusal) => {
+                    self.write(format!("-{refusal}\r\n").as_bytes()).await?;
+                    return Ok(format!("refused: {refusal}"));
+                }
+            },
+            (false, state) => state,
+        };
         let cursor = match decision {
             Decision::NoMasterLink => {
                 self.cx.metrics.rejected.inc(Rejection::NoMasterLink);
@@ -167,6 +186,50 @@ impl Session {
                     request.map_or(0, |r| r.1),
                     state.next
                 );
+            }
+            tokio::select! {
+                r = changes.changed() => r.context("store closed")?,
+                _ = keepalive.tick() => self.write(b"\n").await?,
+                _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
+            }
+        }
+    }
+
+    /// The snapshot for a backup (`rdb-only`): the stored one if it is current enough, else a
+    /// fresh one asked of the master, waited for with newlines; `Err` is the client's refusal.
+    async fn current_backup(&mut self, state: View) -> Result<Result<View, String>> {
+        let old = state.ident.as_ref().map(|i| i.snapshot.clone());
+        match backup::choose(&self.cx, &state) {
+            Choice::Serve(why) => {
+                info!(
+                    "Backup for {}: serving the stored snapshot, {why}",
+                    self.name
+                );
+                return Ok(Ok(state));
+            }
+            Choice::Refuse(refusal) => return Ok(Err(refusal)),
+            Choice::Fetch => {}
+        }
+        info!(
+            "Backup for {}: the stored snapshot is {} bytes of writes behind; asking the master for a fresh one (one fork, shared by the backups asked meanwhile)",
+            self.name,
+            state.master_repl_offset() - state.ident.as_ref().map_or(0, |i| i.snapshot_offset)
+        );
+        self.cx.control.request_snapshot();
+        let mut changes = self.cx.store.subscribe();
+        let mut keepalive = tokio::time::interval(Duration::from_secs(1));
+        let mut started = false;
+        loop {
+            changes.borrow_and_update();
+            let now = self.cx.store.view();
+            if now.ident.as_ref().map(|i| &i.snapshot) != old.as_ref() {
+                info!("Backup for {}: serving the fresh snapshot", self.name);
+                return Ok(Ok(now));
+            }
+            let under_way = now.refreshing || self.cx.link.status().refresh_requested;
+            started |= under_way;
+            if started && !under_way {
+                return Ok(Err("ERR the fresh snapshot for this backup could not be fetched from the master; the relay's log says why".into()));
             }
             tokio::select! {
                 r = changes.changed() => r.context("store closed")?,

@@ -36,6 +36,8 @@ impl Refresher {
     pub(super) async fn poll(&mut self, up: &Arc<Upstream>, master: &MasterAddr) {
         if let Some((handle, _)) = &self.running {
             if !handle.is_finished() {
+                // A backup asked meanwhile is served by the snapshot under way: one fork.
+                up.control.take_snapshot_request();
                 return;
             }
             let (handle, _) = self.running.take().expect("checked");
@@ -43,7 +45,10 @@ impl Refresher {
                 self.not_before = Some(Instant::now() + RETRY_AFTER);
             }
         }
-        if self.not_before.is_some_and(|t| Instant::now() < t) || !due(up) {
+        let wanted = up.control.take_snapshot_request();
+        if wanted {
+            info!("Snapshot refresh: a backup asked for the data as it is now");
+        } else if self.not_before.is_some_and(|t| Instant::now() < t) || !due(up) {
             return;
         }
         let token = CancellationToken::new();
