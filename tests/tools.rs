@@ -274,12 +274,83 @@ fn backups_through_the_relay_are_current() {
     master.client().cmd(&["SET", "after", "1"]);
     wait_in_sync(&master, &[&replica]);
     assert_eq!(relay.client().syncs(), (3, 0));
+}
 
-    let functions = dir.path().join("functions.rdb");
-    let out = rdb_backup(&relay, &functions, "--functions-rdb").unwrap();
-    let whole = functions.exists() && std::fs::metadata(&functions).unwrap().len() > 10_000;
-    assert!(!whole, "a filtered request got the whole dataset");
-    assert!(!out.status.success() || !functions.exists(), "{out:?}");
+/// Libraries loaded by `FUNCTION LOAD` on `server`, with their code, sorted.
+fn libraries(server: &Server) -> Vec<String> {
+    let Value::Array(Some(libs)) = server.client().cmd(&["FUNCTION", "LIST", "WITHCODE"]) else {
+        panic!("FUNCTION LIST");
+    };
+    let mut out: Vec<String> = libs.iter().map(|l| format!("{l:?}")).collect();
+    out.sort();
+    out
+}
+
+fn library(name: &str, body: &str) -> String {
+    format!(
+        "#!lua name={name}\nredis.register_function('{name}_f', function() return '{body}' end)"
+    )
+}
+
+/// `redis-cli --functions-rdb` through the relay: the libraries as the master holds them now,
+/// from the stored snapshot and the stream's FUNCTION commands, without the master's help and
+/// without any key.
+#[test]
+fn functions_rdb_is_made_from_the_snapshot_and_the_stream() {
+    let master = Server::master(&[]);
+    if redis_major(&redis_server_bin()) < 7 {
+        return missing("FUNCTION needs Redis 7");
+    }
+    let mut m = master.client();
+    // Long and repetitive: the snapshot stores it LZF-compressed.
+    m.cmd(&["FUNCTION", "LOAD", &library("one", &"v1".repeat(200))]);
+    let keys: Vec<Vec<String>> = (0..2000)
+        .map(|i| cmd(&["SET", &format!("k{i}"), "v"]))
+        .collect();
+    m.pipeline(&keys);
+    let relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    // After the relay's snapshot: in the stream only.
+    for c in [
+        vec!["FUNCTION", "LOAD", &library("two", "v1")],
+        vec!["FUNCTION", "LOAD", &library("three", "v1")],
+        vec!["FUNCTION", "DELETE", "three"],
+    ] {
+        assert!(!matches!(m.cmd(&c), Value::Error(_)));
+    }
+    let replaced = library("one", "v2");
+    m.cmd(&["FUNCTION", "LOAD", "REPLACE", &replaced]);
+    wait_in_sync(&master, &[&replica]);
+    let before = forks(&master);
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("functions.rdb");
+    let Some(out) = rdb_backup(&relay, &dump, "--functions-rdb") else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(forks(&master), before, "the master forked for it");
+    assert!(
+        std::fs::metadata(&dump).unwrap().len() < 2000,
+        "more than functions"
+    );
+    let loaded = Server::start(&[
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--dbfilename",
+        "functions.rdb",
+    ]);
+    assert_eq!(loaded.client().cmd(&["DBSIZE"]), Value::Int(0));
+    assert_eq!(libraries(&loaded), libraries(&master));
+    assert!(
+        relay.log().contains("libraries: one, two"),
+        "{}",
+        relay.log()
+    );
 }
 
 #[test]

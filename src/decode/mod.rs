@@ -3,6 +3,7 @@
 
 mod check;
 mod follow;
+mod functions;
 mod stats;
 mod stream;
 
@@ -10,5 +11,6 @@ mod stream;
 pub(crate) use check::tiny_rdb;
 pub use check::{SnapshotCheck, SnapshotFacts, check_file};
 pub use follow::{Follow, FollowReader};
+pub use functions::Libraries;
 pub use stats::{SnapshotStats, analyze, counts};
 pub use stream::StreamStats;

@@ -4,11 +4,20 @@
 //! written since) or is younger than `--rdb-only-max-age`; otherwise it fetches a fresh one
 //! from the master (a snapshot refresh: one fork, shared by every backup asked while it is
 //! under way, and the new snapshot also goes into service for the replicas).
+//!
+//! `redis-cli --functions-rdb` (`REPLCONF rdb-filter-only functions`) gets a functions-only
+//! snapshot made here, without the master: the libraries of the stored snapshot, changed by
+//! the stream's `FUNCTION` commands since.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::{Buf, BytesMut};
+
 use super::Context;
+use crate::decode::Libraries;
+use crate::feed::{Command, Scanner};
 use crate::link::LinkState;
+use crate::resp;
 use crate::store::View;
 
 /// What to do with a backup request.
@@ -53,4 +62,87 @@ pub fn snapshot_age(cx: &Context) -> Option<Duration> {
     let ctime: u64 = stats.aux.get("ctime")?.parse().ok()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(Duration::from_secs(now.saturating_sub(ctime)))
+}
+
+/// The functions-only snapshot of the data at `state`'s offset, and its libraries' names.
+pub async fn functions_rdb(cx: &Context, state: &View) -> Result<(Vec<u8>, String), String> {
+    let ident = state.ident.as_ref().ok_or("no snapshot in service yet")?;
+    let path = cx.store.snapshot_path(ident);
+    let mut libs = tokio::task::spawn_blocking(move || {
+        let file =
+            std::fs::File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+        Libraries::from_snapshot(file).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let (from, to) = (ident.snapshot_offset + 1, state.next);
+    for (start, end) in function_commands(cx, state.epoch, from, to).await? {
+        let mut bytes = read_range(cx, state.epoch, start, end).await?;
+        let skip = bytes.iter().take_while(|&&b| b == b'\n').count();
+        bytes.advance(skip);
+        let args = resp::parse_stream_command(&mut bytes)
+            .map_err(|e| format!("parsing a FUNCTION command at offset {start}: {e}"))?
+            .ok_or_else(|| format!("an incomplete FUNCTION command at offset {start}"))?;
+        libs.apply(&args).map_err(|e| e.to_string())?;
+    }
+    Ok((libs.rdb(), libs.names().join(", ")))
+}
+
+/// Offsets (start, end) of the `FUNCTION` commands of the log between `from` and `to`, both
+/// command boundaries.
+async fn function_commands(
+    cx: &Context,
+    epoch: u64,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, u64)>, String> {
+    let mut changes = cx.store.subscribe();
+    let mut scratch = BytesMut::new();
+    let mut scanner = Scanner::at(from);
+    let (mut at, mut start, mut found) = (from, from, Vec::new());
+    while at < to {
+        let mut chunks = cx
+            .store
+            .read(at, epoch, &mut changes, &mut scratch)
+            .await
+            .map_err(|e| format!("reading the log at offset {at}: {e}"))?;
+        while chunks.has_remaining() && at < to {
+            let piece = chunks.chunk();
+            let n = piece.len().min((to - at) as usize);
+            let base = at;
+            scanner
+                .scan(&piece[..n], |end, cmd| {
+                    let end = base + end as u64;
+                    if cmd == Command::Data("function") {
+                        found.push((start, end));
+                    }
+                    start = end;
+                })
+                .map_err(|e| e.to_string())?;
+            at += n as u64;
+            chunks.advance(n);
+        }
+    }
+    Ok(found)
+}
+
+async fn read_range(cx: &Context, epoch: u64, from: u64, to: u64) -> Result<BytesMut, String> {
+    let mut changes = cx.store.subscribe();
+    let mut scratch = BytesMut::new();
+    let mut out = BytesMut::with_capacity((to - from) as usize);
+    while (out.len() as u64) < to - from {
+        let at = from + out.len() as u64;
+        let mut chunks = cx
+            .store
+            .read(at, epoch, &mut changes, &mut scratch)
+            .await
+            .map_err(|e| format!("reading the log at offset {at}: {e}"))?;
+        while chunks.has_remaining() && (out.len() as u64) < to - from {
+            let piece = chunks.chunk();
+            let n = piece.len().min((to - from) as usize - out.len());
+            out.extend_from_slice(&piece[..n]);
+            chunks.advance(n);
+        }
+    }
+    Ok(out)
 }

@@ -97,12 +97,7 @@ impl Session {
         let decision = decide(&state, request);
         let full = matches!(decision, Decision::Full(_));
         if let Some(filter) = self.client.rdb_filter.clone() {
-            // Never a filtered request answered with the whole dataset.
-            self.write(format!("-ERR replica-relay does not filter snapshots (rdb-filter-only {filter}); ask the master itself for a filtered one\r\n").as_bytes())
-                .await?;
-            return Ok(format!(
-                "refused: rdb-filter-only {filter} is not supported"
-            ));
+            return self.filtered(&state, &filter).await;
         }
         let state = match (full && self.client.rdb_only, state) {
             (true, state) => match self.current_backup(state).await? {
@@ -193,6 +188,41 @@ impl Session {
                 _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
             }
         }
+    }
+
+    /// A filtered snapshot (`rdb-filter-only`): functions only, made from the store; any other
+    /// filter is refused. Never the whole dataset for a filtered request.
+    async fn filtered(&mut self, state: &View, filter: &str) -> Result<String> {
+        let made = if filter.eq_ignore_ascii_case("functions") {
+            backup::functions_rdb(&self.cx, state).await
+        } else {
+            Err(format!(
+                "replica-relay filters snapshots by 'functions' only, not {filter:?}"
+            ))
+        };
+        let (rdb, libraries) = match made {
+            Ok(made) => made,
+            Err(why) => {
+                self.write(format!("-ERR cannot make the filtered snapshot: {why}\r\n").as_bytes())
+                    .await?;
+                return Ok(format!("refused rdb-filter-only {filter}: {why}"));
+            }
+        };
+        let ident = state.ident.as_ref().context("no identity")?;
+        if self.request.psync.is_some() {
+            let line = format!(
+                "+FULLRESYNC {} {}\r\n",
+                ident.replid,
+                state.master_repl_offset()
+            );
+            self.write(line.as_bytes()).await?;
+        }
+        self.write(format!("${}\r\n", rdb.len()).as_bytes()).await?;
+        self.write(&rdb).await?;
+        Ok(format!(
+            "functions-only snapshot delivered ({} bytes, libraries: {libraries})",
+            rdb.len()
+        ))
     }
 
     /// The snapshot for a backup (`rdb-only`): the stored one if it is current enough, else a
