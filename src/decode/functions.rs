@@ -341,6 +341,36 @@ mod tests {
     }
 
     #[test]
+    fn function_restore_payloads_apply_with_their_policy() {
+        let mut payload = vec![FUNCTION2];
+        put_string(&mut payload, b"#!lua name=r\nrestored");
+        payload.extend([11, 0]);
+        payload.extend([0; 8]);
+        let mut libs = Libraries::default();
+        libs.apply(&[b("FUNCTION"), b("LOAD"), b("#!lua name=r\nold")])
+            .unwrap();
+        libs.apply(&[b("FUNCTION"), b("LOAD"), b("#!lua name=s\nother")])
+            .unwrap();
+        let restore = |policy: &str| {
+            vec![
+                b("FUNCTION"),
+                b("RESTORE"),
+                Bytes::from(payload.clone()),
+                b(policy),
+            ]
+        };
+        libs.apply(&restore("APPEND")).unwrap();
+        assert_eq!(
+            libs.libs["r"], b"#!lua name=r\nold",
+            "APPEND keeps what exists"
+        );
+        libs.apply(&restore("REPLACE")).unwrap();
+        assert_eq!(libs.libs["r"], b"#!lua name=r\nrestored");
+        libs.apply(&restore("FLUSH")).unwrap();
+        assert_eq!(libs.names(), ["r"]);
+    }
+
+    #[test]
     fn lzf_strings_decode() {
         // "aaaaaaaaaa": a literal 'a', then a back-reference of 9 bytes at distance 1.
         assert_eq!(

@@ -190,6 +190,15 @@ impl Session {
         }
     }
 
+    /// The snapshot in service, for the log: its offset and age.
+    fn snapshot_said(&self, state: &View) -> String {
+        let offset = state.ident.as_ref().map_or(0, |i| i.snapshot_offset);
+        match backup::snapshot_age(&self.cx) {
+            Some(age) => format!("taken at offset {offset}, {} s old", age.as_secs()),
+            None => format!("taken at offset {offset}, just taken"),
+        }
+    }
+
     /// A filtered snapshot (`rdb-filter-only`): functions only, made from the store; any other
     /// filter is refused. Never the whole dataset for a filtered request.
     async fn filtered(&mut self, state: &View, filter: &str) -> Result<String> {
@@ -232,8 +241,9 @@ impl Session {
         match backup::choose(&self.cx, &state) {
             Choice::Serve(why) => {
                 info!(
-                    "Backup for {}: serving the stored snapshot, {why}",
-                    self.name
+                    "Backup for {}: serving the stored snapshot ({}), {why}",
+                    self.name,
+                    self.snapshot_said(&state)
                 );
                 return Ok(Ok(state));
             }
@@ -253,7 +263,11 @@ impl Session {
             changes.borrow_and_update();
             let now = self.cx.store.view();
             if now.ident.as_ref().map(|i| &i.snapshot) != old.as_ref() {
-                info!("Backup for {}: serving the fresh snapshot", self.name);
+                info!(
+                    "Backup for {}: serving the fresh snapshot ({})",
+                    self.name,
+                    self.snapshot_said(&now)
+                );
                 return Ok(Ok(now));
             }
             let under_way = now.refreshing || self.cx.link.status().refresh_requested;
