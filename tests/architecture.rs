@@ -51,6 +51,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "config",
             "decode",
             "duplex",
+            "feed",
             "glob",
             "instruments",
             "link",
