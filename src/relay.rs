@@ -66,6 +66,7 @@ impl Rooms {
             clients,
             pubsub: Arc::default(),
             accepting: downstream::Accepting::new(config.maxclients),
+            backups: Default::default(),
             metrics: down_metrics,
             server: view.clone(),
             shutdown: shutdown.clone(),

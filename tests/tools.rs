@@ -274,6 +274,22 @@ fn backups_through_the_relay_are_current() {
     master.client().cmd(&["SET", "after", "1"]);
     wait_in_sync(&master, &[&replica]);
     assert_eq!(relay.client().syncs(), (3, 0));
+    // A client asking again at once does not make the master fork again.
+    let forks_then = forks(&master);
+    let again = dir.path().join("again.rdb");
+    let out = rdb_backup(&relay, &again, "--rdb").unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        keys_in(&again),
+        3100,
+        "the last fetched snapshot, without the write since"
+    );
+    assert_eq!(forks(&master), forks_then, "a fork for every backup");
+    assert!(
+        relay.log().contains("at most once every 60 s"),
+        "{}",
+        relay.log()
+    );
 }
 
 /// Libraries loaded by `FUNCTION LOAD` on `server`, with their code, sorted.

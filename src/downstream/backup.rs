@@ -20,6 +20,41 @@ use crate::link::LinkState;
 use crate::resp;
 use crate::store::View;
 
+/// Backups make the master fork at most this often: a client asking for backups in a loop
+/// gets the last one fetched meanwhile, however many writes it is behind (the log says its
+/// age), never a fork each time.
+pub const MIN_FETCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What backups share: when one last made the master fork, and the right to make a
+/// functions-only snapshot, which reads the whole log since the snapshot (one at a time).
+pub struct Backups {
+    last_fetch: std::sync::Mutex<Option<std::time::Instant>>,
+    functions: tokio::sync::Semaphore,
+}
+
+impl Default for Backups {
+    fn default() -> Backups {
+        Backups {
+            last_fetch: std::sync::Mutex::new(None),
+            functions: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+impl Backups {
+    fn fetched_within(&self, interval: Duration) -> bool {
+        let last = self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_some_and(|t| t.elapsed() < interval)
+    }
+
+    /// A fresh snapshot asked of the master for backups is in service: the backups asked
+    /// while it came share it, later ones within the interval get it too.
+    pub fn fetched(&self) {
+        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now());
+    }
+}
+
 /// What to do with a backup request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Choice {
@@ -42,6 +77,12 @@ pub fn choose(cx: &Context, state: &View) -> Choice {
     let shown = age.map_or("of unknown age".to_string(), |a| {
         format!("{} s old", a.as_secs())
     });
+    if cx.backups.fetched_within(MIN_FETCH_INTERVAL) {
+        return Choice::Serve(format!(
+            "it is {shown}: backups make the master fork at most once every {} s",
+            MIN_FETCH_INTERVAL.as_secs()
+        ));
+    }
     if let (Some(max), Some(age)) = (cx.config.rdb_only_max_age, age)
         && age <= max
     {
@@ -66,6 +107,12 @@ pub fn snapshot_age(cx: &Context) -> Option<Duration> {
 
 /// The functions-only snapshot of the data at `state`'s offset, and its libraries' names.
 pub async fn functions_rdb(cx: &Context, state: &View) -> Result<(Vec<u8>, String), String> {
+    let _one = cx
+        .backups
+        .functions
+        .acquire()
+        .await
+        .map_err(|e| e.to_string())?;
     let ident = state.ident.as_ref().ok_or("no snapshot in service yet")?;
     let path = cx.store.snapshot_path(ident);
     let mut libs = tokio::task::spawn_blocking(move || {

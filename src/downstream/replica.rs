@@ -27,6 +27,8 @@ use crate::store::{TAIL_BYTES, Verification, View, read_at_then};
 
 /// How long a replica ahead of the store waits for the relay to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+/// How long a backup waits for the link to start the snapshot refresh it asked for.
+const REFRESH_START_WAIT: Duration = Duration::from_secs(5);
 /// Piece of the snapshot file read at a time; two are in use per full sync.
 const SNAPSHOT_READ: u64 = 512 * 1024;
 
@@ -256,6 +258,7 @@ impl Session {
             state.master_repl_offset() - state.ident.as_ref().map_or(0, |i| i.snapshot_offset)
         );
         self.cx.control.request_snapshot();
+        let asked = Instant::now();
         let mut changes = self.cx.store.subscribe();
         let mut keepalive = tokio::time::interval(Duration::from_secs(1));
         let mut started = false;
@@ -263,6 +266,7 @@ impl Session {
             changes.borrow_and_update();
             let now = self.cx.store.view();
             if now.ident.as_ref().map(|i| &i.snapshot) != old.as_ref() {
+                self.cx.backups.fetched();
                 info!(
                     "Backup for {}: serving the fresh snapshot ({})",
                     self.name,
@@ -274,6 +278,10 @@ impl Session {
             started |= under_way;
             if started && !under_way {
                 return Ok(Err("ERR the fresh snapshot for this backup could not be fetched from the master; the relay's log says why".into()));
+            }
+            // The link asks within a second, unless a refresh failed lately (it backs off).
+            if !started && asked.elapsed() > REFRESH_START_WAIT {
+                return Ok(Err("ERR the master is not asked for a fresh snapshot now: a snapshot refresh failed less than a minute ago, or the link went down; try again later, or accept the stored snapshot with --rdb-only-max-age".into()));
             }
             tokio::select! {
                 r = changes.changed() => r.context("store closed")?,

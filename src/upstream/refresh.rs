@@ -46,9 +46,13 @@ impl Refresher {
             }
         }
         let wanted = up.control.take_snapshot_request();
+        // A refresh that failed lately is not retried sooner for a backup: the master first.
+        if self.not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
         if wanted {
             info!("Snapshot refresh: a backup asked for the data as it is now");
-        } else if self.not_before.is_some_and(|t| Instant::now() < t) || !due(up) {
+        } else if !due(up) {
             return;
         }
         let token = CancellationToken::new();
