@@ -12,15 +12,23 @@ use support::*;
 
 /// A TLS master (plain port for the test), with `pair` and `extra`.
 fn tls_master(pki: &Pki, pair: &Pair, extra: &[&str]) -> (Server, u16) {
+    tls_master_of(&redis_server_bin(), pki, pair, extra)
+}
+
+fn tls_master_of(bin: &str, pki: &Pki, pair: &Pair, extra: &[&str]) -> (Server, u16) {
     let tls_port = free_port();
     let mut args = pki.server_args(pair, tls_port);
     args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (Server::master(&args), tls_port)
+    (Server::start_bin(bin, free_port(), &args), tls_port)
 }
 
 /// A replica of `port` over TLS.
 fn tls_replica(pki: &Pki, pair: &Pair, port: u16) -> Server {
+    tls_replica_of(&redis_server_bin(), pki, pair, port)
+}
+
+fn tls_replica_of(bin: &str, pki: &Pki, pair: &Pair, port: u16) -> Server {
     let mut args = vec![
         "--replicaof".to_string(),
         "127.0.0.1".into(),
@@ -29,7 +37,11 @@ fn tls_replica(pki: &Pki, pair: &Pair, port: u16) -> Server {
         "yes".into(),
     ];
     args.extend(pki.server_args(pair, free_port()));
-    Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    Server::start_bin(
+        bin,
+        free_port(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
 }
 
 /// The relay's TLS flags: upstream TLS to `master_tls` when given, a TLS port when `tls_port`.
@@ -58,14 +70,28 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 #[test]
 fn tls_master_relay_and_replicas_sync_and_resume_with_partial_resyncs() {
+    tls_chain(&redis_server_bin());
+}
+
+/// The same with the installed Redis 7.4, also built with TLS.
+#[test]
+fn tls_chain_with_redis_7_4() {
+    if let Some(servers) = other_servers(&["redis-7.4.1"]) {
+        tls_chain(&servers[0].1);
+    }
+}
+
+/// A TLS master of `bin` → the relay → two TLS replicas of `bin`: one fork, and partial
+/// resyncs over TLS after each link is killed.
+fn tls_chain(bin: &str) {
     let pki = Pki::new("main");
     let pair = pki.issue("node", false);
-    let (master, master_tls) = tls_master(&pki, &pair, &[]);
+    let (master, master_tls) = tls_master_of(bin, &pki, &pair, &[]);
     let relay_tls = free_port();
     let flags = relay_flags(&pki, &pair, Some(master_tls), Some(relay_tls));
     let relay = Relay::start(&strs(&flags));
     let replicas: Vec<Server> = (0..2)
-        .map(|_| tls_replica(&pki, &pair, relay_tls))
+        .map(|_| tls_replica_of(bin, &pki, &pair, relay_tls))
         .collect();
     write_mixed(&mut master.client(), "a", 20);
     let all: Vec<&Server> = replicas.iter().collect();
