@@ -241,9 +241,9 @@ pub struct RelayArgs {
     #[arg(long, env = "REPLICA_RELAY_METRICS_TLS")]
     pub metrics_tls: Option<YesNo>,
     /// Sentinels to find the master through, as HOST:PORT,HOST:PORT: the relay asks them for
-    /// --sentinel-master (SENTINEL get-master-addr-by-name), checks it with ROLE, and moves
-    /// when they announce a failover (+switch-master). --replicaof is then only used while no
-    /// Sentinel answers.
+    /// --sentinel-master (SENTINEL get-master-addr-by-name), checks it with its INFO, and
+    /// moves when they announce a failover (+switch-master). With --replicaof too, the relay
+    /// attaches there (a replica, another relay) until the next failover.
     #[arg(long, env = "REPLICA_RELAY_SENTINEL", value_name = "HOST:PORT,...")]
     pub sentinel: Option<String>,
     /// The name the Sentinels monitor the master by (sentinel monitor <name> ...).

@@ -216,12 +216,16 @@ fn a_relay_unknown_to_sentinel_is_moved_by_switch_master() {
     let r2 = Server::replica_of(master.port, &[]);
     fill(&master, "k", 500);
     let sentinels = sentinel::three(master.port);
+    // Attached to the replica from the start (--replicaof), so Sentinel, which reads the
+    // replicas of masters only, never learns of it.
     let mut flags = sentinel_flags(&sentinels[1..], sentinels[0].port);
     flags.extend(["--replica-announced".into(), "yes".into()]);
+    flags.extend([
+        "--replicaof".into(),
+        "127.0.0.1".into(),
+        r1.port.to_string(),
+    ]);
     let relay = Relay::start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-    following(&relay, master.port);
-    let port = r1.port.to_string();
-    relay.client().cmd(&["REPLICAOF", "127.0.0.1", &port]);
     following(&relay, r1.port);
     wait_for("the relay to say it follows a replica", || {
         let (_, metrics) = relay.http_get("/metrics");
@@ -229,12 +233,16 @@ fn a_relay_unknown_to_sentinel_is_moved_by_switch_master() {
     });
     let behind = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&r1, &r2, &behind]);
-    wait_for(
-        "Sentinel to forget the relay as a replica of the master",
-        || {
-            let r = sentinels[0].replica(relay.port);
-            (r.is_none(), r)
-        },
+    wait_for("the relay to hear from a Sentinel", || {
+        let info = relay.client().cmd(&["INFO", "relay"]).text();
+        let named = format!("relay_sentinel_named_master:127.0.0.1:{}", master.port);
+        (info.contains(&named), info)
+    });
+    following(&relay, r1.port);
+    assert_eq!(
+        sentinels[0].replica(relay.port),
+        None,
+        "Sentinel knows the relay"
     );
     let old = master.port;
     drop(master);
@@ -333,7 +341,9 @@ fn sentinels_hello_link_stays_up_for_a_minute() {
         let up = relay.client().info("replication", "master_link_status");
         (up.as_deref() == Some("up"), up)
     });
-    let sentinels = sentinel::three(master.port);
+    // A slow reply on a loaded machine must not look like a dead link: Sentinel drops a link
+    // whose PING waits half of down-after.
+    let sentinels = sentinel::three_with(master.port, 10_000);
     let mut hello = relay.client();
     hello.cmd(&["SUBSCRIBE", "__sentinel__:hello"]);
     let mut heard = std::collections::BTreeSet::new();

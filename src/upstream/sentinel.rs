@@ -6,7 +6,8 @@
 //!
 //! One Sentinel is listened to at a time; when it stops answering the next is tried. When
 //! none answers the relay keeps following the master it has. The relay moves only when what
-//! the Sentinels name changes, so an operator's own REPLICAOF stays until the next failover.
+//! the Sentinels name changes, so an operator's own REPLICAOF (or `--replicaof`, naming a
+//! replica or another relay to attach to) stays until the next failover.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,9 +180,24 @@ impl Watcher<'_> {
         }
     }
 
-    /// Follows `master` if it is new from the Sentinels and its INFO says it is a master.
+    /// Follows `master` if it is new from the Sentinels and its INFO says it is a master. The
+    /// first answer only records it when `--replicaof` names where to attach (a replica, or
+    /// another relay): the Sentinels move such a relay at the next failover.
     async fn adopt(&mut self, master: MasterAddr, reason: Repoint) {
         if self.named.as_ref() == Some(&master) {
+            return;
+        }
+        if self.named.is_none()
+            && let Some(configured) = &self.up.config.replicaof
+        {
+            info!(
+                "Sentinel names {master} the master of '{}'; following {configured} as configured until the Sentinels announce a failover",
+                self.name
+            );
+            self.up
+                .link
+                .update(|l| l.sentinel.named = Some(master.clone()));
+            self.named = Some(master);
             return;
         }
         if let Err(e) = self.is_master(&master).await {

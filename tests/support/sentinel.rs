@@ -17,6 +17,12 @@ impl Sentinel {
     /// A Sentinel monitoring the master on `master` with `quorum`, quick to act: down after
     /// 1 s, failover timeout 10 s.
     pub fn watch(master: u16, quorum: u32) -> Sentinel {
+        Sentinel::watch_with(master, quorum, 1000)
+    }
+
+    /// The same, with the master (and any instance) down after `down_after_ms`; Sentinel also
+    /// drops a link whose PING is unanswered for half of it.
+    pub fn watch_with(master: u16, quorum: u32, down_after_ms: u64) -> Sentinel {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("sentinel.conf");
@@ -25,7 +31,7 @@ impl Sentinel {
             format!(
                 "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile sentinel.log\n\
                  sentinel monitor {NAME} 127.0.0.1 {master} {quorum}\n\
-                 sentinel down-after-milliseconds {NAME} 1000\n\
+                 sentinel down-after-milliseconds {NAME} {down_after_ms}\n\
                  sentinel failover-timeout {NAME} 10000\n\
                  sentinel parallel-syncs {NAME} 4\n",
                 dir = dir.path().display()
@@ -113,7 +119,13 @@ impl Drop for Sentinel {
 
 /// Three Sentinels, quorum 2, watching `master`, each knowing the other two.
 pub fn three(master: u16) -> Vec<Sentinel> {
-    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::watch(master, 2)).collect();
+    three_with(master, 1000)
+}
+
+pub fn three_with(master: u16, down_after_ms: u64) -> Vec<Sentinel> {
+    let sentinels: Vec<Sentinel> = (0..3)
+        .map(|_| Sentinel::watch_with(master, 2, down_after_ms))
+        .collect();
     for s in &sentinels {
         wait_for("each Sentinel to know the other two", || {
             let n = s.others();
