@@ -19,6 +19,7 @@ mod index;
 mod recover;
 mod snapshot;
 mod tail;
+mod times;
 mod verify;
 mod writer;
 
@@ -496,6 +497,31 @@ pub struct StoreSummary {
     pub log_bytes: u64,
     /// Segments whose bytes fail their checksums.
     pub log_damage: Vec<Damage>,
+    /// The first and the last entry of the time index: when the relay stored the byte before
+    /// that offset. `None` for a log written before the time index existed.
+    pub log_times: Option<(TimeMark, TimeMark)>,
+}
+
+/// An entry of the time index: the offset after the bytes stored by `unix_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TimeMark {
+    pub offset: u64,
+    pub unix_ms: u64,
+}
+
+/// The time index of the log in `dir`, in offset order.
+pub fn time_index(dir: &Path, segments: &[u64]) -> Vec<TimeMark> {
+    segments
+        .iter()
+        .flat_map(|&start| {
+            times::read(&segment_path(dir, start))
+                .into_iter()
+                .map(move |(len, unix_ms)| TimeMark {
+                    offset: start + len,
+                    unix_ms,
+                })
+        })
+        .collect()
 }
 
 pub fn describe(dir: &Path) -> Result<StoreSummary> {
@@ -542,6 +568,11 @@ pub fn describe(dir: &Path) -> Result<StoreSummary> {
         log_segments: segs.len(),
         log_bytes: segs.iter().map(|s| s.1).sum(),
         log_damage,
+        log_times: {
+            let starts: Vec<u64> = segs.iter().map(|s| s.0).collect();
+            let marks = time_index(dir, &starts);
+            marks.first().copied().zip(marks.last().copied())
+        },
     })
 }
 

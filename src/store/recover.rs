@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::identity::Identity;
 use super::index::{Damage, Index, trusted_len};
 use super::snapshot::spawn_decoder;
+use super::times::Times;
 use super::verify::verify_in_background;
 use super::writer::{Segment, create_segment, list_segments, remove_segment, remove_segments};
 use super::{Shared, StoreConfig, segment_path, snapshot_path};
@@ -189,6 +190,8 @@ fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
     file.sync_all()?;
     let index = Index::reopen(&path, next - start)
         .with_context(|| format!("rebuilding the index of {}", path.display()))?;
+    let times = Times::reopen(&path, next - start)
+        .with_context(|| format!("rebuilding the time index of {}", path.display()))?;
     let starts = run.iter().map(|&(s, _)| s).collect();
     Ok(Recovered {
         starts,
@@ -197,6 +200,7 @@ fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
             file,
             len: next - start,
             index,
+            times,
         },
         next,
     })

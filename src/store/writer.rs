@@ -23,6 +23,7 @@ use super::identity::{Identity, sync_dir};
 use super::index::{Index, index_path};
 use super::recover::{Reopened, recover};
 use super::snapshot::{Incoming, Incomings, Slot};
+use super::times::{self, Times};
 use super::{
     Fsync, Receiving, Shared, StoreConfig, TAIL_BYTES, Verification, segment_path, snapshot_path,
 };
@@ -61,6 +62,7 @@ pub(super) struct Segment {
     pub(super) file: File,
     pub(super) len: u64,
     pub(super) index: Index,
+    pub(super) times: Times,
 }
 
 impl Segment {
@@ -71,6 +73,9 @@ impl Segment {
                 "Writing the checksum index of log segment {}: {e}",
                 self.start
             );
+        }
+        if let Err(e) = self.times.mark(self.len) {
+            warn!("Writing the time index of log segment {}: {e}", self.start);
         }
     }
 }
@@ -605,12 +610,15 @@ pub(super) fn create_segment(cfg: &StoreConfig, start: u64) -> Result<Segment> {
     file.set_len(0)?;
     let index = Index::create(&path)
         .with_context(|| format!("creating the index of {}", path.display()))?;
+    let times = Times::create(&path)
+        .with_context(|| format!("creating the time index of {}", path.display()))?;
     sync_dir(&cfg.dir.join("log"))?;
     Ok(Segment {
         start,
         file,
         len: 0,
         index,
+        times,
     })
 }
 
@@ -638,7 +646,7 @@ pub(super) fn remove_segments(cfg: &StoreConfig) -> Result<()> {
         let path = entry?.path();
         if matches!(
             path.extension().and_then(|e| e.to_str()),
-            Some("seg" | "idx")
+            Some("seg" | "idx" | "time")
         ) {
             fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
@@ -653,5 +661,6 @@ pub(super) fn remove_segment(cfg: &StoreConfig, start: u64) -> std::io::Result<(
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
+    times::remove(&path)?;
     fs::remove_file(path)
 }
