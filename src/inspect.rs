@@ -85,28 +85,6 @@ fn inspect(file: &Path, store: Option<StoreSummary>) -> Result<Report> {
     })
 }
 
-/// `2026-12-01T08:00:03Z` for milliseconds since the epoch (the civil calendar, UTC).
-fn utc(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 fn text(r: &Report) -> String {
     let s = &r.stats;
     let mut out = String::new();
@@ -170,9 +148,9 @@ fn text(r: &Report) -> String {
             let _ = writeln!(
                 out,
                 "           stored from {} (offset {}) to {} (offset {})",
-                utc(first.unix_ms),
+                store::utc(first.unix_ms),
                 first.offset,
-                utc(last.unix_ms),
+                store::utc(last.unix_ms),
                 last.offset
             );
         }
@@ -189,14 +167,4 @@ fn text(r: &Report) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_print_in_utc() {
-        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::utc(1_764_576_003_000), "2025-12-01T08:00:03Z");
-        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00Z");
-    }
 }

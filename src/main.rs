@@ -16,6 +16,7 @@ mod observe;
 mod progress;
 mod relay;
 mod resp;
+mod restore;
 mod store;
 mod tail;
 mod tls;
@@ -56,6 +57,9 @@ struct Cli {
 enum Tool {
     /// Summarise a snapshot (an RDB file) or a relay's store directory; exits 1 if damaged.
     Inspect(inspect::InspectArgs),
+    /// Rebuild the data as it was at an offset or a moment from a relay's store, as an
+    /// append-only file a stock server loads (the master is not touched).
+    Restore(restore::RestoreArgs),
     /// Attach as a replica and print the live command stream, one command per line.
     ///
     /// This is one more replica. Pointed at a master, it makes the master fork and send a full
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
     match cli.tool {
         Some(Tool::Inspect(args)) => return tool_exit(inspect::run(args)),
         Some(Tool::Tail(args)) => return tool_exit(tail::run(args)),
+        Some(Tool::Restore(args)) => return tool_exit(restore::run(args)),
         Some(Tool::Healthcheck(args)) => return tool_exit(observe::admin::healthcheck(args)),
         None => {}
     }

@@ -94,12 +94,13 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         ],
     ),
     ("inspect", 6, &["decode", "store"]),
+    ("restore", 6, &["feed", "store"]),
     ("tail", 6, &["config", "resp", "tls", "upstream"]),
     (
         "main",
         7,
         &[
-            "config", "inspect", "observe", "relay", "tail", "upstream", "store",
+            "config", "inspect", "observe", "relay", "restore", "tail", "upstream", "store",
         ],
     ),
 ];

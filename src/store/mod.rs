@@ -14,6 +14,7 @@
 //! <dir>/log/<offset, 20 digits>.seg   raw stream bytes; each segment starts on a command
 //! ```
 
+pub mod history;
 mod identity;
 mod index;
 mod recover;
@@ -38,6 +39,7 @@ pub use index::Damage;
 pub use snapshot::Slot;
 pub use tail::Chunks;
 use tail::Tail;
+pub use times::utc;
 pub use verify::Verification;
 pub use writer::WriterStatus;
 use writer::{Op, Writer};

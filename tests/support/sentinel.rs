@@ -14,10 +14,11 @@ pub struct Sentinel {
 }
 
 impl Sentinel {
-    /// A Sentinel monitoring the master on `master` with `quorum`, quick to act: down after
-    /// 1 s, failover timeout 10 s.
+    /// A Sentinel monitoring the master on `master` with `quorum`: down after 5 s (shorter,
+    /// and a newly promoted master that answers slowly on a loaded machine is failed over
+    /// again), failover timeout 10 s.
     pub fn watch(master: u16, quorum: u32) -> Sentinel {
-        Sentinel::watch_with(master, quorum, 1000)
+        Sentinel::watch_with(master, quorum, 5000)
     }
 
     /// The same, with the master (and any instance) down after `down_after_ms`; Sentinel also
@@ -119,7 +120,7 @@ impl Drop for Sentinel {
 
 /// Three Sentinels, quorum 2, watching `master`, each knowing the other two.
 pub fn three(master: u16) -> Vec<Sentinel> {
-    three_with(master, 1000)
+    three_with(master, 5000)
 }
 
 pub fn three_with(master: u16, down_after_ms: u64) -> Vec<Sentinel> {

@@ -1,0 +1,257 @@
+//! `replica-relay restore --dir <store> (--list | --offset N | --at TIME) --out <dir>`: the
+//! data as it was at a replication offset or a moment, rebuilt from the relay's own store (the
+//! snapshot in service and the stream after it), without touching the master.
+//!
+//! The output is an append-only file that begins with the snapshot (Redis' RDB-preamble AOF),
+//! followed by the stream's commands up to the cut, which falls on a command boundary and
+//! never inside MULTI … EXEC; what only makes sense on a replication link (the master's PINGs,
+//! `REPLCONF GETACK`) is left out. `redis-server --dir <dir> --appendonly yes` loads it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::feed::{Command, Scanner};
+use crate::store::{self, TimeMark};
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The relay's --dir.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Print the window that can be restored, and nothing else.
+    #[arg(long)]
+    list: bool,
+    /// Restore to this replication offset (the last command ending at or before it).
+    #[arg(long, conflicts_with = "at")]
+    offset: Option<u64>,
+    /// Restore to this moment: "now" (the default), an RFC 3339 UTC time such as
+    /// 2026-12-01T10:42:00Z (fractions of a second allowed), or @<unix seconds>.
+    #[arg(long)]
+    at: Option<String>,
+    /// Directory to write appendonly.aof into (created; must not hold one already).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: RestoreArgs) -> Result<()> {
+    let summary = store::describe(&args.dir)?;
+    let marks = store::time_index(&args.dir, &store::history::segments(&args.dir)?);
+    let (first, last) = (summary.snapshot_offset, summary.log_next - 1);
+    if args.list {
+        println!(
+            "restorable from offset {first} (the snapshot in service) to offset {last}{}",
+            match (marks.first(), marks.last()) {
+                (Some(a), Some(b)) => format!(
+                    "; times from {} (offset {}) to {} (offset {})",
+                    store::utc(a.unix_ms),
+                    a.offset,
+                    store::utc(b.unix_ms),
+                    b.offset
+                ),
+                _ => String::new(),
+            }
+        );
+        return Ok(());
+    }
+    let out = args.out.context("--out DIR is needed (or --list)")?;
+    let target = match (args.offset, args.at.as_deref()) {
+        (Some(n), _) => n,
+        (None, None | Some("now")) => last,
+        (None, Some(at)) => offset_at(&marks, parse_time(at)?, first)?,
+    };
+    if target < first || target > last {
+        bail!("offset {target} is outside the restorable window {first}..={last}");
+    }
+    let plan = plan(&args.dir, first + 1, target + 1)?;
+    write(&summary.snapshot, &args.dir, &plan, &out)?;
+    eprintln!(
+        "restored to offset {} (asked {target}): {} stream bytes after the snapshot at offset {first}, into {}",
+        plan.cut - 1,
+        plan.cut - (first + 1) - plan.skipped(),
+        out.join("appendonly.aof").display()
+    );
+    Ok(())
+}
+
+/// The offset of everything stored by `unix_ms`: the last time mark not after it.
+fn offset_at(marks: &[TimeMark], unix_ms: u64, snapshot: u64) -> Result<u64> {
+    match marks.iter().rev().find(|m| m.unix_ms <= unix_ms) {
+        Some(m) => Ok(m.offset - 1),
+        None => match marks.first() {
+            Some(m) => bail!(
+                "{} is before the first time the log knows ({}, offset {}); the window starts at the snapshot, offset {snapshot}",
+                store::utc(unix_ms),
+                store::utc(m.unix_ms),
+                m.offset
+            ),
+            None => bail!(
+                "this store's log has no time index (written by an older relay): restore with --offset"
+            ),
+        },
+    }
+}
+
+/// `now`, `@<unix seconds>` or `YYYY-MM-DDTHH:MM:SS[.fff]Z`, in milliseconds since the epoch.
+fn parse_time(s: &str) -> Result<u64> {
+    if let Some(secs) = s.strip_prefix('@') {
+        let secs: f64 = secs.parse().with_context(|| format!("bad time {s:?}"))?;
+        return Ok((secs * 1000.0) as u64);
+    }
+    let bad =
+        || anyhow::anyhow!("bad time {s:?}: use 2026-12-01T10:42:00Z, @<unix seconds> or now");
+    let t = s.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, time) = t.split_once('T').ok_or_else(bad)?;
+    let num = |p: &str| p.parse::<i64>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let (time, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let h: Vec<&str> = time.split(':').collect();
+    let ([y, mo, da], [hh, mi, ss]) = (&d[..], &h[..]) else {
+        return Err(bad());
+    };
+    let (y, mo, da) = (num(y)?, num(mo)?, num(da)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86400 + num(hh)? * 3600 + num(mi)? * 60 + num(ss)?;
+    let ms = format!("{frac:0<3}")[..3]
+        .parse::<i64>()
+        .map_err(|_| bad())?;
+    u64::try_from(secs * 1000 + ms).map_err(|_| bad())
+}
+
+/// Where to cut, and the commands to leave out before it.
+struct Plan {
+    /// The offset after the last byte kept.
+    cut: u64,
+    /// (start, end) of PINGs and GETACKs, in order.
+    skip: Vec<(u64, u64)>,
+    from: u64,
+}
+
+impl Plan {
+    fn skipped(&self) -> u64 {
+        self.skip.iter().map(|(a, b)| b - a).sum()
+    }
+}
+
+/// Scans the log from `from` to `to`: the last command boundary outside MULTI at or before
+/// `to`, and the link-only commands before it.
+fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan> {
+    let mut scanner = Scanner::at(from);
+    let (mut start, mut depth, mut cut) = (from, 0u32, from);
+    let mut skip = Vec::new();
+    let mut at = from;
+    store::history::read_log(dir, from, to, |piece| {
+        let base = at;
+        scanner
+            .scan(piece, |end, cmd| {
+                let end = base + end as u64;
+                match cmd {
+                    Command::Ping | Command::Getack => skip.push((start, end)),
+                    Command::Data("multi") => depth += 1,
+                    Command::Data("exec") => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                if depth == 0 {
+                    cut = end;
+                }
+                start = end;
+            })
+            .map_err(|e| anyhow::anyhow!("the log does not parse near offset {base}: {e}"))?;
+        at += piece.len() as u64;
+        Ok(())
+    })?;
+    skip.retain(|&(_, end)| end <= cut);
+    Ok(Plan { cut, skip, from })
+}
+
+/// `out/appendonly.aof`: the snapshot, then the log from the plan's start to its cut without
+/// what it skips. Written as `.tmp` and renamed once complete.
+fn write(snapshot: &Path, dir: &Path, plan: &Plan, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join("appendonly.aof");
+    if path.exists() {
+        bail!("{} exists already", path.display());
+    }
+    let tmp = out.join("appendonly.aof.tmp");
+    let mut file = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    let mut rdb = std::fs::File::open(snapshot)
+        .with_context(|| format!("opening the snapshot {}", snapshot.display()))?;
+    std::io::copy(&mut rdb, &mut file)?;
+    let mut at = plan.from;
+    let mut skips = plan.skip.iter().peekable();
+    store::history::read_log(dir, plan.from, plan.cut, |piece| {
+        let mut i = 0;
+        while i < piece.len() {
+            let here = at + i as u64;
+            let (keep_until, skip_to) = match skips.peek() {
+                Some(&&(s, e)) if s <= here => (here, Some(e)),
+                Some(&&(s, _)) => (s, None),
+                None => (u64::MAX, None),
+            };
+            if let Some(e) = skip_to {
+                let n = (e - here).min((piece.len() - i) as u64) as usize;
+                i += n;
+                if here + n as u64 >= e {
+                    skips.next();
+                }
+                continue;
+            }
+            let n = (keep_until - here).min((piece.len() - i) as u64) as usize;
+            file.write_all(&piece[i..i + n])?;
+            i += n;
+        }
+        at += piece.len() as u64;
+        Ok(())
+    })?;
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_utc() {
+        assert_eq!(parse_time("1970-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(
+            parse_time("2025-12-01T08:00:03Z").unwrap(),
+            1_764_576_003_000
+        );
+        assert_eq!(
+            parse_time("2025-12-01T08:00:03.25Z").unwrap(),
+            1_764_576_003_250
+        );
+        assert_eq!(parse_time("@1764576003").unwrap(), 1_764_576_003_000);
+        assert!(parse_time("2025-12-01 08:00:03").is_err());
+    }
+
+    #[test]
+    fn a_time_picks_the_last_mark_not_after_it() {
+        let marks = [
+            TimeMark {
+                offset: 101,
+                unix_ms: 1000,
+            },
+            TimeMark {
+                offset: 201,
+                unix_ms: 2000,
+            },
+        ];
+        assert_eq!(offset_at(&marks, 1500, 50).unwrap(), 100);
+        assert_eq!(offset_at(&marks, 2000, 50).unwrap(), 200);
+        assert!(offset_at(&marks, 999, 50).is_err());
+    }
+}

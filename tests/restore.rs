@@ -1,0 +1,166 @@
+//! Point-in-time restore from the relay's store (`replica-relay restore`), loaded by a stock
+//! redis-server: the data at recorded offsets and moments, across a relay kill -9.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+fn restore(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .arg("restore")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The digest of the data a restore wrote into `out`, loaded by a fresh server.
+fn loaded_digest(out: &Path) -> String {
+    let server = Server::start(&["--dir", out.to_str().unwrap(), "--appendonly", "yes"]);
+    server.client().digest()
+}
+
+/// The relay's last time mark, once it covers everything stored: (offset, unix ms).
+fn covered(relay: &Relay) -> (u64, u64) {
+    wait_for("a time mark for every stored byte", || {
+        let out = Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+            .args(["inspect", "--json"])
+            .arg(&relay.dir)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let store = &report["store"];
+        let last = &store["log_times"][1];
+        let at = (last["offset"].as_u64(), last["unix_ms"].as_u64());
+        let ok = at.0.is_some() && at.0 == store["log_next"].as_u64();
+        (ok, (at.0.unwrap_or(0), at.1.unwrap_or(0)))
+    })
+}
+
+#[test]
+fn restores_to_recorded_offsets_and_moments_load_with_their_digests() {
+    let master = Server::master(&[]);
+    let mut relay = Relay::of(master.port, &[]);
+    let mut m = master.client();
+    let mut points = Vec::new();
+    for (i, tag) in ["a", "b", "c"].iter().enumerate() {
+        write_mixed(&mut m, tag, 5);
+        let offset = m.info_num("replication", "master_repl_offset") as u64;
+        wait_for("the relay to store what the master has", || {
+            let got = relay.client().info_num("replication", "master_repl_offset") as u64;
+            (got == offset, got)
+        });
+        let (_, unix_ms) = covered(&relay);
+        points.push((offset, unix_ms, m.digest()));
+        if i == 1 {
+            relay.kill9_and_restart();
+        }
+    }
+    let list = String::from_utf8(restore(&relay.dir, &["--list"]).stdout).unwrap();
+    assert!(list.starts_with("restorable from offset"), "{list}");
+    let work = tempfile::tempdir().unwrap();
+    for (n, (offset, unix_ms, digest)) in points.iter().enumerate() {
+        let by_offset = work.path().join(format!("offset{n}"));
+        let out = restore(
+            &relay.dir,
+            &[
+                "--offset",
+                &offset.to_string(),
+                "--out",
+                by_offset.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            &loaded_digest(&by_offset),
+            digest,
+            "restored to offset {offset}"
+        );
+        let by_time = work.path().join(format!("time{n}"));
+        let at = format!("@{}.{:03}", unix_ms / 1000, unix_ms % 1000);
+        let out = restore(
+            &relay.dir,
+            &["--at", &at, "--out", by_time.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(&loaded_digest(&by_time), digest, "restored to {at}");
+    }
+    let outside = restore(
+        &relay.dir,
+        &[
+            "--offset",
+            "999999999",
+            "--out",
+            work.path().join("x").to_str().unwrap(),
+        ],
+    );
+    assert!(!outside.status.success());
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("outside the restorable window"));
+}
+
+/// A cut inside MULTI … EXEC falls before the MULTI: a restore never holds half a transaction.
+#[test]
+fn a_cut_inside_a_transaction_falls_before_it() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 3);
+    let before = m.digest();
+    let replies = m.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", "tx:1", "one"]),
+        cmd(&["SET", "tx:2", "two"]),
+        cmd(&["EXEC"]),
+    ]);
+    assert!(matches!(replies[3], Value::Array(Some(_))), "{replies:?}");
+    let end = m.info_num("replication", "master_repl_offset") as u64;
+    wait_for("the relay to store the transaction", || {
+        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
+        (got == end, got)
+    });
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("inside");
+    // Inside the EXEC command itself.
+    let inside = (end - 5).to_string();
+    let done = restore(
+        &relay.dir,
+        &["--offset", &inside, "--out", out.to_str().unwrap()],
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let aof = std::fs::read(out.join("appendonly.aof")).unwrap();
+    let count = |word: &[u8]| aof.windows(word.len()).filter(|w| *w == word).count();
+    assert_eq!(
+        count(b"\r\nMULTI\r\n"),
+        count(b"\r\nEXEC\r\n"),
+        "half a transaction in the restore"
+    );
+    assert_eq!(loaded_digest(&out), before);
+    let whole = work.path().join("whole");
+    let done = restore(
+        &relay.dir,
+        &[
+            "--offset",
+            &end.to_string(),
+            "--out",
+            whole.to_str().unwrap(),
+        ],
+    );
+    assert!(done.status.success());
+    assert_eq!(loaded_digest(&whole), m.digest());
+}
