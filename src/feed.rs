@@ -20,6 +20,13 @@ pub enum Command {
     Data(&'static str),
 }
 
+/// The name the scanner reports for `name`: itself (lowercase) when it is one it knows, which
+/// is what a search for a command can match.
+pub fn known_name(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    KNOWN.iter().find(|k| **k == lower).copied()
+}
+
 /// Command names counted one by one; the rest are counted as "other", so the set of names
 /// (and of metric labels) stays bounded whatever the stream carries.
 const KNOWN: [&str; 112] = [

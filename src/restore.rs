@@ -30,6 +30,14 @@ pub struct RestoreArgs {
     /// 2026-12-01T10:42:00Z (fractions of a second allowed), or @<unix seconds>.
     #[arg(long)]
     at: Option<String>,
+    /// Restore to just before the first of these commands (e.g. FLUSHALL,FLUSHDB) after
+    /// --after; before its MULTI when it is inside one.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["offset", "at"])]
+    before: Vec<String>,
+    /// With --before: look only after this moment (same forms as --at) [default: the start of
+    /// the window].
+    #[arg(long, requires = "before")]
+    after: Option<String>,
     /// Directory to write appendonly.aof into (created; must not hold one already).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -56,15 +64,43 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         return Ok(());
     }
     let out = args.out.context("--out DIR is needed (or --list)")?;
+    let stop = search(&args.before, args.after.as_deref(), &marks, first)?;
     let target = match (args.offset, args.at.as_deref()) {
         (Some(n), _) => n,
+        _ if stop.is_some() => last,
         (None, None | Some("now")) => last,
         (None, Some(at)) => offset_at(&marks, parse_time(at)?, first)?,
     };
     if target < first || target > last {
         bail!("offset {target} is outside the restorable window {first}..={last}");
     }
-    let plan = plan(&args.dir, first + 1, target + 1)?;
+    let plan = plan(&args.dir, first + 1, target + 1, stop.as_ref())?;
+    if let Some(stop) = &stop {
+        let Some(found) = &plan.found else {
+            bail!(
+                "no {} after offset {} in the window (offsets {first}..={last})",
+                stop.names.join(" or ").to_uppercase(),
+                stop.after
+            );
+        };
+        let stored = marks
+            .iter()
+            .find(|m| m.offset >= found.end)
+            .map_or("after the last time mark".to_string(), |m| {
+                store::utc(m.unix_ms)
+            });
+        eprintln!(
+            "found {} at offset {} (db {}, stored by {stored}); restoring to just before it{}",
+            found.name.to_uppercase(),
+            found.start,
+            found.db.map_or("unknown".into(), |d| d.to_string()),
+            if found.in_multi {
+                ", before its MULTI"
+            } else {
+                ""
+            }
+        );
+    }
     write(&summary.snapshot, &args.dir, &plan, &out)?;
     eprintln!(
         "restored to offset {} (asked {target}): {} stream bytes after the snapshot at offset {first}, into {}",
@@ -125,6 +161,45 @@ fn parse_time(s: &str) -> Result<u64> {
     u64::try_from(secs * 1000 + ms).map_err(|_| bad())
 }
 
+/// What `--before` looks for: command names the scanner knows, after an offset.
+struct Stop {
+    names: Vec<&'static str>,
+    after: u64,
+}
+
+/// The command `--before` found.
+struct Found {
+    name: &'static str,
+    start: u64,
+    end: u64,
+    db: Option<u32>,
+    in_multi: bool,
+}
+
+fn search(
+    names: &[String],
+    after: Option<&str>,
+    marks: &[TimeMark],
+    first: u64,
+) -> Result<Option<Stop>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let names = names
+        .iter()
+        .map(|n| {
+            crate::feed::known_name(n.trim()).with_context(|| {
+                format!("--before {n}: not a command the stream scanner recognises (data commands such as FLUSHALL, FLUSHDB, DEL, SET)")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let after = match after {
+        None => first,
+        Some(t) => offset_at(marks, parse_time(t)?, first)?,
+    };
+    Ok(Some(Stop { names, after }))
+}
+
 /// Where to cut, and the commands to leave out before it.
 struct Plan {
     /// The offset after the last byte kept.
@@ -132,6 +207,8 @@ struct Plan {
     /// (start, end) of PINGs and GETACKs, in order.
     skip: Vec<(u64, u64)>,
     from: u64,
+    /// With `--before`: the command found.
+    found: Option<Found>,
 }
 
 impl Plan {
@@ -142,9 +219,10 @@ impl Plan {
 
 /// Scans the log from `from` to `to`: the last command boundary outside MULTI at or before
 /// `to`, and the link-only commands before it.
-fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan> {
+fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
     let mut scanner = Scanner::at(from);
     let (mut start, mut depth, mut cut) = (from, 0u32, from);
+    let (mut multi_start, mut db, mut found) = (from, None, None::<Found>);
     let mut skip = Vec::new();
     let mut at = from;
     store::history::read_log(dir, from, to, |piece| {
@@ -152,11 +230,30 @@ fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan> {
         scanner
             .scan(piece, |end, cmd| {
                 let end = base + end as u64;
+                if found.is_some() {
+                    return;
+                }
                 match cmd {
                     Command::Ping | Command::Getack => skip.push((start, end)),
-                    Command::Data("multi") => depth += 1,
+                    Command::Select(n) => db = Some(n),
+                    Command::Data("multi") => {
+                        depth += 1;
+                        multi_start = start;
+                    }
                     Command::Data("exec") => depth = depth.saturating_sub(1),
-                    _ => {}
+                    Command::Data(name) => {
+                        if stop.is_some_and(|s| start >= s.after && s.names.contains(&name)) {
+                            found = Some(Found {
+                                name,
+                                start,
+                                end,
+                                db,
+                                in_multi: depth > 0,
+                            });
+                            cut = if depth > 0 { multi_start } else { start };
+                            return;
+                        }
+                    }
                 }
                 if depth == 0 {
                     cut = end;
@@ -168,7 +265,12 @@ fn plan(dir: &Path, from: u64, to: u64) -> Result<Plan> {
         Ok(())
     })?;
     skip.retain(|&(_, end)| end <= cut);
-    Ok(Plan { cut, skip, from })
+    Ok(Plan {
+        cut,
+        skip,
+        from,
+        found,
+    })
 }
 
 /// `out/appendonly.aof`: the snapshot, then the log from the plan's start to its cut without

@@ -164,3 +164,73 @@ fn a_cut_inside_a_transaction_falls_before_it() {
     assert!(done.status.success());
     assert_eq!(loaded_digest(&whole), m.digest());
 }
+
+/// `--before FLUSHALL`: the data just before an accidental FLUSHALL, issued alone and inside a
+/// MULTI (then the cut falls before the MULTI); `--after` skips an earlier one.
+#[test]
+fn before_flushall_restores_the_data_just_before_it() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 3);
+    let first = m.digest();
+    m.cmd(&["FLUSHALL"]);
+    write_mixed(&mut m, "b", 3);
+    let offset = m.info_num("replication", "master_repl_offset") as u64;
+    wait_for("the relay to store the first FLUSHALL", || {
+        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
+        (got == offset, got)
+    });
+    let (_, after_first) = covered(&relay);
+    let second = m.digest();
+    m.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", "z", "1"]),
+        cmd(&["FLUSHALL"]),
+        cmd(&["EXEC"]),
+    ]);
+    write_mixed(&mut m, "c", 2);
+    let offset = m.info_num("replication", "master_repl_offset") as u64;
+    wait_for("the relay to store the second FLUSHALL", || {
+        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
+        (got == offset, got)
+    });
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("one");
+    let done = restore(
+        &relay.dir,
+        &["--before", "FLUSHALL", "--out", out.to_str().unwrap()],
+    );
+    let said = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(done.status.success(), "{said}");
+    assert!(said.contains("found FLUSHALL at offset"), "{said}");
+    assert_eq!(loaded_digest(&out), first);
+    let out = work.path().join("two");
+    let after = format!("@{}.{:03}", after_first / 1000, after_first % 1000);
+    let done = restore(
+        &relay.dir,
+        &[
+            "--before",
+            "flushall,flushdb",
+            "--after",
+            &after,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(done.status.success(), "{said}");
+    assert!(said.contains("before its MULTI"), "{said}");
+    assert_eq!(loaded_digest(&out), second);
+    let none = restore(
+        &relay.dir,
+        &[
+            "--before",
+            "FLUSHDB",
+            "--out",
+            work.path().join("x").to_str().unwrap(),
+        ],
+    );
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no FLUSHDB"));
+}
