@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+mod to_rdb;
+
 use crate::feed::{Command, Scanner};
 use crate::store::{self, TimeMark};
 
@@ -41,6 +43,20 @@ pub struct RestoreArgs {
     /// Directory to write appendonly.aof into (created; must not hold one already).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// `aof` (appendonly.aof, the default) or `rdb` (dump.rdb, made by loading the AOF into a
+    /// redis-server of --redis-server and saving it, for tools that want an RDB).
+    #[arg(long, default_value = "aof")]
+    format: Format,
+    /// The server that turns the AOF into an RDB with --format rdb [default: redis-server on
+    /// PATH].
+    #[arg(long, value_name = "PATH", default_value = "redis-server")]
+    redis_server: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Aof,
+    Rdb,
 }
 
 pub fn run(args: RestoreArgs) -> Result<()> {
@@ -75,6 +91,10 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         bail!("offset {target} is outside the restorable window {first}..={last}");
     }
     let plan = plan(&args.dir, first + 1, target + 1, stop.as_ref())?;
+    let aof_dir = match args.format {
+        Format::Aof => out.clone(),
+        Format::Rdb => out.join(".restore-aof"),
+    };
     if let Some(stop) = &stop {
         let Some(found) = &plan.found else {
             bail!(
@@ -101,12 +121,16 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             }
         );
     }
-    write(&summary.snapshot, &args.dir, &plan, &out)?;
+    write(&summary.snapshot, &args.dir, &plan, &aof_dir)?;
+    let written = match args.format {
+        Format::Aof => out.join("appendonly.aof"),
+        Format::Rdb => to_rdb::convert(&args.redis_server, &aof_dir, &out)?,
+    };
     eprintln!(
         "restored to offset {} (asked {target}): {} stream bytes after the snapshot at offset {first}, into {}",
         plan.cut - 1,
         plan.cut - (first + 1) - plan.skipped(),
-        out.join("appendonly.aof").display()
+        written.display()
     );
     Ok(())
 }

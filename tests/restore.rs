@@ -234,3 +234,63 @@ fn before_flushall_restores_the_data_just_before_it() {
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("no FLUSHDB"));
 }
+
+/// `--format rdb`: one dump.rdb, made by a stock server from the restored AOF, which inspect and
+/// redis-check-rdb accept and which loads with the same digest.
+#[test]
+fn format_rdb_writes_a_dump_a_stock_server_loads() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 5);
+    let offset = m.info_num("replication", "master_repl_offset") as u64;
+    wait_for("the relay to store what the master has", || {
+        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
+        (got == offset, got)
+    });
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("rdb");
+    let done = restore(
+        &relay.dir,
+        &[
+            "--format",
+            "rdb",
+            "--redis-server",
+            &redis_server_bin(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let dump = out.join("dump.rdb");
+    let inspect = Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .arg("inspect")
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stdout)
+    );
+    match Command::new("redis-check-rdb").arg(&dump).output() {
+        Ok(check) => assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        ),
+        Err(_) => {
+            missing("redis-check-rdb is not installed (Debian's redis-server package has it)")
+        }
+    }
+    let loaded = Server::start(&["--dir", out.to_str().unwrap(), "--dbfilename", "dump.rdb"]);
+    assert_eq!(loaded.client().digest(), m.digest());
+    assert!(
+        !out.join(".restore-aof").exists(),
+        "the temporary AOF was left behind"
+    );
+}
