@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+mod expiry;
 mod to_rdb;
 
 use crate::feed::{Command, Scanner};
@@ -121,7 +122,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             }
         );
     }
-    write(&summary.snapshot, &args.dir, &plan, &aof_dir)?;
+    write(&summary.snapshot, &args.dir, &plan, &marks, &aof_dir)?;
     let written = match args.format {
         Format::Aof => out.join("appendonly.aof"),
         Format::Rdb => to_rdb::convert(&args.redis_server, &aof_dir, &out)?,
@@ -224,12 +225,24 @@ fn search(
     Ok(Some(Stop { names, after }))
 }
 
-/// Where to cut, and the commands to leave out before it.
+/// What happens to one command of the log in the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Edit {
+    /// Left out: PING, REPLCONF GETACK.
+    Drop,
+    /// Written with its relative expiry made absolute (`expiry`), if it has one.
+    Absolute,
+}
+
+/// Commands longer than this keep a relative expiry (a SET of a huge value is not buffered).
+const MAX_REWRITE: u64 = 64 << 20;
+
+/// Where to cut, and the commands to change before it.
 struct Plan {
     /// The offset after the last byte kept.
     cut: u64,
-    /// (start, end) of PINGs and GETACKs, in order.
-    skip: Vec<(u64, u64)>,
+    /// (start, end, edit), in order.
+    edits: Vec<(u64, u64, Edit)>,
     from: u64,
     /// With `--before`: the command found.
     found: Option<Found>,
@@ -237,7 +250,8 @@ struct Plan {
 
 impl Plan {
     fn skipped(&self) -> u64 {
-        self.skip.iter().map(|(a, b)| b - a).sum()
+        let dropped = self.edits.iter().filter(|e| e.2 == Edit::Drop);
+        dropped.map(|(a, b, _)| b - a).sum()
     }
 }
 
@@ -247,7 +261,7 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
     let mut scanner = Scanner::at(from);
     let (mut start, mut depth, mut cut) = (from, 0u32, from);
     let (mut multi_start, mut db, mut found) = (from, None, None::<Found>);
-    let mut skip = Vec::new();
+    let mut edits = Vec::new();
     let mut at = from;
     store::history::read_log(dir, from, to, |piece| {
         let base = at;
@@ -258,7 +272,7 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
                     return;
                 }
                 match cmd {
-                    Command::Ping | Command::Getack => skip.push((start, end)),
+                    Command::Ping | Command::Getack => edits.push((start, end, Edit::Drop)),
                     Command::Select(n) => db = Some(n),
                     Command::Data("multi") => {
                         depth += 1;
@@ -266,6 +280,9 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
                     }
                     Command::Data("exec") => depth = depth.saturating_sub(1),
                     Command::Data(name) => {
+                        if expiry::NAMES.contains(&name) && end - start <= MAX_REWRITE {
+                            edits.push((start, end, Edit::Absolute));
+                        }
                         if stop.is_some_and(|s| start >= s.after && s.names.contains(&name)) {
                             found = Some(Found {
                                 name,
@@ -288,10 +305,10 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
         at += piece.len() as u64;
         Ok(())
     })?;
-    skip.retain(|&(_, end)| end <= cut);
+    edits.retain(|&(_, end, _)| end <= cut);
     Ok(Plan {
         cut,
-        skip,
+        edits,
         from,
         found,
     })
@@ -299,7 +316,28 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
 
 /// `out/appendonly.aof`: the snapshot, then the log from the plan's start to its cut without
 /// what it skips. Written as `.tmp` and renamed once complete.
-fn write(snapshot: &Path, dir: &Path, plan: &Plan, out: &Path) -> Result<()> {
+/// When the relay stored the byte before `end`: the first time mark at or after it (the last
+/// one for bytes after every mark).
+fn time_of(marks: &[TimeMark], end: u64) -> u64 {
+    let after = marks.iter().find(|m| m.offset >= end);
+    after
+        .or(marks.last())
+        .map_or_else(store::now_ms, |m| m.unix_ms)
+}
+
+/// A command with a relative expiry, rewritten absolute at `at_ms`; itself otherwise.
+fn absolute(command: &[u8], at_ms: u64) -> Vec<u8> {
+    let lead = command.iter().take_while(|&&b| b == b'\n').count();
+    let mut buf = bytes::BytesMut::from(&command[lead..]);
+    match crate::resp::parse_stream_command(&mut buf) {
+        Ok(Some(args)) if buf.is_empty() => {
+            expiry::rewrite(&args, at_ms).unwrap_or_else(|| command.to_vec())
+        }
+        _ => command.to_vec(),
+    }
+}
+
+fn write(snapshot: &Path, dir: &Path, plan: &Plan, marks: &[TimeMark], out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join("appendonly.aof");
     if path.exists() {
@@ -314,27 +352,33 @@ fn write(snapshot: &Path, dir: &Path, plan: &Plan, out: &Path) -> Result<()> {
         .with_context(|| format!("opening the snapshot {}", snapshot.display()))?;
     std::io::copy(&mut rdb, &mut file)?;
     let mut at = plan.from;
-    let mut skips = plan.skip.iter().peekable();
+    let mut edits = plan.edits.iter().peekable();
+    let mut held = Vec::new();
     store::history::read_log(dir, plan.from, plan.cut, |piece| {
         let mut i = 0;
         while i < piece.len() {
             let here = at + i as u64;
-            let (keep_until, skip_to) = match skips.peek() {
-                Some(&&(s, e)) if s <= here => (here, Some(e)),
-                Some(&&(s, _)) => (s, None),
-                None => (u64::MAX, None),
+            let Some(&&(s, e, edit)) = edits.peek() else {
+                file.write_all(&piece[i..])?;
+                break;
             };
-            if let Some(e) = skip_to {
-                let n = (e - here).min((piece.len() - i) as u64) as usize;
+            if here < s {
+                let n = (s - here).min((piece.len() - i) as u64) as usize;
+                file.write_all(&piece[i..i + n])?;
                 i += n;
-                if here + n as u64 >= e {
-                    skips.next();
-                }
                 continue;
             }
-            let n = (keep_until - here).min((piece.len() - i) as u64) as usize;
-            file.write_all(&piece[i..i + n])?;
+            let n = (e - here).min((piece.len() - i) as u64) as usize;
+            if edit == Edit::Absolute {
+                held.extend_from_slice(&piece[i..i + n]);
+            }
             i += n;
+            if here + n as u64 >= e {
+                edits.next();
+                if edit == Edit::Absolute {
+                    file.write_all(&absolute(&std::mem::take(&mut held), time_of(marks, e)))?;
+                }
+            }
         }
         at += piece.len() as u64;
         Ok(())

@@ -294,3 +294,55 @@ fn format_rdb_writes_a_dump_a_stock_server_loads() {
         "the temporary AOF was left behind"
     );
 }
+
+/// A Redis 6.2 master propagates relative expiries: restored later, the TTLs are what they were
+/// at the restore point (within a second), not counted again from the load.
+#[test]
+fn relative_expiries_of_an_old_master_keep_their_moment() {
+    let Some(servers) = other_servers(&["redis-6.2.14"]) else {
+        return;
+    };
+    let master = Server::start_bin(&servers[0].1, free_port(), &[]);
+    let relay = Relay::of(master.port, &[]);
+    let mut m = master.client();
+    let t0 = std::time::Instant::now();
+    for c in [
+        cmd(&["SET", "ex", "v", "EX", "100"]),
+        cmd(&["SET", "px", "v", "PX", "100000"]),
+        cmd(&["SETEX", "setex", "100", "v"]),
+        cmd(&["PSETEX", "psetex", "100000", "v"]),
+        cmd(&["SET", "expire", "v"]),
+        cmd(&["EXPIRE", "expire", "100"]),
+        cmd(&["SET", "plain", "v"]),
+    ] {
+        assert!(!matches!(m.pipeline(&[c])[0], Value::Error(_)));
+    }
+    let offset = m.info_num("replication", "master_repl_offset") as u64;
+    wait_for("the relay to store the writes", || {
+        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
+        (got == offset, got)
+    });
+    // Time has to pass for a TTL counted again from the load to show.
+    wait_for("three seconds to pass", || {
+        (t0.elapsed().as_secs() >= 3, ())
+    });
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("old");
+    let done = restore(&relay.dir, &["--out", out.to_str().unwrap()]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let loaded = Server::start(&["--dir", out.to_str().unwrap(), "--appendonly", "yes"]);
+    let mut c = loaded.client();
+    let elapsed = t0.elapsed().as_millis() as i64;
+    for key in ["ex", "px", "setex", "psetex", "expire"] {
+        let pttl = c.cmd(&["PTTL", key]).text().parse::<i64>().unwrap();
+        assert!(
+            pttl <= 100_000 - elapsed + 1500 && pttl >= 100_000 - elapsed - 1500,
+            "{key}: PTTL {pttl} after {elapsed} ms"
+        );
+    }
+    assert_eq!(c.cmd(&["PTTL", "plain"]), Value::Int(-1));
+}

@@ -39,7 +39,7 @@ pub use index::Damage;
 pub use snapshot::Slot;
 pub use tail::Chunks;
 use tail::Tail;
-pub use times::utc;
+pub use times::{now_ms, utc};
 pub use verify::Verification;
 pub use writer::WriterStatus;
 use writer::{Op, Writer};
