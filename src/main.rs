@@ -76,7 +76,15 @@ fn main() -> ExitCode {
     match cli.tool {
         Some(Tool::Inspect(args)) => return tool_exit(inspect::run(args)),
         Some(Tool::Tail(args)) => return tool_exit(tail::run(args)),
-        Some(Tool::Restore(args)) => return tool_exit(restore::run(args)),
+        Some(Tool::Restore(args)) => {
+            // Progress lines of a long restore go to stderr; the file goes to --out.
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .without_time()
+                .init();
+            return tool_exit(restore::run(args));
+        }
         Some(Tool::Healthcheck(args)) => return tool_exit(observe::admin::healthcheck(args)),
         None => {}
     }

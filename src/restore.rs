@@ -7,7 +7,7 @@
 //! never inside MULTI … EXEC; what only makes sense on a replication link (the master's PINGs,
 //! `REPLCONF GETACK`) is left out. `redis-server --dir <dir> --appendonly yes` loads it.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -16,6 +16,7 @@ mod expiry;
 mod to_rdb;
 
 use crate::feed::{Command, Scanner};
+use crate::progress::Progress;
 use crate::store::{self, TimeMark};
 
 #[derive(Debug, clap::Args)]
@@ -350,7 +351,17 @@ fn write(snapshot: &Path, dir: &Path, plan: &Plan, marks: &[TimeMark], out: &Pat
     );
     let mut rdb = std::fs::File::open(snapshot)
         .with_context(|| format!("opening the snapshot {}", snapshot.display()))?;
-    std::io::copy(&mut rdb, &mut file)?;
+    let total = rdb.metadata()?.len() + (plan.cut - plan.from);
+    let mut progress = Progress::new("restore: read", Some(total));
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = rdb.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n])?;
+        progress.advance(n as u64);
+    }
     let mut at = plan.from;
     let mut edits = plan.edits.iter().peekable();
     let mut held = Vec::new();
@@ -381,6 +392,7 @@ fn write(snapshot: &Path, dir: &Path, plan: &Plan, marks: &[TimeMark], out: &Pat
             }
         }
         at += piece.len() as u64;
+        progress.advance(piece.len() as u64);
         Ok(())
     })?;
     let file = file.into_inner().map_err(|e| e.into_error())?;
