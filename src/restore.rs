@@ -92,6 +92,10 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     if target < first || target > last {
         bail!("offset {target} is outside the restorable window {first}..={last}");
     }
+    // The relay's retention keeps the log this reads while the restore runs.
+    let _pin = store::history::Pin::hold(&args.dir, first + 1)?;
+    let snapshot = std::fs::File::open(&summary.snapshot)
+        .with_context(|| format!("opening the snapshot {}", summary.snapshot.display()))?;
     let plan = plan(&args.dir, first + 1, target + 1, stop.as_ref())?;
     let aof_dir = match args.format {
         Format::Aof => out.clone(),
@@ -123,7 +127,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             }
         );
     }
-    write(&summary.snapshot, &args.dir, &plan, &marks, &aof_dir)?;
+    write(snapshot, &args.dir, &plan, &marks, &aof_dir)?;
     let written = match args.format {
         Format::Aof => out.join("appendonly.aof"),
         Format::Rdb => to_rdb::convert(&args.redis_server, &aof_dir, &out)?,
@@ -315,8 +319,6 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
     })
 }
 
-/// `out/appendonly.aof`: the snapshot, then the log from the plan's start to its cut without
-/// what it skips. Written as `.tmp` and renamed once complete.
 /// When the relay stored the byte before `end`: the first time mark at or after it (the last
 /// one for bytes after every mark).
 fn time_of(marks: &[TimeMark], end: u64) -> u64 {
@@ -338,7 +340,16 @@ fn absolute(command: &[u8], at_ms: u64) -> Vec<u8> {
     }
 }
 
-fn write(snapshot: &Path, dir: &Path, plan: &Plan, marks: &[TimeMark], out: &Path) -> Result<()> {
+/// `out/appendonly.aof`: the snapshot, then the log from the plan's start to its cut without
+/// what it skips. Written as `.tmp` and renamed once complete.
+/// `rdb` is the snapshot, opened before: a snapshot refresh of the relay may unlink the file.
+fn write(
+    mut rdb: std::fs::File,
+    dir: &Path,
+    plan: &Plan,
+    marks: &[TimeMark],
+    out: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join("appendonly.aof");
     if path.exists() {
@@ -349,8 +360,6 @@ fn write(snapshot: &Path, dir: &Path, plan: &Plan, marks: &[TimeMark], out: &Pat
         1 << 20,
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
     );
-    let mut rdb = std::fs::File::open(snapshot)
-        .with_context(|| format!("opening the snapshot {}", snapshot.display()))?;
     let total = rdb.metadata()?.len() + (plan.cut - plan.from);
     let mut progress = Progress::new("restore: read", Some(total));
     let mut buf = vec![0u8; 1 << 20];

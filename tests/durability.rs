@@ -596,3 +596,47 @@ fn the_time_index_follows_the_log_across_kill_9() {
     assert!(last_again["offset"].as_u64() > last["offset"].as_u64());
     assert!(last_again["unix_ms"].as_u64() >= last["unix_ms"].as_u64());
 }
+
+/// A tool's pin (`<dir>/pins/<pid>`, what `restore` holds while it reads) keeps the log from
+/// its offset through retention and snapshot refreshes; once it is gone, the log is trimmed.
+#[test]
+fn a_pin_file_keeps_the_log_a_restore_reads() {
+    let master = Server::master(&[]);
+    let mut m = master.client();
+    let relay = Relay::of(
+        master.port,
+        &[
+            "--backlog-size",
+            "64kb",
+            "--log-segment-size",
+            "16kb",
+            "--snapshot-refresh",
+            "128kb",
+        ],
+    );
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let pins = relay.dir.join("pins");
+    std::fs::create_dir_all(&pins).unwrap();
+    let pin = pins.join(std::process::id().to_string());
+    std::fs::write(&pin, "1\n").unwrap();
+    let value = "v".repeat(1000);
+    let mut round = 0;
+    wait_for("snapshot refreshes past the pinned offset", || {
+        let cmds: Vec<Vec<String>> = (0..10)
+            .map(|i| support::cmd(&["SET", &format!("key:{i}"), &format!("{round}{value}")]))
+            .collect();
+        m.pipeline(&cmds);
+        round += 1;
+        let refreshes = relay_stat(&relay, "relay_snapshot_refreshes");
+        (refreshes >= 2, refreshes)
+    });
+    let first = relay.client().info_num("relay", "relay_log_first_offset");
+    assert_eq!(first, 1, "the pinned log was trimmed");
+    std::fs::remove_file(&pin).unwrap();
+    wait_for("the log to be trimmed once the pin is gone", || {
+        m.cmd(&["SET", "more", &value]);
+        let first = relay.client().info_num("relay", "relay_log_first_offset");
+        (first > 1, first)
+    });
+}

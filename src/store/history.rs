@@ -1,7 +1,9 @@
 //! A store's history read from its files, by tools that run beside the relay (`restore`):
 //! the log between two offsets, each segment checked against its checksums before any of its
 //! bytes are handed on, so a damaged segment stops the reader with its offset instead of
-//! producing something silently incomplete. Nothing here writes.
+//! producing something silently incomplete. Nothing here writes to the store but a pin:
+//! `<dir>/pins/<pid>` names the first offset a tool still reads, and the relay's retention
+//! keeps that much while the process lives (a pin of a process gone is ignored).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -12,6 +14,48 @@ use anyhow::{Context, Result, bail};
 use super::index::trusted_len;
 use super::{StoreConfig, StoreMetrics, segment_path, writer};
 use crate::config::Fsync;
+
+/// A tool's pin: while it is held, the relay keeps the log from `offset` on.
+pub struct Pin {
+    path: std::path::PathBuf,
+}
+
+impl Pin {
+    pub fn hold(dir: &Path, offset: u64) -> Result<Pin> {
+        let pins = dir.join("pins");
+        std::fs::create_dir_all(&pins).with_context(|| format!("creating {}", pins.display()))?;
+        let path = pins.join(std::process::id().to_string());
+        std::fs::write(&path, format!("{offset}\n"))
+            .with_context(|| format!("writing the pin {}", path.display()))?;
+        Ok(Pin { path })
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The lowest offset pinned by a live process, if any.
+pub(super) fn file_pins(dir: &Path) -> Option<u64> {
+    let entries = std::fs::read_dir(dir.join("pins")).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            // Signal 0 checks that the process exists; EPERM means it does, as another user.
+            let alive = unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            let offset = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            alive.then_some(offset)
+        })
+        .min()
+}
 
 /// Start offsets of the log's segments, in order.
 pub fn segments(dir: &Path) -> Result<Vec<u64>> {

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use super::history;
 use super::identity::{Identity, sync_dir};
 use super::index::{Index, index_path};
 use super::recover::{Reopened, recover};
@@ -224,7 +225,15 @@ impl Writer {
                 keep = keep.min(pin);
             }
             let starts: Vec<u64> = st.segments.iter().copied().collect();
-            let n = starts.windows(2).take_while(|w| w[1] <= keep).count();
+            let droppable = |keep: u64| starts.windows(2).take_while(|w| w[1] <= keep).count();
+            if droppable(keep) == 0 {
+                return;
+            }
+            // Only when a segment would go: a tool (restore) may be reading it.
+            if let Some(pin) = history::file_pins(&self.cfg.dir) {
+                keep = keep.min(pin);
+            }
+            let n = droppable(keep);
             if n == 0 {
                 return;
             }
