@@ -127,7 +127,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             }
         );
     }
-    write(snapshot, &args.dir, &plan, &marks, &aof_dir)?;
+    let dropped = write(snapshot, &args.dir, &plan, &marks, &aof_dir)?;
     let written = match args.format {
         Format::Aof => out.join("appendonly.aof"),
         Format::Rdb => to_rdb::convert(&args.redis_server, &aof_dir, &out)?,
@@ -135,7 +135,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     eprintln!(
         "restored to offset {} (asked {target}): {} stream bytes after the snapshot at offset {first}, into {}",
         plan.cut - 1,
-        plan.cut - (first + 1) - plan.skipped(),
+        plan.cut - (first + 1) - dropped,
         written.display()
     );
     Ok(())
@@ -230,43 +230,25 @@ fn search(
     Ok(Some(Stop { names, after }))
 }
 
-/// What happens to one command of the log in the output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Edit {
-    /// Left out: PING, REPLCONF GETACK.
-    Drop,
-    /// Written with its relative expiry made absolute (`expiry`), if it has one.
-    Absolute,
-}
+/// Commands longer than this are copied through as they come and keep a relative expiry (a
+/// SET of a huge value is not held in memory).
+const MAX_REWRITE: usize = 64 << 20;
 
-/// Commands longer than this keep a relative expiry (a SET of a huge value is not buffered).
-const MAX_REWRITE: u64 = 64 << 20;
-
-/// Where to cut, and the commands to change before it.
+/// Where to cut.
 struct Plan {
     /// The offset after the last byte kept.
     cut: u64,
-    /// (start, end, edit), in order.
-    edits: Vec<(u64, u64, Edit)>,
     from: u64,
     /// With `--before`: the command found.
     found: Option<Found>,
 }
 
-impl Plan {
-    fn skipped(&self) -> u64 {
-        let dropped = self.edits.iter().filter(|e| e.2 == Edit::Drop);
-        dropped.map(|(a, b, _)| b - a).sum()
-    }
-}
-
 /// Scans the log from `from` to `to`: the last command boundary outside MULTI at or before
-/// `to`, and the link-only commands before it.
+/// `to`, or before the command `stop` looks for.
 fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
     let mut scanner = Scanner::at(from);
     let (mut start, mut depth, mut cut) = (from, 0u32, from);
     let (mut multi_start, mut db, mut found) = (from, None, None::<Found>);
-    let mut edits = Vec::new();
     let mut at = from;
     store::history::read_log(dir, from, to, |piece| {
         let base = at;
@@ -277,7 +259,6 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
                     return;
                 }
                 match cmd {
-                    Command::Ping | Command::Getack => edits.push((start, end, Edit::Drop)),
                     Command::Select(n) => db = Some(n),
                     Command::Data("multi") => {
                         depth += 1;
@@ -285,9 +266,6 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
                     }
                     Command::Data("exec") => depth = depth.saturating_sub(1),
                     Command::Data(name) => {
-                        if expiry::NAMES.contains(&name) && end - start <= MAX_REWRITE {
-                            edits.push((start, end, Edit::Absolute));
-                        }
                         if stop.is_some_and(|s| start >= s.after && s.names.contains(&name)) {
                             found = Some(Found {
                                 name,
@@ -300,6 +278,7 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
                             return;
                         }
                     }
+                    Command::Ping | Command::Getack => {}
                 }
                 if depth == 0 {
                     cut = end;
@@ -310,13 +289,7 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
         at += piece.len() as u64;
         Ok(())
     })?;
-    edits.retain(|&(_, end, _)| end <= cut);
-    Ok(Plan {
-        cut,
-        edits,
-        from,
-        found,
-    })
+    Ok(Plan { cut, from, found })
 }
 
 /// When the relay stored the byte before `end`: the first time mark at or after it (the last
@@ -349,7 +322,7 @@ fn write(
     plan: &Plan,
     marks: &[TimeMark],
     out: &Path,
-) -> Result<()> {
+) -> Result<u64> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join("appendonly.aof");
     if path.exists() {
@@ -371,48 +344,132 @@ fn write(
         file.write_all(&buf[..n])?;
         progress.advance(n as u64);
     }
-    let mut at = plan.from;
-    let mut edits = plan.edits.iter().peekable();
-    let mut held = Vec::new();
+    let mut copy = Copy {
+        out: &mut file,
+        scanner: Scanner::at(plan.from),
+        at: plan.from,
+        pending: Vec::new(),
+        through: false,
+        marks,
+        dropped: 0,
+    };
     store::history::read_log(dir, plan.from, plan.cut, |piece| {
-        let mut i = 0;
-        while i < piece.len() {
-            let here = at + i as u64;
-            let Some(&&(s, e, edit)) = edits.peek() else {
-                file.write_all(&piece[i..])?;
-                break;
-            };
-            if here < s {
-                let n = (s - here).min((piece.len() - i) as u64) as usize;
-                file.write_all(&piece[i..i + n])?;
-                i += n;
-                continue;
-            }
-            let n = (e - here).min((piece.len() - i) as u64) as usize;
-            if edit == Edit::Absolute {
-                held.extend_from_slice(&piece[i..i + n]);
-            }
-            i += n;
-            if here + n as u64 >= e {
-                edits.next();
-                if edit == Edit::Absolute {
-                    file.write_all(&absolute(&std::mem::take(&mut held), time_of(marks, e)))?;
-                }
-            }
-        }
-        at += piece.len() as u64;
+        copy.piece(piece)?;
         progress.advance(piece.len() as u64);
         Ok(())
     })?;
+    if !copy.pending.is_empty() || copy.through {
+        bail!(
+            "the cut at offset {} is not on a command boundary",
+            plan.cut
+        );
+    }
+    let dropped = copy.dropped;
     let file = file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
-    Ok(())
+    Ok(dropped)
+}
+
+/// The log copied into the output command by command: each held until it is complete (at most
+/// `MAX_REWRITE` bytes, beyond which it is copied through as it comes), then left out (PING,
+/// GETACK), made absolute (a relative expiry) or written as it is.
+struct Copy<'a, W: Write> {
+    out: &'a mut W,
+    scanner: Scanner,
+    /// Offset of the next byte.
+    at: u64,
+    pending: Vec<u8>,
+    /// The command under way is too long to hold: its bytes go straight out.
+    through: bool,
+    marks: &'a [TimeMark],
+    /// Bytes left out.
+    dropped: u64,
+}
+
+impl<W: Write> Copy<'_, W> {
+    fn piece(&mut self, piece: &[u8]) -> Result<()> {
+        let mut ends = Vec::new();
+        let base = self.at;
+        self.scanner
+            .scan(piece, |end, cmd| ends.push((end, cmd)))
+            .map_err(|e| anyhow::anyhow!("the log does not parse near offset {base}: {e}"))?;
+        let mut last = 0;
+        for (end, cmd) in ends {
+            self.bytes(&piece[last..end])?;
+            self.command(cmd, base + end as u64)?;
+            last = end;
+        }
+        self.bytes(&piece[last..])?;
+        self.at += piece.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes of the command under way.
+    fn bytes(&mut self, b: &[u8]) -> Result<()> {
+        if self.through {
+            return Ok(self.out.write_all(b)?);
+        }
+        self.pending.extend_from_slice(b);
+        if self.pending.len() > MAX_REWRITE {
+            self.out.write_all(&self.pending)?;
+            self.pending = Vec::new();
+            self.through = true;
+        }
+        Ok(())
+    }
+
+    /// The command that ends at offset `end` is complete.
+    fn command(&mut self, cmd: Command, end: u64) -> Result<()> {
+        let held = std::mem::take(&mut self.pending);
+        if std::mem::take(&mut self.through) {
+            return Ok(());
+        }
+        match cmd {
+            Command::Ping | Command::Getack => self.dropped += held.len() as u64,
+            Command::Data(name) if expiry::NAMES.contains(&name) => self
+                .out
+                .write_all(&absolute(&held, time_of(self.marks, end)))?,
+            _ => self.out.write_all(&held)?,
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_copy_leaves_out_pings_and_makes_expiries_absolute_across_pieces() {
+        let log = b"*1\r\n$4\r\nPING\r\n*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$2\r\n10\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+        let marks = [TimeMark {
+            offset: 1000,
+            unix_ms: 5_000,
+        }];
+        for split in [1, 7, 20, log.len()] {
+            let mut out = Vec::new();
+            let mut copy = Copy {
+                out: &mut out,
+                scanner: Scanner::at(1),
+                at: 1,
+                pending: Vec::new(),
+                through: false,
+                marks: &marks,
+                dropped: 0,
+            };
+            for piece in log.chunks(split) {
+                copy.piece(piece).unwrap();
+            }
+            assert_eq!(copy.dropped, 14);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(
+                text,
+                "*3\r\n$9\r\nPEXPIREAT\r\n$1\r\nk\r\n$5\r\n15000\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",
+                "split {split}"
+            );
+        }
+    }
 
     #[test]
     fn times_parse_as_utc() {
