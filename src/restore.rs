@@ -172,6 +172,9 @@ fn parse_time(s: &str) -> Result<u64> {
     let num = |p: &str| p.parse::<i64>().map_err(|_| bad());
     let d: Vec<&str> = date.split('-').collect();
     let (time, frac) = time.split_once('.').unwrap_or((time, "0"));
+    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     let h: Vec<&str> = time.split(':').collect();
     let ([y, mo, da], [hh, mi, ss]) = (&d[..], &h[..]) else {
         return Err(bad());
@@ -484,6 +487,10 @@ mod tests {
         );
         assert_eq!(parse_time("@1764576003").unwrap(), 1_764_576_003_000);
         assert!(parse_time("2025-12-01 08:00:03").is_err());
+        assert!(
+            parse_time("2025-12-01T08:00:03.1€Z").is_err(),
+            "not a panic"
+        );
     }
 
     #[test]

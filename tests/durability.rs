@@ -547,54 +547,26 @@ fn the_time_index_follows_the_log_across_kill_9() {
             .unwrap()
             .as_millis() as u64
     };
-    let marks = |relay: &Relay| -> Option<(serde_json::Value, serde_json::Value, u64)> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_replica-relay"))
-            .args(["inspect", "--json"])
-            .arg(&relay.dir)
-            .output()
-            .unwrap();
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let store = &report["store"];
-        let times = store["log_times"].as_array()?.clone();
-        Some((
-            times[0].clone(),
-            times[1].clone(),
-            store["log_next"].as_u64()?,
-        ))
-    };
     let master = Server::master(&[]);
     let mut relay = Relay::of(master.port, &[]);
     let before = now_ms();
     write_mixed(&mut master.client(), "a", 10);
-    let (first, last, _) = wait_for("a time for the last stored byte", || {
-        let m = marks(&relay);
-        let ok = m
-            .as_ref()
-            .is_some_and(|(_, last, next)| last["offset"].as_u64() == Some(*next));
-        (ok, m)
-    })
-    .unwrap();
-    let at = last["unix_ms"].as_u64().unwrap();
+    relay.stored(&master);
+    let (first, last) = relay.time_marks();
+    let at = last.1;
     assert!(
         before <= at && at <= now_ms(),
         "{at} not within the test's run"
     );
     relay.kill9_and_restart();
     write_mixed(&mut master.client(), "b", 10);
-    let (first_again, last_again, _) = wait_for("a time for the bytes after the restart", || {
-        let m = marks(&relay);
-        let ok = m
-            .as_ref()
-            .is_some_and(|(_, last, next)| last["offset"].as_u64() == Some(*next));
-        (ok, m)
-    })
-    .unwrap();
+    relay.stored(&master);
+    let (first_again, last_again) = relay.time_marks();
     assert_eq!(
         first_again, first,
         "the first time was lost across the restart"
     );
-    assert!(last_again["offset"].as_u64() > last["offset"].as_u64());
-    assert!(last_again["unix_ms"].as_u64() >= last["unix_ms"].as_u64());
+    assert!(last_again.0 > last.0 && last_again.1 >= last.1);
 }
 
 /// A tool's pin (`<dir>/pins/<pid>`, what `restore` holds while it reads) keeps the log from

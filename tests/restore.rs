@@ -24,23 +24,6 @@ fn loaded_digest(out: &Path) -> String {
     server.client().digest()
 }
 
-/// The relay's last time mark, once it covers everything stored: (offset, unix ms).
-fn covered(relay: &Relay) -> (u64, u64) {
-    wait_for("a time mark for every stored byte", || {
-        let out = Command::new(env!("CARGO_BIN_EXE_replica-relay"))
-            .args(["inspect", "--json"])
-            .arg(&relay.dir)
-            .output()
-            .unwrap();
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let store = &report["store"];
-        let last = &store["log_times"][1];
-        let at = (last["offset"].as_u64(), last["unix_ms"].as_u64());
-        let ok = at.0.is_some() && at.0 == store["log_next"].as_u64();
-        (ok, (at.0.unwrap_or(0), at.1.unwrap_or(0)))
-    })
-}
-
 #[test]
 fn restores_to_recorded_offsets_and_moments_load_with_their_digests() {
     let master = Server::master(&[]);
@@ -49,12 +32,8 @@ fn restores_to_recorded_offsets_and_moments_load_with_their_digests() {
     let mut points = Vec::new();
     for (i, tag) in ["a", "b", "c"].iter().enumerate() {
         write_mixed(&mut m, tag, 5);
-        let offset = m.info_num("replication", "master_repl_offset") as u64;
-        wait_for("the relay to store what the master has", || {
-            let got = relay.client().info_num("replication", "master_repl_offset") as u64;
-            (got == offset, got)
-        });
-        let (_, unix_ms) = covered(&relay);
+        let offset = relay.stored(&master);
+        let (_, unix_ms) = relay.time_marks().1;
         points.push((offset, unix_ms, m.digest()));
         if i == 1 {
             relay.kill9_and_restart();
@@ -125,11 +104,7 @@ fn a_cut_inside_a_transaction_falls_before_it() {
         cmd(&["EXEC"]),
     ]);
     assert!(matches!(replies[3], Value::Array(Some(_))), "{replies:?}");
-    let end = m.info_num("replication", "master_repl_offset") as u64;
-    wait_for("the relay to store the transaction", || {
-        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
-        (got == end, got)
-    });
+    let end = relay.stored(&master);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("inside");
     // Inside the EXEC command itself.
@@ -176,12 +151,8 @@ fn before_flushall_restores_the_data_just_before_it() {
     let first = m.digest();
     m.cmd(&["FLUSHALL"]);
     write_mixed(&mut m, "b", 3);
-    let offset = m.info_num("replication", "master_repl_offset") as u64;
-    wait_for("the relay to store the first FLUSHALL", || {
-        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
-        (got == offset, got)
-    });
-    let (_, after_first) = covered(&relay);
+    relay.stored(&master);
+    let (_, after_first) = relay.time_marks().1;
     let second = m.digest();
     m.pipeline(&[
         cmd(&["MULTI"]),
@@ -190,11 +161,7 @@ fn before_flushall_restores_the_data_just_before_it() {
         cmd(&["EXEC"]),
     ]);
     write_mixed(&mut m, "c", 2);
-    let offset = m.info_num("replication", "master_repl_offset") as u64;
-    wait_for("the relay to store the second FLUSHALL", || {
-        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
-        (got == offset, got)
-    });
+    relay.stored(&master);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("one");
     let done = restore(
@@ -243,11 +210,7 @@ fn format_rdb_writes_a_dump_a_stock_server_loads() {
     let relay = Relay::of(master.port, &[]);
     let mut m = master.client();
     write_mixed(&mut m, "a", 5);
-    let offset = m.info_num("replication", "master_repl_offset") as u64;
-    wait_for("the relay to store what the master has", || {
-        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
-        (got == offset, got)
-    });
+    relay.stored(&master);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("rdb");
     let done = restore(
@@ -317,11 +280,7 @@ fn relative_expiries_of_an_old_master_keep_their_moment() {
     ] {
         assert!(!matches!(m.pipeline(&[c])[0], Value::Error(_)));
     }
-    let offset = m.info_num("replication", "master_repl_offset") as u64;
-    wait_for("the relay to store the writes", || {
-        let got = relay.client().info_num("replication", "master_repl_offset") as u64;
-        (got == offset, got)
-    });
+    relay.stored(&master);
     // Time has to pass for a TTL counted again from the load to show.
     wait_for("three seconds to pass", || {
         (t0.elapsed().as_secs() >= 3, ())
@@ -345,4 +304,34 @@ fn relative_expiries_of_an_old_master_keep_their_moment() {
         );
     }
     assert_eq!(c.cmd(&["PTTL", "plain"]), Value::Int(-1));
+}
+
+/// A byte flipped in the log: the restore stops, naming the segment and the offsets that fail
+/// their checksum, and writes no file that would be silently incomplete.
+#[test]
+fn a_damaged_segment_stops_the_restore() {
+    let master = Server::master(&[]);
+    let mut relay = Relay::of(master.port, &[]);
+    write_mixed(&mut master.client(), "a", 10);
+    relay.stored(&master);
+    assert!(relay.terminate().success());
+    let segment = std::fs::read_dir(relay.dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&segment, bytes).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("damaged");
+    let done = restore(&relay.dir, &["--out", out.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(!done.status.success(), "{said}");
+    assert!(
+        said.contains("is damaged") && said.contains("fail their checksum"),
+        "{said}"
+    );
+    assert!(!out.join("appendonly.aof").exists(), "a file was left");
 }

@@ -25,6 +25,9 @@ use crate::store::View;
 /// age), never a fork each time.
 pub const MIN_FETCH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Longest FUNCTION command read from the log (libraries are source code).
+const MAX_FUNCTION_COMMAND: u64 = 64 << 20;
+
 /// What backups share: when one last made the master fork, and the right to make a
 /// functions-only snapshot, which reads the whole log since the snapshot (one at a time).
 pub struct Backups {
@@ -124,6 +127,13 @@ pub async fn functions_rdb(cx: &Context, state: &View) -> Result<(Vec<u8>, Strin
     .map_err(|e| e.to_string())??;
     let (from, to) = (ident.snapshot_offset + 1, state.next);
     for (start, end) in function_commands(cx, state.epoch, from, to).await? {
+        // Read whole before parsing: bounded like the libraries it can add.
+        if end - start > MAX_FUNCTION_COMMAND {
+            return Err(format!(
+                "a FUNCTION command of {} bytes at offset {start}",
+                end - start
+            ));
+        }
         let mut bytes = read_range(cx, state.epoch, start, end).await?;
         let skip = bytes.iter().take_while(|&&b| b == b'\n').count();
         bytes.advance(skip);

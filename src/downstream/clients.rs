@@ -142,10 +142,9 @@ impl Clients {
         }
     }
 
-    /// Connections that are not replicas.
+    /// Every connection: clients and replicas, as Redis' `connected_clients` counts them.
     pub fn count(&self) -> usize {
-        let map = self.lock();
-        map.values().filter(|e| e.kind != Kind::Replica).count()
+        self.lock().len()
     }
 
     /// Closes every connection `filter` matches; returns how many.
@@ -229,7 +228,7 @@ mod tests {
         };
         assert_eq!(clients.kill(&by_addr), 1);
         assert!(replica.close.is_cancelled());
-        assert_eq!(clients.count(), 3, "replicas are not clients");
+        assert_eq!(clients.count(), 4, "replicas count as connections");
         let list = clients.list(None);
         assert_eq!(list.lines().count(), 4, "{list}");
         assert!(

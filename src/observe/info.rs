@@ -83,13 +83,13 @@ fn server(relay: &RelayView, out: &mut String) {
     );
 }
 
-/// Redis counts replicas among its connected clients.
+/// Redis counts replicas among its connected clients, as the registry of connections does.
 fn clients(relay: &RelayView, out: &mut String) {
-    let replicas = relay.replicas.count();
     let _ = write!(
         out,
-        "# Clients\r\nconnected_clients:{}\r\nconnected_slaves:{replicas}\r\nblocked_clients:0\r\nmaxclients:{}\r\n",
-        relay.clients.count() + replicas,
+        "# Clients\r\nconnected_clients:{}\r\nconnected_slaves:{}\r\nblocked_clients:0\r\nmaxclients:{}\r\n",
+        relay.clients.count(),
+        relay.replicas.count(),
         relay.config.maxclients
     );
 }
@@ -281,6 +281,11 @@ fn relay_section(relay: &RelayView, out: &mut String) {
     );
 }
 
+/// A master address for INFO, `none` without one.
+fn show(m: Option<crate::config::MasterAddr>) -> String {
+    m.map_or("none".into(), |m| m.to_string())
+}
+
 /// What the Sentinels said (`--sentinel`), and the guard against an empty master.
 fn sentinel(relay: &RelayView, out: &mut String) {
     let link = relay.link.status();
@@ -293,7 +298,6 @@ fn sentinel(relay: &RelayView, out: &mut String) {
     if relay.config.sentinels.is_empty() {
         return;
     }
-    let show = |m: Option<crate::config::MasterAddr>| m.map_or("none".into(), |m| m.to_string());
     let list: Vec<String> = relay
         .config
         .sentinels
@@ -316,7 +320,6 @@ fn master_change(relay: &RelayView, out: &mut String) {
     let Some(c) = relay.control.last_change() else {
         return;
     };
-    let show = |m: Option<crate::config::MasterAddr>| m.map_or("none".into(), |m| m.to_string());
     let _ = write!(
         out,
         "relay_last_master_change:from={},to={},reason={},seconds_ago={}\r\n",

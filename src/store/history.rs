@@ -12,8 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use super::index::trusted_len;
-use super::{StoreConfig, StoreMetrics, segment_path, writer};
-use crate::config::Fsync;
+use super::{segment_path, writer};
 
 /// A tool's pin: while it is held, the relay keeps the log from `offset` on.
 pub struct Pin {
@@ -59,14 +58,7 @@ pub(super) fn file_pins(dir: &Path) -> Option<u64> {
 
 /// Start offsets of the log's segments, in order.
 pub fn segments(dir: &Path) -> Result<Vec<u64>> {
-    let cfg = StoreConfig {
-        dir: dir.into(),
-        fsync: Fsync::No,
-        segment_size: 0,
-        backlog_size: 0,
-        metrics: StoreMetrics::new(),
-    };
-    Ok(writer::list_segments(&cfg)?
+    Ok(writer::list_segments(dir)?
         .into_iter()
         .map(|(start, _)| start)
         .collect())

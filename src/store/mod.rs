@@ -533,15 +533,7 @@ pub fn describe(dir: &Path) -> Result<StoreSummary> {
             dir.display()
         )
     })?;
-    let metrics = StoreMetrics::new();
-    let cfg = StoreConfig {
-        dir: dir.into(),
-        fsync: Fsync::No,
-        segment_size: 0,
-        backlog_size: 0,
-        metrics,
-    };
-    let segs = writer::list_segments(&cfg)?;
+    let segs = writer::list_segments(dir)?;
     let mut log_damage = Vec::new();
     for &(start, _) in &segs {
         let path = segment_path(dir, start);

@@ -141,7 +141,7 @@ fn clean_snapshots(cfg: &StoreConfig, ident: Option<&Identity>) -> Result<()> {
 /// Finds the contiguous run of segments that holds offset `from` (the byte after the snapshot),
 /// cuts a tail that is not a complete command, and drops whatever cannot be used.
 fn recover_log(cfg: &StoreConfig, from: u64) -> Result<Recovered> {
-    let segs = list_segments(cfg)?;
+    let segs = list_segments(&cfg.dir)?;
     let TrustedRun {
         run,
         limit,

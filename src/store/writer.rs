@@ -632,9 +632,9 @@ pub(super) fn create_segment(cfg: &StoreConfig, start: u64) -> Result<Segment> {
 }
 
 /// Segment files in the log directory, by start offset, with their lengths.
-pub(super) fn list_segments(cfg: &StoreConfig) -> Result<Vec<(u64, u64)>> {
+pub(super) fn list_segments(dir: &std::path::Path) -> Result<Vec<(u64, u64)>> {
     let mut segs = Vec::new();
-    for entry in fs::read_dir(cfg.dir.join("log"))? {
+    for entry in fs::read_dir(dir.join("log"))? {
         let entry = entry?;
         let name = entry.file_name();
         let start = name

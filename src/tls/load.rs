@@ -29,16 +29,21 @@ fn files(cfg: &TlsConfig) -> Result<Vec<PathBuf>> {
     .cloned()
     .collect();
     if let Some(dir) = &cfg.ca_cert_dir {
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("reading tls-ca-cert-dir {}", dir.display()))?;
-        let mut certs: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        certs.sort();
-        out.extend(certs);
+        out.extend(dir_files(dir)?);
     }
     Ok(out)
+}
+
+/// The files of a CA directory, in name order.
+fn dir_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading tls-ca-cert-dir {}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// A hash of every file's contents: what changed is reloaded.
@@ -132,14 +137,11 @@ fn roots(cfg: &TlsConfig) -> Result<RootCertStore> {
         }
     }
     if let Some(dir) = &cfg.ca_cert_dir {
-        let all: Vec<CertificateDer<'static>> = files(&TlsConfig {
-            ca_cert_dir: Some(dir.clone()),
-            ..TlsConfig::default()
-        })?
-        .iter()
-        .filter_map(|p| certs(p).ok())
-        .flatten()
-        .collect();
+        let all: Vec<CertificateDer<'static>> = dir_files(dir)?
+            .iter()
+            .filter_map(|p| certs(p).ok())
+            .flatten()
+            .collect();
         let (added, _) = roots.add_parsable_certificates(all);
         if added == 0 {
             bail!("no CA certificate in tls-ca-cert-dir {}", dir.display());
@@ -262,6 +264,37 @@ fn suite_names(all: &[rustls::SupportedCipherSuite], tls13: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_directory_gives_its_certificates_and_skips_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(
+            dir.path().join("ca.pem"),
+            params.self_signed(&key).unwrap().pem(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("README"), "not a certificate").unwrap();
+        let cfg = TlsConfig {
+            ca_cert_dir: Some(dir.path().into()),
+            ..TlsConfig::default()
+        };
+        assert_eq!(roots(&cfg).unwrap().len(), 1);
+        assert_eq!(
+            files(&cfg).unwrap().len(),
+            2,
+            "both files are watched for changes"
+        );
+        std::fs::remove_file(dir.path().join("ca.pem")).unwrap();
+        assert!(
+            roots(&cfg)
+                .unwrap_err()
+                .to_string()
+                .contains("no CA certificate")
+        );
+    }
 
     #[test]
     fn protocols_and_ciphers_rustls_cannot_honour_are_refused_by_name() {

@@ -38,27 +38,29 @@ pub async fn run(up: Arc<Upstream>) {
         up: &up,
         name,
         named: None,
+        listened: false,
     };
     let mut backoff = Duration::from_secs(1);
     loop {
-        let mut unreachable = 0;
+        let (mut unreachable, mut listened) = (0, false);
         for sentinel in &up.config.sentinels {
-            let watched = tokio::select! {
-                r = watcher.watch(sentinel) => r,
+            watcher.listened = false;
+            // A watch ends only when its Sentinel fails.
+            let e = tokio::select! {
+                e = watcher.watch(sentinel) => e,
                 _ = up.shutdown.cancelled() => return,
             };
-            if let Err(e) = watched {
-                unreachable += 1;
-                warn!("Sentinel {sentinel}: {e:#}");
-                up.link.update(|l| {
-                    l.sentinel.watching = None;
-                    l.sentinel.unreachable = unreachable;
-                });
-            } else {
-                backoff = Duration::from_secs(1);
-            }
+            warn!("Sentinel {sentinel}: {e:#}");
+            listened |= watcher.listened;
+            unreachable += usize::from(!watcher.listened);
+            up.link.update(|l| {
+                l.sentinel.watching = None;
+                l.sentinel.unreachable = unreachable;
+            });
         }
-        if unreachable == up.config.sentinels.len() {
+        if listened {
+            backoff = Duration::from_secs(1);
+        } else {
             let keep = up.control.master();
             warn!(
                 "No Sentinel answers; following {} meanwhile",
@@ -78,11 +80,20 @@ struct Watcher<'a> {
     name: &'a str,
     /// What the Sentinels named last.
     named: Option<MasterAddr>,
+    /// The current watch got as far as listening for failovers.
+    listened: bool,
 }
 
 impl Watcher<'_> {
     /// Listens to one Sentinel until it fails.
-    async fn watch(&mut self, sentinel: &MasterAddr) -> Result<()> {
+    async fn watch(&mut self, sentinel: &MasterAddr) -> anyhow::Error {
+        match self.listen(sentinel).await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    async fn listen(&mut self, sentinel: &MasterAddr) -> Result<std::convert::Infallible> {
         let master = self.ask(sentinel).await?;
         self.adopt(master, Repoint::Sentinel).await;
         // Replies come at least every RECHECK (the PING's): a silent subscription is dead.
@@ -100,6 +111,7 @@ impl Watcher<'_> {
             l.sentinel.watching = Some(sentinel.clone());
             l.sentinel.unreachable = 0;
         });
+        self.listened = true;
         let mut recheck = tokio::time::interval(RECHECK);
         recheck.tick().await;
         loop {

@@ -394,24 +394,10 @@ impl MasterConn {
 
     /// A bulk reply of at most `MAX_BULK` bytes; `None` for an error or any other reply.
     async fn read_bulk(&mut self) -> Result<Option<String>> {
-        let line = self.read_line().await?;
-        let Some(len) = line.strip_prefix('$').and_then(|l| l.parse::<usize>().ok()) else {
-            return Ok(None);
-        };
-        let body = self.bulk_body(len).await?;
-        Ok(Some(String::from_utf8_lossy(&body).into_owned()))
-    }
-
-    async fn bulk_body(&mut self, len: usize) -> Result<Bytes> {
-        if len > MAX_BULK {
-            bail!("Bad protocol: a reply of {len} bytes");
-        }
-        while self.buf.len() < len + 2 {
-            self.read_more().await?;
-        }
-        let mut body = self.buf.split_to(len + 2);
-        body.truncate(len);
-        Ok(body.freeze())
+        Ok(match self.read_reply().await? {
+            Reply::Bulk(body) => Some(String::from_utf8_lossy(&body).into_owned()),
+            _ => None,
+        })
     }
 
     /// Sends a command and reads its reply, as an ordinary client (of a Sentinel, say).

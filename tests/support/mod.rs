@@ -300,6 +300,38 @@ impl Relay {
     pub fn http_get(&self, path: &str) -> (u16, String) {
         http_get(self.metrics_port, path)
     }
+
+    /// Waits until the relay has stored everything `master` has written; returns that offset.
+    pub fn stored(&self, master: &Server) -> u64 {
+        let offset = master
+            .client()
+            .info_num("replication", "master_repl_offset");
+        wait_for("the relay to store what the master has", || {
+            let got = self.client().info_num("replication", "master_repl_offset");
+            (got == offset, got)
+        });
+        offset as u64
+    }
+
+    /// The first and the last entry of the store's time index, `(offset, unix ms)` as
+    /// `inspect --json` reports them, once the last covers every byte stored.
+    pub fn time_marks(&self) -> ((u64, u64), (u64, u64)) {
+        let mark = |m: &serde_json::Value| (m["offset"].as_u64(), m["unix_ms"].as_u64());
+        let seen = wait_for("a time mark for every stored byte", || {
+            let out = Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+                .args(["inspect", "--json"])
+                .arg(&self.dir)
+                .output()
+                .unwrap();
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let store = &report["store"];
+            let (first, last) = (mark(&store["log_times"][0]), mark(&store["log_times"][1]));
+            let ok = last.0.is_some() && last.0 == store["log_next"].as_u64();
+            (ok, (first, last))
+        });
+        let whole = |m: (Option<u64>, Option<u64>)| (m.0.unwrap(), m.1.unwrap());
+        (whole(seen.0), whole(seen.1))
+    }
 }
 
 impl Drop for Relay {
