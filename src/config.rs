@@ -265,6 +265,16 @@ pub struct RelayArgs {
     /// the master [default: none: always current].
     #[arg(long, env = "REPLICA_RELAY_RDB_ONLY_MAX_AGE", value_name = "DURATION")]
     pub rdb_only_max_age: Option<String>,
+    /// Keep the snapshots and log that `replica-relay restore` needs to restore any moment of
+    /// this last stretch of time, like 24h: a refreshed snapshot's predecessor is kept while
+    /// the window needs it [default: off: only the snapshot in service].
+    #[arg(long, env = "REPLICA_RELAY_RESTORE_WINDOW", value_name = "DURATION")]
+    pub restore_window: Option<String>,
+    /// With --restore-window: the most the store (snapshots and log) may take on disk, like
+    /// 20gb; the oldest restore points go first and the window shrinks, with a log line and
+    /// relay_restore_window_shrunk in INFO [default: no bound].
+    #[arg(long, env = "REPLICA_RELAY_RESTORE_MAX_DISK", value_name = "SIZE")]
+    pub restore_max_disk: Option<String>,
     /// What INFO reports as slave_priority/replica_priority. 0 (the default) tells Sentinel
     /// never to promote the relay, which holds no keys; another value only for setups that know
     /// why [default: 0].
@@ -300,6 +310,15 @@ pub enum AuthClients {
     Yes,
     No,
     Optional,
+}
+
+/// What the operator asked to keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreRetention {
+    /// `None`: only the snapshot in service is kept (the default).
+    pub window: Option<Duration>,
+    /// Bytes the whole store (snapshots and log) may take for the window.
+    pub max_disk: Option<u64>,
 }
 
 /// The TLS options, as redis.conf names them; checked and loaded by the `tls` room.
@@ -372,6 +391,8 @@ struct FileConfig {
     sentinel_password: Option<String>,
     empty_master_guard: Option<YesNo>,
     rdb_only_max_age: Option<String>,
+    restore_window: Option<String>,
+    restore_max_disk: Option<String>,
     replica_priority: Option<u32>,
     replica_announced: Option<YesNo>,
     /// `["NAME NEWNAME", ...]`, as redis.conf's lines.
@@ -411,6 +432,7 @@ pub struct Config {
     pub sentinel_password: Option<String>,
     pub empty_master_guard: bool,
     pub rdb_only_max_age: Option<Duration>,
+    pub restore: RestoreRetention,
     pub replica_priority: u32,
     pub replica_announced: bool,
     /// Lowercase original name to lowercase new name (empty: disabled).
@@ -550,6 +572,21 @@ impl Config {
                 .as_deref()
                 .map(parse_duration)
                 .transpose()?,
+            restore: RestoreRetention {
+                window: args
+                    .restore_window
+                    .or(file.restore_window)
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()?
+                    .filter(|w| !w.is_zero()),
+                max_disk: args
+                    .restore_max_disk
+                    .or(file.restore_max_disk)
+                    .as_deref()
+                    .map(parse_size)
+                    .transpose()?,
+            },
             replica_priority: args.replica_priority.or(file.replica_priority).unwrap_or(0),
             replica_announced: args.replica_announced.or(file.replica_announced)
                 == Some(YesNo::Yes),
@@ -767,6 +804,28 @@ mod tests {
             ..Default::default()
         });
         assert!(format!("{:#}", err.unwrap_err()).contains("unknown field"));
+    }
+
+    #[test]
+    fn the_restore_window_is_off_by_default_and_read_from_the_file() {
+        assert_eq!(
+            Config::resolve(RelayArgs::default()).unwrap().restore,
+            RestoreRetention::default()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "restore-window = \"24h\"\nrestore-max-disk = \"2gb\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(RelayArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.restore.window, Some(Duration::from_secs(86400)));
+        assert_eq!(c.restore.max_disk, Some(2 << 30));
     }
 
     #[test]

@@ -97,6 +97,7 @@ fn store_config(config: &Config, metrics: &StoreMetrics) -> StoreConfig {
         fsync: config.appendfsync,
         segment_size: config.log_segment_size,
         backlog_size: config.backlog_size,
+        restore: config.restore,
     }
 }
 

@@ -63,22 +63,11 @@ enum Format {
 
 pub fn run(args: RestoreArgs) -> Result<()> {
     let summary = store::describe(&args.dir)?;
+    let points = points(&args.dir, &summary);
     let marks = store::time_index(&args.dir, &store::history::segments(&args.dir)?);
-    let (first, last) = (summary.snapshot_offset, summary.log_next - 1);
+    let (first, last) = (points[0].offset, summary.log_next - 1);
     if args.list {
-        println!(
-            "restorable from offset {first} (the snapshot in service) to offset {last}{}",
-            match (marks.first(), marks.last()) {
-                (Some(a), Some(b)) => format!(
-                    "; times from {} (offset {}) to {} (offset {})",
-                    store::utc(a.unix_ms),
-                    a.offset,
-                    store::utc(b.unix_ms),
-                    b.offset
-                ),
-                _ => String::new(),
-            }
-        );
+        list(&points, &marks, last);
         return Ok(());
     }
     let out = args.out.context("--out DIR is needed (or --list)")?;
@@ -90,53 +79,170 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         (None, Some(at)) => offset_at(&marks, parse_time(at)?, first)?,
     };
     if target < first || target > last {
-        bail!("offset {target} is outside the restorable window {first}..={last}");
+        bail!(
+            "offset {target} is outside the restorable window {first}..={last}{}",
+            window_times(first, &marks)
+        );
     }
-    // The relay's retention keeps the log this reads while the restore runs.
-    let _pin = store::history::Pin::hold(&args.dir, first + 1)?;
-    let snapshot = std::fs::File::open(&summary.snapshot)
-        .with_context(|| format!("opening the snapshot {}", summary.snapshot.display()))?;
-    let plan = plan(&args.dir, first + 1, target + 1, stop.as_ref())?;
+    // The scan starts from the newest snapshot at or before what it looks for; the relay's
+    // retention keeps that snapshot and the log after it while the restore runs.
+    let scan = newest_before(&points, stop.as_ref().map_or(target, |s| s.after) + 1);
+    let _pin = store::history::Pin::hold(&args.dir, scan.offset + 1)?;
+    // Opened before planning: a refresh of the relay may unlink the snapshot in service, and
+    // an open file outlives that.
+    let mut snapshots = open_from(&args.dir, &points, scan.offset)?;
+    let plan = plan(&args.dir, scan.offset + 1, target + 1, stop.as_ref())?;
+    if let Some(stop) = &stop {
+        report_found(stop, plan.found.as_ref(), &marks, (first, last))?;
+    }
+    let (from, snapshot) = snapshots
+        .drain(..)
+        .rev()
+        .find(|(p, _)| p.offset < plan.cut)
+        .context("no snapshot before the cut")?;
     let aof_dir = match args.format {
         Format::Aof => out.clone(),
         Format::Rdb => out.join(".restore-aof"),
     };
-    if let Some(stop) = &stop {
-        let Some(found) = &plan.found else {
-            bail!(
-                "no {} after offset {} in the window (offsets {first}..={last})",
-                stop.names.join(" or ").to_uppercase(),
-                stop.after
-            );
-        };
-        let stored = marks
-            .iter()
-            .find(|m| m.offset >= found.end)
-            .map_or("after the last time mark".to_string(), |m| {
-                store::utc(m.unix_ms)
-            });
-        eprintln!(
-            "found {} at offset {} (db {}, stored by {stored}); restoring to just before it{}",
-            found.name.to_uppercase(),
-            found.start,
-            found.db.map_or("unknown".into(), |d| d.to_string()),
-            if found.in_multi {
-                ", before its MULTI"
-            } else {
-                ""
-            }
-        );
-    }
-    let dropped = write(snapshot, &args.dir, &plan, &marks, &aof_dir)?;
+    let dropped = write(
+        snapshot,
+        &args.dir,
+        from.offset + 1,
+        &plan,
+        &marks,
+        &aof_dir,
+    )?;
     let written = match args.format {
         Format::Aof => out.join("appendonly.aof"),
         Format::Rdb => to_rdb::convert(&args.redis_server, &aof_dir, &out)?,
     };
     eprintln!(
-        "restored to offset {} (asked {target}): {} stream bytes after the snapshot at offset {first}, into {}",
+        "restored to offset {} (asked {target}): {} stream bytes after the snapshot at offset {}, into {}",
         plan.cut - 1,
-        plan.cut - (first + 1) - dropped,
+        plan.cut - (from.offset + 1) - dropped,
+        from.offset,
         written.display()
+    );
+    Ok(())
+}
+
+/// The snapshots a restore can start from, oldest first: the restore points the relay keeps
+/// (`--restore-window`) whose file is complete and whose log is still there, then the snapshot
+/// in service.
+fn points(dir: &Path, summary: &store::StoreSummary) -> Vec<store::RestorePoint> {
+    let mut points: Vec<_> = store::restore_points(dir)
+        .into_iter()
+        .filter(|p| {
+            let complete = std::fs::metadata(dir.join("snapshots").join(&p.name))
+                .is_ok_and(|m| m.len() == p.size);
+            complete && p.offset < summary.snapshot_offset && p.offset + 1 >= summary.log_first
+        })
+        .collect();
+    points.sort_by_key(|p| p.offset);
+    points.push(store::RestorePoint {
+        name: summary
+            .snapshot
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        offset: summary.snapshot_offset,
+        size: 0,
+    });
+    points
+}
+
+/// The snapshot files of the points from offset `from` on, opened.
+fn open_from(
+    dir: &Path,
+    points: &[store::RestorePoint],
+    from: u64,
+) -> Result<Vec<(store::RestorePoint, std::fs::File)>> {
+    points
+        .iter()
+        .filter(|p| p.offset >= from)
+        .map(|p| {
+            let path = dir.join("snapshots").join(&p.name);
+            let file = std::fs::File::open(&path).with_context(|| {
+                format!(
+                    "opening the snapshot at offset {} ({}); the relay's retention may have just removed it: run the restore again",
+                    p.offset,
+                    path.display()
+                )
+            })?;
+            Ok((p.clone(), file))
+        })
+        .collect()
+}
+
+/// The newest snapshot whose log starts at or before `offset`.
+fn newest_before(points: &[store::RestorePoint], offset: u64) -> &store::RestorePoint {
+    points
+        .iter()
+        .rev()
+        .find(|p| p.offset < offset)
+        .unwrap_or(&points[0])
+}
+
+fn list(points: &[store::RestorePoint], marks: &[TimeMark], last: u64) {
+    let first = points[0].offset;
+    match from_time(first, marks) {
+        Some(t) => println!(
+            "restorable from {} (offset {first}) to now (offset {last})",
+            store::utc(t)
+        ),
+        None => println!(
+            "restorable from offset {first} to now (offset {last}); no time is known for the start yet"
+        ),
+    }
+    let offsets: Vec<String> = points.iter().map(|p| p.offset.to_string()).collect();
+    println!(
+        "restore points: snapshots at offsets {} (the last in service)",
+        offsets.join(", ")
+    );
+}
+
+/// When the relay stored the first bytes after `offset`: the first moment `--at` reaches it.
+fn from_time(offset: u64, marks: &[TimeMark]) -> Option<u64> {
+    marks.iter().find(|m| m.offset > offset).map(|m| m.unix_ms)
+}
+
+fn window_times(first: u64, marks: &[TimeMark]) -> String {
+    match (from_time(first, marks), marks.last()) {
+        (Some(a), Some(b)) => format!(" (times {} to {})", store::utc(a), store::utc(b.unix_ms)),
+        _ => String::new(),
+    }
+}
+
+/// What `--before` found, on stderr; an error when it found nothing.
+fn report_found(
+    stop: &Stop,
+    found: Option<&Found>,
+    marks: &[TimeMark],
+    (first, last): (u64, u64),
+) -> Result<()> {
+    let Some(found) = found else {
+        bail!(
+            "no {} after offset {} in the window (offsets {first}..={last})",
+            stop.describe(),
+            stop.after
+        );
+    };
+    let stored = marks
+        .iter()
+        .find(|m| m.offset >= found.end)
+        .map_or("after the last time mark".to_string(), |m| {
+            store::utc(m.unix_ms)
+        });
+    eprintln!(
+        "found {} at offset {} (db {}, stored by {stored}); restoring to just before it{}",
+        found.name.to_uppercase(),
+        found.start,
+        found.db.map_or("unknown".into(), |d| d.to_string()),
+        if found.in_multi {
+            ", before its MULTI"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -194,13 +300,48 @@ fn parse_time(s: &str) -> Result<u64> {
     u64::try_from(secs * 1000 + ms).map_err(|_| bad())
 }
 
-/// What `--before` looks for: command names the scanner knows, after an offset.
+/// What `--before` looks for: commands the scanner knows, each maybe with a key, after an
+/// offset.
 struct Stop {
-    names: Vec<&'static str>,
+    names: Vec<(&'static str, Option<Vec<u8>>)>,
     after: u64,
 }
 
-/// The command `--before` found.
+impl Stop {
+    fn describe(&self) -> String {
+        let each: Vec<String> = self
+            .names
+            .iter()
+            .map(|(name, key)| match key {
+                Some(k) => format!("{} {}", name.to_uppercase(), String::from_utf8_lossy(k)),
+                None => name.to_uppercase(),
+            })
+            .collect();
+        each.join(" or ")
+    }
+
+    /// Whether the command `name`, whose bytes are `held` (none for one too long to hold),
+    /// is one looked for. A key matches the command's first argument, or any for DEL and
+    /// UNLINK, whose every argument is a key.
+    fn matches(&self, name: &str, held: Option<&[u8]>) -> bool {
+        self.names.iter().any(|(n, key)| {
+            *n == name
+                && key.as_deref().is_none_or(|key| {
+                    let Some(args) = held.and_then(args) else {
+                        return false;
+                    };
+                    let keys = if matches!(name, "del" | "unlink") {
+                        &args[1..]
+                    } else {
+                        &args[1..args.len().min(2)]
+                    };
+                    keys.iter().any(|k| k.as_ref() == key)
+                })
+        })
+    }
+}
+
+/// The command found by `--before`.
 struct Found {
     name: &'static str,
     start: u64,
@@ -209,6 +350,8 @@ struct Found {
     in_multi: bool,
 }
 
+/// `--before` and `--after`: what to look for (`FLUSHALL`, or `DEL:user:42` for a key), and
+/// from which offset.
 fn search(
     names: &[String],
     after: Option<&str>,
@@ -221,14 +364,19 @@ fn search(
     let names = names
         .iter()
         .map(|n| {
-            crate::feed::known_name(n.trim()).with_context(|| {
-                format!("--before {n}: not a command the stream scanner recognises (data commands such as FLUSHALL, FLUSHDB, DEL, SET)")
-            })
+            let (name, key) = match n.trim().split_once(':') {
+                Some((name, key)) => (name, Some(key.as_bytes().to_vec())),
+                None => (n.trim(), None),
+            };
+            let known = crate::feed::known_name(name).with_context(|| {
+                format!("--before {n}: not a command the stream scanner recognises (data commands such as FLUSHALL, FLUSHDB, DEL, SET; DEL:KEY for one key)")
+            })?;
+            Ok((known, key))
         })
         .collect::<Result<Vec<_>>>()?;
     let after = match after {
         None => first,
-        Some(t) => offset_at(marks, parse_time(t)?, first)?,
+        Some(t) => offset_at(marks, parse_time(t)?, first)?.max(first),
     };
     Ok(Some(Stop { names, after }))
 }
@@ -241,58 +389,131 @@ const MAX_REWRITE: usize = 64 << 20;
 struct Plan {
     /// The offset after the last byte kept.
     cut: u64,
-    from: u64,
     /// With `--before`: the command found.
     found: Option<Found>,
 }
 
-/// Scans the log from `from` to `to`: the last command boundary outside MULTI at or before
-/// `to`, or before the command `stop` looks for.
+/// Scans the log from `from` (just after a snapshot) to `to`: the last command boundary
+/// outside MULTI at or before `to`, or before the command `stop` looks for.
 fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
-    let mut scanner = Scanner::at(from);
+    let mut split = Split::at(from);
     let (mut start, mut depth, mut cut) = (from, 0u32, from);
     let (mut multi_start, mut db, mut found) = (from, None, None::<Found>);
-    let mut at = from;
     store::history::read_log(dir, from, to, |piece| {
-        let base = at;
-        scanner
-            .scan(piece, |end, cmd| {
-                let end = base + end as u64;
-                if found.is_some() {
-                    return;
+        split.piece(piece, |part| {
+            let (cmd, end, held) = match part {
+                Part::Through(_) => return Ok(()),
+                Part::Whole(cmd, end, held) => (cmd, end, Some(held)),
+                Part::End(cmd, end) => (cmd, end, None),
+            };
+            if found.is_some() {
+                return Ok(());
+            }
+            match cmd {
+                Command::Select(n) => db = Some(n),
+                Command::Data("multi") => {
+                    depth += 1;
+                    multi_start = start;
                 }
-                match cmd {
-                    Command::Select(n) => db = Some(n),
-                    Command::Data("multi") => {
-                        depth += 1;
-                        multi_start = start;
+                Command::Data("exec") => depth = depth.saturating_sub(1),
+                Command::Data(name) => {
+                    if stop.is_some_and(|s| start >= s.after && s.matches(name, held)) {
+                        found = Some(Found {
+                            name,
+                            start,
+                            end,
+                            db,
+                            in_multi: depth > 0,
+                        });
+                        cut = if depth > 0 { multi_start } else { start };
+                        return Ok(());
                     }
-                    Command::Data("exec") => depth = depth.saturating_sub(1),
-                    Command::Data(name) => {
-                        if stop.is_some_and(|s| start >= s.after && s.names.contains(&name)) {
-                            found = Some(Found {
-                                name,
-                                start,
-                                end,
-                                db,
-                                in_multi: depth > 0,
-                            });
-                            cut = if depth > 0 { multi_start } else { start };
-                            return;
-                        }
-                    }
-                    Command::Ping | Command::Getack => {}
                 }
-                if depth == 0 {
-                    cut = end;
-                }
-                start = end;
-            })
-            .map_err(|e| anyhow::anyhow!("the log does not parse near offset {base}: {e}"))?;
-        at += piece.len() as u64;
-        Ok(())
+                Command::Ping | Command::Getack => {}
+            }
+            if depth == 0 {
+                cut = end;
+            }
+            start = end;
+            Ok(())
+        })
     })?;
-    Ok(Plan { cut, from, found })
+    Ok(Plan { cut, found })
+}
+
+/// The log cut into whole commands as its pieces come: each command's bytes are held until
+/// it is complete, at most `MAX_REWRITE` of them; a longer one is handed on as it comes.
+struct Split {
+    scanner: Scanner,
+    /// Offset of the next byte.
+    at: u64,
+    pending: Vec<u8>,
+    /// The command under way is too long to hold: its bytes go on as they come.
+    through: bool,
+}
+
+/// What `Split` hands on: a whole command (its kind, the offset after it, its bytes), bytes of
+/// one too long to hold, and the end of such a one.
+enum Part<'a> {
+    Whole(Command, u64, &'a [u8]),
+    Through(&'a [u8]),
+    End(Command, u64),
+}
+
+impl Split {
+    fn at(offset: u64) -> Split {
+        Split {
+            scanner: Scanner::at(offset),
+            at: offset,
+            pending: Vec::new(),
+            through: false,
+        }
+    }
+
+    fn piece(&mut self, piece: &[u8], mut each: impl FnMut(Part<'_>) -> Result<()>) -> Result<()> {
+        let mut ends = Vec::new();
+        let base = self.at;
+        self.scanner
+            .scan(piece, |end, cmd| ends.push((end, cmd)))
+            .map_err(|e| anyhow::anyhow!("the log does not parse near offset {base}: {e}"))?;
+        let mut last = 0;
+        for (end, cmd) in ends {
+            self.bytes(&piece[last..end], &mut each)?;
+            let at = base + end as u64;
+            if std::mem::take(&mut self.through) {
+                each(Part::End(cmd, at))?;
+            } else {
+                each(Part::Whole(cmd, at, &self.pending))?;
+            }
+            self.pending.clear();
+            if self.pending.capacity() > 1 << 20 {
+                self.pending = Vec::new();
+            }
+            last = end;
+        }
+        self.bytes(&piece[last..], &mut each)?;
+        self.at += piece.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes of the command under way.
+    fn bytes(&mut self, b: &[u8], each: &mut impl FnMut(Part<'_>) -> Result<()>) -> Result<()> {
+        if self.through {
+            return each(Part::Through(b));
+        }
+        self.pending.extend_from_slice(b);
+        if self.pending.len() > MAX_REWRITE {
+            each(Part::Through(&self.pending))?;
+            self.pending = Vec::new();
+            self.through = true;
+        }
+        Ok(())
+    }
+
+    /// Whether the bytes so far end on a command boundary.
+    fn on_boundary(&self) -> bool {
+        self.pending.is_empty() && !self.through
+    }
 }
 
 /// When the relay stored the byte before `end`: the first time mark at or after it (the last
@@ -304,24 +525,30 @@ fn time_of(marks: &[TimeMark], end: u64) -> u64 {
         .map_or_else(store::now_ms, |m| m.unix_ms)
 }
 
-/// A command with a relative expiry, rewritten absolute at `at_ms`; itself otherwise.
-fn absolute(command: &[u8], at_ms: u64) -> Vec<u8> {
+/// A command's arguments, name first: `None` for one that does not parse whole.
+fn args(command: &[u8]) -> Option<Vec<bytes::Bytes>> {
     let lead = command.iter().take_while(|&&b| b == b'\n').count();
     let mut buf = bytes::BytesMut::from(&command[lead..]);
     match crate::resp::parse_stream_command(&mut buf) {
-        Ok(Some(args)) if buf.is_empty() => {
-            expiry::rewrite(&args, at_ms).unwrap_or_else(|| command.to_vec())
-        }
-        _ => command.to_vec(),
+        Ok(Some(args)) if buf.is_empty() && !args.is_empty() => Some(args),
+        _ => None,
     }
 }
 
-/// `out/appendonly.aof`: the snapshot, then the log from the plan's start to its cut without
-/// what it skips. Written as `.tmp` and renamed once complete.
-/// `rdb` is the snapshot, opened before: a snapshot refresh of the relay may unlink the file.
+/// A command with a relative expiry, rewritten absolute at `at_ms`; itself otherwise.
+fn absolute(command: &[u8], at_ms: u64) -> Vec<u8> {
+    args(command)
+        .and_then(|args| expiry::rewrite(&args, at_ms))
+        .unwrap_or_else(|| command.to_vec())
+}
+
+/// `out/appendonly.aof`: the snapshot (checked against its CRC64 as it is copied), then the
+/// log from `from` to the plan's cut without what it skips. Written as `.tmp` and renamed once
+/// complete. `rdb` is the snapshot, opened before: the relay's retention may unlink the file.
 fn write(
     mut rdb: std::fs::File,
     dir: &Path,
+    from: u64,
     plan: &Plan,
     marks: &[TimeMark],
     out: &Path,
@@ -336,32 +563,35 @@ fn write(
         1 << 20,
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
     );
-    let total = rdb.metadata()?.len() + (plan.cut - plan.from);
+    let total = rdb.metadata()?.len() + (plan.cut - from);
     let mut progress = Progress::new("restore: read", Some(total));
+    let mut check = crate::decode::SnapshotCheck::default();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = rdb.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        check.update(&buf[..n]);
         file.write_all(&buf[..n])?;
         progress.advance(n as u64);
     }
+    if let Err(e) = check.finish() {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("the snapshot at offset {} is damaged: {e}", from - 1);
+    }
     let mut copy = Copy {
         out: &mut file,
-        scanner: Scanner::at(plan.from),
-        at: plan.from,
-        pending: Vec::new(),
-        through: false,
+        split: Split::at(from),
         marks,
         dropped: 0,
     };
-    store::history::read_log(dir, plan.from, plan.cut, |piece| {
+    store::history::read_log(dir, from, plan.cut, |piece| {
         copy.piece(piece)?;
         progress.advance(piece.len() as u64);
         Ok(())
     })?;
-    if !copy.pending.is_empty() || copy.through {
+    if !copy.split.on_boundary() {
         bail!(
             "the cut at offset {} is not on a command boundary",
             plan.cut
@@ -374,17 +604,11 @@ fn write(
     Ok(dropped)
 }
 
-/// The log copied into the output command by command: each held until it is complete (at most
-/// `MAX_REWRITE` bytes, beyond which it is copied through as it comes), then left out (PING,
-/// GETACK), made absolute (a relative expiry) or written as it is.
+/// The log copied into the output command by command: left out (PING, GETACK), made absolute
+/// (a relative expiry) or written as it is; one too long to hold goes through as it is.
 struct Copy<'a, W: Write> {
     out: &'a mut W,
-    scanner: Scanner,
-    /// Offset of the next byte.
-    at: u64,
-    pending: Vec<u8>,
-    /// The command under way is too long to hold: its bytes go straight out.
-    through: bool,
+    split: Split,
     marks: &'a [TimeMark],
     /// Bytes left out.
     dropped: u64,
@@ -392,50 +616,26 @@ struct Copy<'a, W: Write> {
 
 impl<W: Write> Copy<'_, W> {
     fn piece(&mut self, piece: &[u8]) -> Result<()> {
-        let mut ends = Vec::new();
-        let base = self.at;
-        self.scanner
-            .scan(piece, |end, cmd| ends.push((end, cmd)))
-            .map_err(|e| anyhow::anyhow!("the log does not parse near offset {base}: {e}"))?;
-        let mut last = 0;
-        for (end, cmd) in ends {
-            self.bytes(&piece[last..end])?;
-            self.command(cmd, base + end as u64)?;
-            last = end;
-        }
-        self.bytes(&piece[last..])?;
-        self.at += piece.len() as u64;
-        Ok(())
-    }
-
-    /// Bytes of the command under way.
-    fn bytes(&mut self, b: &[u8]) -> Result<()> {
-        if self.through {
-            return Ok(self.out.write_all(b)?);
-        }
-        self.pending.extend_from_slice(b);
-        if self.pending.len() > MAX_REWRITE {
-            self.out.write_all(&self.pending)?;
-            self.pending = Vec::new();
-            self.through = true;
-        }
-        Ok(())
-    }
-
-    /// The command that ends at offset `end` is complete.
-    fn command(&mut self, cmd: Command, end: u64) -> Result<()> {
-        let held = std::mem::take(&mut self.pending);
-        if std::mem::take(&mut self.through) {
-            return Ok(());
-        }
-        match cmd {
-            Command::Ping | Command::Getack => self.dropped += held.len() as u64,
-            Command::Data(name) if expiry::NAMES.contains(&name) => self
-                .out
-                .write_all(&absolute(&held, time_of(self.marks, end)))?,
-            _ => self.out.write_all(&held)?,
-        }
-        Ok(())
+        let Copy {
+            out,
+            split,
+            marks,
+            dropped,
+        } = self;
+        split.piece(piece, |part| {
+            match part {
+                Part::Through(b) => out.write_all(b)?,
+                Part::End(..) => {}
+                Part::Whole(Command::Ping | Command::Getack, _, held) => {
+                    *dropped += held.len() as u64
+                }
+                Part::Whole(Command::Data(name), end, held) if expiry::NAMES.contains(&name) => {
+                    out.write_all(&absolute(held, time_of(marks, end)))?
+                }
+                Part::Whole(_, _, held) => out.write_all(held)?,
+            }
+            Ok(())
+        })
     }
 }
 
@@ -454,10 +654,7 @@ mod tests {
             let mut out = Vec::new();
             let mut copy = Copy {
                 out: &mut out,
-                scanner: Scanner::at(1),
-                at: 1,
-                pending: Vec::new(),
-                through: false,
+                split: Split::at(1),
                 marks: &marks,
                 dropped: 0,
             };

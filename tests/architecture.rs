@@ -94,7 +94,11 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         ],
     ),
     ("inspect", 6, &["decode", "store"]),
-    ("restore", 6, &["feed", "progress", "resp", "store"]),
+    (
+        "restore",
+        6,
+        &["decode", "feed", "progress", "resp", "store"],
+    ),
     ("tail", 6, &["config", "resp", "tls", "upstream"]),
     (
         "main",

@@ -321,7 +321,12 @@ fn decoded_key_counts_match_masters_of_other_versions() {
         let decoded = rc.info("relay", "relay_snapshot_decoded");
         assert_eq!(decoded.as_deref(), Some("ok"), "{name}");
 
-        // The server's own dump: VALKEY080 for Valkey 9, unlike what it sends the relay.
+        // The server's own dump: VALKEY080 for Valkey 9, unlike what it sends the relay. SAVE
+        // is refused while the fork of the relay's full sync still runs.
+        wait_for(&format!("{name}: no fork running"), || {
+            let forks = m.info_num("persistence", "rdb_bgsave_in_progress");
+            (forks == 0, forks)
+        });
         assert_eq!(m.cmd(&["SAVE"]), support::Value::Simple("OK".into()));
         let out = inspect(&[master.dir().join("dump.rdb").to_str().unwrap(), "--json"]);
         assert!(

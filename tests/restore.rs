@@ -40,7 +40,10 @@ fn restores_to_recorded_offsets_and_moments_load_with_their_digests() {
         }
     }
     let list = String::from_utf8(restore(&relay.dir, &["--list"]).stdout).unwrap();
-    assert!(list.starts_with("restorable from offset"), "{list}");
+    assert!(
+        list.starts_with("restorable from ") && list.contains(" to now (offset"),
+        "{list}"
+    );
     let work = tempfile::tempdir().unwrap();
     for (n, (offset, unix_ms, digest)) in points.iter().enumerate() {
         let by_offset = work.path().join(format!("offset{n}"));
@@ -334,4 +337,257 @@ fn a_damaged_segment_stops_the_restore() {
         "{said}"
     );
     assert!(!out.join("appendonly.aof").exists(), "a file was left");
+}
+
+fn restored(dir: &Path, out: &Path, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend(["--out", out.to_str().unwrap()]);
+    let done = restore(dir, &all);
+    let said = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(done.status.success(), "restore {args:?}: {said}");
+    said
+}
+
+fn relay_num(relay: &Relay, field: &str) -> i64 {
+    relay.client().info_num("relay", field)
+}
+
+/// Writes `kb` values of a KiB to the master, past its --snapshot-refresh, and waits for the
+/// refresh to be in service.
+fn refresh(relay: &Relay, m: &mut Client, tag: &str, kb: usize) {
+    let before = relay_num(relay, "relay_snapshot_offset");
+    let value = format!("{tag}-").repeat(512 / tag.len().max(1));
+    let writes: Vec<Vec<String>> = (0..kb)
+        .map(|i| cmd(&["SET", &format!("big:{i}"), &format!("{i}{value}")]))
+        .collect();
+    m.pipeline(&writes);
+    wait_for("a refreshed snapshot in service", || {
+        let now = relay_num(relay, "relay_snapshot_offset");
+        (now > before, now)
+    });
+}
+
+/// With --restore-window, the snapshot a refresh replaces stays as a restore point: a moment
+/// before the refresh is restored from it, after a kill -9 of the relay too; a damaged restore
+/// point stops the restore instead of being loaded.
+#[test]
+fn a_window_keeps_the_snapshot_a_refresh_replaces() {
+    let master = Server::master(&[]);
+    let flags = ["--restore-window", "1h", "--snapshot-refresh", "256kb"];
+    let mut relay = Relay::of(master.port, &flags);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 5);
+    let early = relay.stored(&master);
+    let (_, early_ms) = relay.time_marks().1;
+    let early_digest = m.digest();
+    let first_snapshot = relay_num(&relay, "relay_snapshot_offset");
+    refresh(&relay, &mut m, "x", 300);
+    write_mixed(&mut m, "b", 3);
+    let late = relay.stored(&master);
+    let late_digest = m.digest();
+    relay.kill9_and_restart();
+    wait_for("one restore point besides the snapshot in service", || {
+        let kept = relay_num(&relay, "relay_restore_points");
+        (kept == 1, kept)
+    });
+    assert_eq!(
+        relay_num(&relay, "relay_restore_from_offset"),
+        first_snapshot
+    );
+    let list = String::from_utf8(restore(&relay.dir, &["--list"]).stdout).unwrap();
+    assert!(
+        list.contains(&format!("(offset {first_snapshot}) to now")),
+        "{list}"
+    );
+    let work = tempfile::tempdir().unwrap();
+    for (name, args, digest) in [
+        (
+            "early",
+            vec!["--offset".to_string(), early.to_string()],
+            &early_digest,
+        ),
+        (
+            "early-time",
+            vec![
+                "--at".into(),
+                format!("@{}.{:03}", early_ms / 1000, early_ms % 1000),
+            ],
+            &early_digest,
+        ),
+        (
+            "late",
+            vec!["--offset".into(), late.to_string()],
+            &late_digest,
+        ),
+    ] {
+        let out = work.path().join(name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let said = restored(&relay.dir, &out, &args);
+        assert_eq!(&loaded_digest(&out), digest, "{name}: {said}");
+    }
+    let kept = std::fs::read_to_string(relay.dir.join("restore-points")).unwrap();
+    let name = kept.split_whitespace().nth(2).unwrap();
+    let path = relay.dir.join("snapshots").join(name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let out = work.path().join("damaged");
+    let done = restore(
+        &relay.dir,
+        &[
+            "--offset",
+            &early.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(!done.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the snapshot at offset {first_snapshot} is damaged"
+        )),
+        "{said}"
+    );
+    assert!(!out.join("appendonly.aof").exists());
+}
+
+/// A restore point the window no longer needs goes: once the snapshot in service is older than
+/// the window, the one before it is removed.
+#[test]
+fn points_older_than_the_window_are_removed() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(
+        master.port,
+        &["--restore-window", "2s", "--snapshot-refresh", "256kb"],
+    );
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 3);
+    relay.stored(&master);
+    refresh(&relay, &mut m, "x", 300);
+    write_mixed(&mut m, "b", 2);
+    relay.stored(&master);
+    wait_for("the old snapshot kept, then removed", || {
+        let kept = relay_num(&relay, "relay_restore_points");
+        (
+            kept == 0 && relay.log().contains("the window no longer needs it"),
+            kept,
+        )
+    });
+    let snapshots = std::fs::read_dir(relay.dir.join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 1, "only the snapshot in service is left");
+    assert!(relay.log().contains("as a restore point"));
+}
+
+/// Bytes of the snapshots and log segments under `dir`.
+fn store_bytes(dir: &Path) -> u64 {
+    ["snapshots", "log"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(dir.join(sub)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rdb" || e == "seg"))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// --restore-max-disk: under writes that refresh the snapshot again and again, the store stays
+/// within the bound by dropping the oldest restore points; the window shrinks, the log says so
+/// once, INFO and --list show the real window, and a moment before it is refused.
+#[test]
+fn the_disk_bound_shrinks_the_window_and_says_so() {
+    let master = Server::master(&["--rdbcompression", "no"]);
+    let max = 700 * 1024;
+    let relay = Relay::of(
+        master.port,
+        &[
+            "--restore-window",
+            "1h",
+            "--restore-max-disk",
+            "700kb",
+            "--snapshot-refresh",
+            "64kb",
+            "--log-segment-size",
+            "16kb",
+            "--backlog-size",
+            "16kb",
+        ],
+    );
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 3);
+    let first = relay.stored(&master);
+    let mut largest = 0;
+    for round in 0..8 {
+        refresh(&relay, &mut m, &format!("r{round}"), 100);
+        relay.stored(&master);
+        let bytes = wait_for("the store within --restore-max-disk", || {
+            let bytes = store_bytes(&relay.dir);
+            (bytes <= max, bytes)
+        });
+        largest = largest.max(bytes);
+    }
+    assert_eq!(relay_num(&relay, "relay_restore_window_shrunk"), 1);
+    assert!(relay_num(&relay, "relay_restore_points") >= 1);
+    assert_eq!(
+        relay.log().matches("Restore window shrunk").count(),
+        1,
+        "said once"
+    );
+    let from = relay_num(&relay, "relay_restore_from_offset");
+    assert!(from as u64 > first, "the first moments are gone");
+    let list = String::from_utf8(restore(&relay.dir, &["--list"]).stdout).unwrap();
+    assert!(list.contains(&format!("(offset {from}) to now")), "{list}");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("gone");
+    let done = restore(
+        &relay.dir,
+        &[
+            "--offset",
+            &first.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!done.status.success());
+    assert!(String::from_utf8_lossy(&done.stderr).contains("outside the restorable window"));
+    restored(&relay.dir, &work.path().join("now"), &[]);
+    eprintln!("largest store seen: {largest} bytes (bound {max})");
+}
+
+/// `--before DEL:user:42`: the first DEL of that one key (a DEL of other keys does not count,
+/// a DEL of several that include it does), and a SET of it counts only as `SET:user:42`.
+#[test]
+fn before_a_command_on_one_key() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 2);
+    for k in ["user:1", "user:42", "user:43"] {
+        m.cmd(&["SET", k, "v"]);
+    }
+    m.cmd(&["DEL", "user:1"]);
+    m.cmd(&["SET", "user:42", "w"]);
+    let before_del = m.digest();
+    m.cmd(&["DEL", "user:43", "user:42"]);
+    write_mixed(&mut m, "b", 2);
+    relay.stored(&master);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("del");
+    let said = restored(&relay.dir, &out, &["--before", "DEL:user:42"]);
+    assert!(said.contains("found DEL at offset"), "{said}");
+    assert_eq!(loaded_digest(&out), before_del);
+    let none = restore(
+        &relay.dir,
+        &[
+            "--before",
+            "DEL:user:7",
+            "--out",
+            work.path().join("x").to_str().unwrap(),
+        ],
+    );
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no DEL user:7"));
 }

@@ -620,6 +620,7 @@ pub(crate) fn context_for_tests(dir: &std::path::Path) -> Context {
         fsync: config.appendfsync,
         segment_size: config.log_segment_size,
         backlog_size: config.backlog_size,
+        restore: config.restore,
     })
     .expect("a store in a fresh directory");
     let (_, link) = crate::link::status();

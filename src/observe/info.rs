@@ -271,6 +271,7 @@ fn relay_section(relay: &RelayView, out: &mut String) {
     incompatible(relay, out);
     master_change(relay, out);
     sentinel(relay, out);
+    restore_window(relay, &state.restore, out);
     let _ = write!(
         out,
         "relay_log_first_offset:{}\r\nrelay_log_next_offset:{}\r\nrelay_log_disk_bytes:{}\r\nrelay_snapshot_refreshing:{}\r\n",
@@ -279,6 +280,27 @@ fn relay_section(relay: &RelayView, out: &mut String) {
         relay.store.log_disk_bytes(),
         u8::from(relay.refreshing(&state))
     );
+}
+
+/// What `replica-relay restore` can restore to, and what `--restore-window` asked for.
+fn restore_window(relay: &RelayView, w: &crate::store::Window, out: &mut String) {
+    let configured = relay.config.restore.window.map_or(0, |d| d.as_secs());
+    let from = w.from_ms.map_or(String::new(), crate::store::utc);
+    let _ = write!(
+        out,
+        "relay_restore_from:{from}\r\nrelay_restore_from_offset:{}\r\nrelay_restore_window_seconds:{}\r\nrelay_restore_window_configured_seconds:{configured}\r\nrelay_restore_points:{}\r\nrelay_restore_disk_bytes:{}\r\nrelay_restore_window_shrunk:{}\r\n",
+        w.from_offset,
+        window_seconds(w),
+        w.kept,
+        w.disk_bytes,
+        u8::from(w.shrunk)
+    );
+}
+
+/// Seconds from the start of the restorable window to now; 0 before any time is known.
+pub(super) fn window_seconds(w: &crate::store::Window) -> u64 {
+    w.from_ms
+        .map_or(0, |t| crate::store::now_ms().saturating_sub(t) / 1000)
 }
 
 /// A master address for INFO, `none` without one.

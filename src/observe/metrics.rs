@@ -39,6 +39,10 @@ pub struct Metrics {
     pub backlog_first_offset: IntGauge,
     pub backlog_last_offset: IntGauge,
     pub backlog_disk_bytes: IntGauge,
+    pub restore_window: IntGauge,
+    pub restore_window_configured: IntGauge,
+    pub restore_window_shrunk: IntGauge,
+    pub restore_points: IntGauge,
     pub disk_free: IntGauge,
     pub disk_total: IntGauge,
     pub commands: IntCounterVec,
@@ -168,6 +172,22 @@ impl Metrics {
                 "Offset of the last byte the relay keeps.",
             ),
             backlog_disk_bytes: b.gauge("backlog_disk_bytes", "Disk used by the stream log."),
+            restore_window: b.gauge(
+                "restore_window_seconds",
+                "How far back replica-relay restore can go from now (0 before the relay stored any time).",
+            ),
+            restore_window_configured: b.gauge(
+                "restore_window_configured_seconds",
+                "The window --restore-window asks for; 0 when it is off.",
+            ),
+            restore_window_shrunk: b.gauge(
+                "restore_window_shrunk",
+                "1 while --restore-max-disk holds the restore window shorter than --restore-window.",
+            ),
+            restore_points: b.gauge(
+                "restore_points",
+                "Older snapshots kept for restore besides the one in service.",
+            ),
             disk_free: b.gauge(
                 "store_disk_free_bytes",
                 "Free bytes on the filesystem of --dir, for unprivileged users.",
@@ -311,6 +331,13 @@ impl Metrics {
             .set(state.master_repl_offset() as i64);
         self.backlog_disk_bytes
             .set(relay.store.log_disk_bytes() as i64);
+        let w = &state.restore;
+        self.restore_window
+            .set(super::info::window_seconds(w) as i64);
+        self.restore_window_configured
+            .set(relay.config.restore.window.map_or(0, |d| d.as_secs()) as i64);
+        self.restore_window_shrunk.set(i64::from(w.shrunk));
+        self.restore_points.set(w.kept as i64);
         if let Some((free, total)) = disk_space(&relay.config.dir) {
             self.disk_free.set(free as i64);
             self.disk_total.set(total as i64);

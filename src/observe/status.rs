@@ -73,6 +73,20 @@ struct Store {
     backlog_first_offset: u64,
     backlog_next_offset: u64,
     backlog_disk_bytes: u64,
+    restore: Restore,
+}
+
+/// What `replica-relay restore` can reach (`--restore-window`).
+#[derive(Serialize)]
+struct Restore {
+    from_offset: u64,
+    /// Null until the relay stored bytes after that point.
+    from: Option<String>,
+    window_seconds: u64,
+    configured_seconds: u64,
+    points: usize,
+    disk_bytes: u64,
+    shrunk: bool,
 }
 
 #[derive(Serialize)]
@@ -122,6 +136,15 @@ impl Status {
                 backlog_first_offset: state.first,
                 backlog_next_offset: state.next,
                 backlog_disk_bytes: relay.store.log_disk_bytes(),
+                restore: Restore {
+                    from_offset: state.restore.from_offset,
+                    from: state.restore.from_ms.map(crate::store::utc),
+                    window_seconds: super::info::window_seconds(&state.restore),
+                    configured_seconds: relay.config.restore.window.map_or(0, |d| d.as_secs()),
+                    points: state.restore.kept,
+                    disk_bytes: state.restore.disk_bytes,
+                    shrunk: state.restore.shrunk,
+                },
             },
             stream: relay.store.stream_stats(),
             replicas: replicas(relay, offset),

@@ -12,12 +12,14 @@
 //! <dir>/identity                      replids, snapshot in service (the commit point)
 //! <dir>/snapshots/<replid>-<X0>.rdb   upstream's snapshot taken at offset X0
 //! <dir>/log/<offset, 20 digits>.seg   raw stream bytes; each segment starts on a command
+//! <dir>/restore-points                older snapshots kept for --restore-window
 //! ```
 
 pub mod history;
 mod identity;
 mod index;
 mod recover;
+mod retention;
 mod snapshot;
 mod tail;
 mod times;
@@ -36,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use identity::{Identity, NULL_REPLID, is_replid};
 pub use index::Damage;
+pub use retention::{RestorePoint, Window, restore_points};
 pub use snapshot::Slot;
 pub use tail::Chunks;
 use tail::Tail;
@@ -44,7 +47,7 @@ pub use verify::Verification;
 pub use writer::WriterStatus;
 use writer::{Op, Writer};
 
-use crate::config::Fsync;
+use crate::config::{Fsync, RestoreRetention};
 use crate::decode::{SnapshotFacts, SnapshotStats, StreamStats};
 use crate::instruments::{self, Collectors};
 
@@ -106,6 +109,8 @@ pub struct StoreConfig {
     pub segment_size: u64,
     /// Log bytes kept for partial resyncs beyond what the snapshot in service needs.
     pub backlog_size: u64,
+    /// Older snapshots and log kept for point-in-time restore.
+    pub restore: RestoreRetention,
     pub metrics: StoreMetrics,
 }
 
@@ -131,6 +136,8 @@ pub struct View {
     pub refreshing: bool,
     /// Whether the snapshot named by `ident` may be served.
     pub verification: Verification,
+    /// What can be restored to, as of the last second.
+    pub restore: Window,
 }
 
 impl View {

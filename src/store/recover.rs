@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::identity::Identity;
 use super::index::{Damage, Index, trusted_len};
+use super::retention::Retention;
 use super::snapshot::spawn_decoder;
 use super::times::Times;
 use super::verify::verify_in_background;
@@ -38,9 +39,13 @@ pub(super) struct Reopened {
 
 /// Recovers the store in `cfg.dir` and publishes what it found; starts the decoding and the
 /// verification of the snapshot in service.
-pub(super) fn recover(shared: &Arc<Shared>, cfg: &StoreConfig) -> Result<Reopened> {
+pub(super) fn recover(
+    shared: &Arc<Shared>,
+    cfg: &StoreConfig,
+    retention: &mut Retention,
+) -> Result<Reopened> {
     let ident = load_identity(cfg);
-    clean_snapshots(cfg, ident.as_ref())?;
+    clean_snapshots(cfg, ident.as_ref(), retention)?;
     let recovered = match &ident {
         Some(id) => Some(recover_log(cfg, id.snapshot_offset + 1)?),
         None => {
@@ -49,6 +54,8 @@ pub(super) fn recover(shared: &Arc<Shared>, cfg: &StoreConfig) -> Result<Reopene
         }
     };
     let next = recovered.as_ref().map_or(0, |r| r.next);
+    let log_first = recovered.as_ref().map_or(0, |r| r.starts[0]);
+    retention.recovered(&cfg.dir, ident.as_ref(), log_first);
     if let Some(id) = &ident {
         decode_in_background(shared, cfg, id);
     }
@@ -123,13 +130,22 @@ fn load_identity(cfg: &StoreConfig) -> Option<Identity> {
     }
 }
 
-/// Removes snapshots that were never completed, and any not in service.
-fn clean_snapshots(cfg: &StoreConfig, ident: Option<&Identity>) -> Result<()> {
+/// Removes snapshots that were never completed, and any neither in service nor kept as a
+/// restore point.
+fn clean_snapshots(
+    cfg: &StoreConfig,
+    ident: Option<&Identity>,
+    retention: &Retention,
+) -> Result<()> {
     for entry in fs::read_dir(cfg.dir.join("snapshots"))? {
         let entry = entry?;
-        if ident.is_none_or(|id| entry.file_name().to_str() != Some(&id.snapshot)) {
+        let name = entry.file_name();
+        let name = name.to_str();
+        let kept = ident.is_some_and(|id| name == Some(&id.snapshot))
+            || retention.names().any(|n| name == Some(n));
+        if !kept {
             info!(
-                "Removing {} (not the snapshot in service)",
+                "Removing {} (neither the snapshot in service nor a restore point)",
                 entry.path().display()
             );
             fs::remove_file(entry.path())?;

@@ -22,6 +22,7 @@ async fn reads_are_bounded_and_add_up_from_disk_and_memory() {
         fsync: Fsync::No,
         segment_size: 1 << 20,
         backlog_size: 64 << 20,
+        restore: Default::default(),
         metrics: StoreMetrics::new(),
     })
     .unwrap();

@@ -23,6 +23,7 @@ use super::history;
 use super::identity::{Identity, sync_dir};
 use super::index::{Index, index_path};
 use super::recover::{Reopened, recover};
+use super::retention::{RestorePoint, Retention};
 use super::snapshot::{Incoming, Incomings, Slot};
 use super::times::{self, Times};
 use super::{
@@ -94,6 +95,7 @@ pub(super) struct Writer {
     incoming: Incomings,
     status: watch::Sender<WriterStatus>,
     feed: StreamStats,
+    retention: Retention,
 }
 
 impl Writer {
@@ -102,12 +104,13 @@ impl Writer {
         shared: Arc<Shared>,
         cfg: StoreConfig,
     ) -> Result<(Writer, watch::Receiver<WriterStatus>)> {
-        let Reopened { seg, next, history } = recover(&shared, &cfg)?;
+        let mut retention = Retention::load(&cfg.dir, cfg.restore);
+        let Reopened { seg, next, history } = recover(&shared, &cfg, &mut retention)?;
         let (status, rx) = watch::channel(WriterStatus {
             ack: history.then(|| next - 1),
             ..WriterStatus::default()
         });
-        let writer = Writer {
+        let mut writer = Writer {
             shared,
             cfg,
             seg,
@@ -118,7 +121,9 @@ impl Writer {
             incoming: Incomings::default(),
             feed: StreamStats::default(),
             status,
+            retention,
         };
+        writer.plan_retention();
         Ok((writer, rx))
     }
 
@@ -162,6 +167,7 @@ impl Writer {
                     (None, _) => {}
                 }
                 self.feed.sample();
+                self.plan_retention();
                 let feed = self.feed.clone();
                 *self.shared.feed.lock().unwrap_or_else(|e| e.into_inner()) = feed;
             }
@@ -220,7 +226,7 @@ impl Writer {
             let st = self.shared.read();
             let Some(ident) = &st.view.ident else { return };
             let backlog_start = self.boundary.saturating_sub(self.cfg.backlog_size);
-            let mut keep = (ident.snapshot_offset + 1).min(backlog_start);
+            let mut keep = self.retention.log_from(ident).min(backlog_start);
             if let Some(&pin) = st.pins.values().min() {
                 keep = keep.min(pin);
             }
@@ -251,6 +257,30 @@ impl Writer {
                 Err(e) => warn!("Removing log segment {start}: {e}"),
             }
         }
+    }
+
+    /// Once a second: the restore points the window and the disk bound still allow, and the
+    /// window they give, published for INFO and metrics.
+    fn plan_retention(&mut self) {
+        let (ident, segments, log_keep) = {
+            let st = self.shared.read();
+            let Some(ident) = st.view.ident.clone() else {
+                return;
+            };
+            let starts: Vec<u64> = st.segments.iter().copied().collect();
+            let ends = starts.iter().skip(1).copied().chain([self.written]);
+            let segments: Vec<(u64, u64)> =
+                starts.iter().zip(ends).map(|(&s, e)| (s, e - s)).collect();
+            let mut keep = self.boundary.saturating_sub(self.cfg.backlog_size);
+            if let Some(&pin) = st.pins.values().min() {
+                keep = keep.min(pin);
+            }
+            (ident, segments, keep)
+        };
+        let window =
+            self.retention
+                .plan(&self.cfg.dir, &ident, &segments, log_keep, times::now_ms());
+        self.shared.quietly(|st| st.view.restore = window);
     }
 
     pub(super) fn fail(&mut self, why: String) {
@@ -471,6 +501,7 @@ impl Writer {
             return Err(e);
         }
         self.remove_old_snapshot(&ident);
+        self.retention.reset(&self.cfg.dir);
         if let Some(refresh) = self.incoming.refresh.take() {
             refresh.discard();
         }
@@ -556,7 +587,13 @@ impl Writer {
             "Snapshot refreshed: serving the snapshot taken at offset {} ({} bytes) instead of offset {}",
             ident.snapshot_offset, ident.snapshot_size, old.snapshot_offset
         );
-        self.remove_old_snapshot(&ident);
+        let sound = !matches!(
+            self.shared.read().view.verification,
+            Verification::Corrupt(_)
+        );
+        if !(sound && self.retention.retire(&self.cfg.dir, RestorePoint::of(&old))) {
+            self.remove_old_snapshot(&ident);
+        }
         self.shared.update(|st| {
             st.view.ident = Some(ident);
             st.view.refreshing = false;
