@@ -275,6 +275,17 @@ pub struct RelayArgs {
     /// relay_restore_window_shrunk in INFO [default: no bound].
     #[arg(long, env = "REPLICA_RELAY_RESTORE_MAX_DISK", value_name = "SIZE")]
     pub restore_max_disk: Option<String>,
+    /// Full syncs sent at once; the others wait in arrival order, with a newline a second as
+    /// while a master runs BGSAVE [default: 4].
+    #[arg(long, env = "REPLICA_RELAY_MAX_FULL_SYNCS")]
+    pub max_full_syncs: Option<usize>,
+    /// Bytes per second for all full syncs together, like 200mb; streaming replicas are never
+    /// paced [default: unlimited].
+    #[arg(long, env = "REPLICA_RELAY_FULL_SYNC_RATE", value_name = "RATE")]
+    pub full_sync_rate: Option<String>,
+    /// Bytes per second for each replica's full sync, like 50mb [default: unlimited].
+    #[arg(long, env = "REPLICA_RELAY_REPLICA_RATE", value_name = "RATE")]
+    pub replica_rate: Option<String>,
     /// What INFO reports as slave_priority/replica_priority. 0 (the default) tells Sentinel
     /// never to promote the relay, which holds no keys; another value only for setups that know
     /// why [default: 0].
@@ -393,6 +404,9 @@ struct FileConfig {
     rdb_only_max_age: Option<String>,
     restore_window: Option<String>,
     restore_max_disk: Option<String>,
+    max_full_syncs: Option<usize>,
+    full_sync_rate: Option<String>,
+    replica_rate: Option<String>,
     replica_priority: Option<u32>,
     replica_announced: Option<YesNo>,
     /// `["NAME NEWNAME", ...]`, as redis.conf's lines.
@@ -433,6 +447,10 @@ pub struct Config {
     pub empty_master_guard: bool,
     pub rdb_only_max_age: Option<Duration>,
     pub restore: RestoreRetention,
+    pub max_full_syncs: usize,
+    /// Bytes per second; `None` when unlimited.
+    pub full_sync_rate: Option<u64>,
+    pub replica_rate: Option<u64>,
     pub replica_priority: u32,
     pub replica_announced: bool,
     /// Lowercase original name to lowercase new name (empty: disabled).
@@ -587,6 +605,22 @@ impl Config {
                     .map(parse_size)
                     .transpose()?,
             },
+            max_full_syncs: match args.max_full_syncs.or(file.max_full_syncs).unwrap_or(4) {
+                0 => bail!("max-full-syncs must be at least 1"),
+                n => n,
+            },
+            full_sync_rate: args
+                .full_sync_rate
+                .or(file.full_sync_rate)
+                .as_deref()
+                .map(parse_rate)
+                .transpose()?,
+            replica_rate: args
+                .replica_rate
+                .or(file.replica_rate)
+                .as_deref()
+                .map(parse_rate)
+                .transpose()?,
             replica_priority: args.replica_priority.or(file.replica_priority).unwrap_or(0),
             replica_announced: args.replica_announced.or(file.replica_announced)
                 == Some(YesNo::Yes),
@@ -729,6 +763,15 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     n.checked_mul(unit)
         .map(Duration::from_secs)
         .with_context(|| format!("duration {s:?} is too long"))
+}
+
+/// A byte rate: a size per second, like `100mb` or `100mb/s`; at least one byte.
+pub fn parse_rate(s: &str) -> Result<u64> {
+    let size = s.trim().strip_suffix("/s").unwrap_or(s);
+    match parse_size(size)? {
+        0 => bail!("rate {s:?} must be more than 0 bytes per second"),
+        n => Ok(n),
+    }
 }
 
 /// A size like redis.conf writes them: `1gb`, `64mb`, `512k`, `4096`.

@@ -44,6 +44,11 @@ impl Rooms {
         let clients = Arc::new(downstream::Clients::default());
         let up_metrics = Arc::new(UpstreamMetrics::new());
         let down_metrics = Arc::new(DownstreamMetrics::new());
+        let admission = Arc::new(downstream::Admission::new(
+            config.max_full_syncs,
+            config.full_sync_rate,
+            config.replica_rate,
+        ));
         let view = Arc::new(RelayView {
             config: config.clone(),
             store: store.clone(),
@@ -51,6 +56,7 @@ impl Rooms {
             control: control.clone(),
             replicas: replicas.clone(),
             clients: clients.clone(),
+            admission: admission.clone(),
             upstream: up_metrics.clone(),
             downstream: down_metrics.clone(),
             started: Instant::now(),
@@ -67,6 +73,7 @@ impl Rooms {
             pubsub: Arc::default(),
             accepting: downstream::Accepting::new(config.maxclients),
             backups: Default::default(),
+            admission,
             metrics: down_metrics,
             server: view.clone(),
             shutdown: shutdown.clone(),

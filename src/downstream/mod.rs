@@ -4,6 +4,7 @@
 //! Each connection is its own task with a bounded query buffer; a client that sends garbage gets
 //! a protocol error and is closed without affecting anyone else.
 
+mod admission;
 mod backup;
 mod clients;
 mod commands;
@@ -36,6 +37,7 @@ use crate::store::Store;
 use crate::tls::{Listener, Tls};
 use commands::Action;
 
+pub use admission::Admission;
 pub use clients::Clients;
 pub use psync::{Decision, ahead_of_store, decide};
 pub use pubsub::PubSub;
@@ -53,6 +55,7 @@ pub struct Context {
     pub pubsub: Arc<PubSub>,
     pub accepting: Accepting,
     pub backups: backup::Backups,
+    pub admission: Arc<Admission>,
     pub metrics: Arc<DownstreamMetrics>,
     pub server: Arc<dyn ServerInfo>,
     pub shutdown: CancellationToken,
@@ -636,6 +639,7 @@ pub(crate) fn context_for_tests(dir: &std::path::Path) -> Context {
         pubsub: Arc::default(),
         accepting: Accepting::new(16),
         backups: Default::default(),
+        admission: Arc::new(Admission::new(4, None, None)),
         metrics: Arc::new(DownstreamMetrics::new()),
         server: Arc::new(Fixed),
         shutdown: CancellationToken::new(),

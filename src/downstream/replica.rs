@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::Rejection;
+use super::admission::Slot;
 use super::backup::{self, Choice};
 use super::commands::SyncRequest;
 use super::formats::DROP_WINDOW;
@@ -442,7 +443,6 @@ impl Session {
             "Starting full sync of {} from the stored snapshot at offset {offset}",
             self.name
         );
-        self.set_state(ReplicaState::SendBulk);
         let path = self.cx.store.snapshot_path(ident);
         if !self.cx.store.pin(self.id, offset + 1) {
             bail!("the snapshot was replaced while the full sync started; the replica will retry");
@@ -452,11 +452,17 @@ impl Session {
         let file = tokio::task::spawn_blocking(move || std::fs::File::open(open))
             .await?
             .with_context(|| format!("opening snapshot {}", path.display()))?;
+        let slot = self.admitted().await?;
+        self.set_state(ReplicaState::SendBulk);
         self.write(format!("${}\r\n", ident.snapshot_size).as_bytes())
             .await?;
-        self.send_snapshot(Arc::new(file), ident.snapshot_size, &ident.snapshot)
-            .await
-            .with_context(|| format!("sending snapshot {}", path.display()))?;
+        self.send_snapshot(
+            Arc::new(file),
+            (ident.snapshot_size, &slot),
+            &ident.snapshot,
+        )
+        .await
+        .with_context(|| format!("sending snapshot {}", path.display()))?;
         info!("Synchronization with replica {} succeeded", self.name);
         Ok(offset + 1)
     }
@@ -469,7 +475,7 @@ impl Session {
     async fn send_snapshot(
         &mut self,
         file: Arc<std::fs::File>,
-        size: u64,
+        (size, slot): (u64, &Slot),
         name: &str,
     ) -> Result<()> {
         let counter = self.cx.metrics.sent.get(Phase::Snapshot);
@@ -496,7 +502,11 @@ impl Session {
                     true => Ok((Bytes::new(), spare, check)),
                 }
             };
-            let write = tokio::time::timeout(timeout, self.wr.write_all(&body));
+            let admission = self.cx.admission.clone();
+            let write = async {
+                admission.pace(slot, body.len() as u64).await;
+                tokio::time::timeout(timeout, self.wr.write_all(&body)).await
+            };
             let (written, next) = tokio::join!(write, next);
             written.context("timeout writing to the replica")??;
             let trailer = current.slice(body.len()..);
@@ -581,6 +591,40 @@ impl Session {
             r.state = state;
             r.ack_time = Instant::now();
         });
+    }
+
+    /// A slot among the `--max-full-syncs` sent at once: at once if one is free, else in
+    /// arrival order, with a newline a second meanwhile (the replica is in `wait_bgsave`).
+    async fn admitted(&mut self) -> Result<Slot> {
+        let admission = self.cx.admission.clone();
+        if let Some(slot) = admission.try_admit() {
+            return Ok(slot);
+        }
+        info!(
+            "Full sync of {} waits for a slot: {} full syncs are being sent (--max-full-syncs {}), {} waiting before it",
+            self.name,
+            admission.running(),
+            admission.max(),
+            admission.waiting()
+        );
+        let started = Instant::now();
+        let mut keepalive = tokio::time::interval(Duration::from_secs(1));
+        keepalive.tick().await;
+        let admit = admission.admit();
+        tokio::pin!(admit);
+        loop {
+            tokio::select! {
+                slot = &mut admit => {
+                    info!(
+                        "Full sync of {} starts after waiting {:.1} s for a slot",
+                        self.name,
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Ok(slot);
+                }
+                _ = keepalive.tick() => self.write(b"\n").await?,
+            }
+        }
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<()> {

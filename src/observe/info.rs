@@ -274,6 +274,13 @@ fn relay_section(relay: &RelayView, out: &mut String) {
     restore_window(relay, &state.restore, out);
     let _ = write!(
         out,
+        "relay_full_syncs_running:{}\r\nrelay_full_syncs_waiting:{}\r\nrelay_max_full_syncs:{}\r\n",
+        relay.admission.running(),
+        relay.admission.waiting(),
+        relay.admission.max()
+    );
+    let _ = write!(
+        out,
         "relay_log_first_offset:{}\r\nrelay_log_next_offset:{}\r\nrelay_log_disk_bytes:{}\r\nrelay_snapshot_refreshing:{}\r\n",
         state.first,
         state.next,

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub commands: IntCounterVec,
     pub stream_bytes: IntCounter,
     pub replicas_connected: IntGauge,
+    pub full_syncs_running: IntGauge,
+    pub full_syncs_waiting: IntGauge,
     pub incompatible_replicas: IntGauge,
     pub replica_lag: IntGaugeVec,
     pub replica_ack_age: GaugeVec,
@@ -200,6 +202,14 @@ impl Metrics {
             ),
             stream_bytes: b.counter("stream_bytes_total", "Bytes of replication stream stored."),
             replicas_connected: b.gauge("replicas_connected", "Replicas attached to the relay."),
+            full_syncs_running: b.gauge(
+                "full_syncs_running",
+                "Full syncs being sent, at most --max-full-syncs.",
+            ),
+            full_syncs_waiting: b.gauge(
+                "full_syncs_waiting",
+                "Full syncs waiting for a slot (--max-full-syncs), in arrival order.",
+            ),
             incompatible_replicas: b.gauge("incompatible_replicas", "Replicas taken as unable to load the snapshot's format; their full syncs are backed off."),
             replica_lag: b.gauges(
                 "replica_lag_bytes",
@@ -359,6 +369,10 @@ impl Metrics {
         let replicas = relay.replicas.list();
         let offset = relay.store.view().master_repl_offset();
         self.replicas_connected.set(replicas.len() as i64);
+        self.full_syncs_running
+            .set(relay.admission.running() as i64);
+        self.full_syncs_waiting
+            .set(relay.admission.waiting() as i64);
         self.incompatible_replicas
             .set(relay.replicas.formats.flagged().len() as i64);
         self.replica_lag.reset();

@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::{Config, MasterAddr};
-use crate::downstream::{Clients, DownstreamMetrics, Replicas, ServerInfo};
+use crate::downstream::{Admission, Clients, DownstreamMetrics, Replicas, ServerInfo};
 use crate::link::{LinkControl, LinkState, LinkWatch};
 use crate::resp::Reply;
 use crate::store::{Store, Verification, View};
@@ -28,6 +28,7 @@ pub struct RelayView {
     pub control: LinkControl,
     pub replicas: Arc<Replicas>,
     pub clients: Arc<Clients>,
+    pub admission: Arc<Admission>,
     pub upstream: Arc<UpstreamMetrics>,
     pub downstream: Arc<DownstreamMetrics>,
     pub started: Instant,
