@@ -18,12 +18,17 @@ fn master_and_relay(mb: usize, flags: &[&str]) -> (Server, Relay) {
         .client()
         .cmd(&["DEBUG", "POPULATE", &keys, "big", "1000"]);
     let relay = Relay::of(master.port, flags);
+    wait_for("the relay's snapshot in service", || {
+        let link = relay.client().info("replication", "master_link_status");
+        (link.as_deref() == Some("up"), link)
+    });
     relay.stored(&master);
     (master, relay)
 }
 
 /// A raw replica: sends PSYNC and reads up to the snapshot's `$<size>` line, skipping the
-/// newlines that keep it waiting. Returns the reader and the size.
+/// newlines that keep it waiting (for the relay's own snapshot, for a slot). Returns the reader
+/// and the size.
 fn start_full_sync(port: u16) -> (BufReader<TcpStream>, usize) {
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(60)))
@@ -31,8 +36,15 @@ fn start_full_sync(port: u16) -> (BufReader<TcpStream>, usize) {
     (&sock).write_all(b"PSYNC ? -1\r\n").unwrap();
     let mut rd = BufReader::new(sock);
     let mut line = String::new();
-    rd.read_line(&mut line).unwrap();
-    assert!(line.starts_with("+FULLRESYNC"), "{line:?}");
+    // Newlines first while the relay's own snapshot is still on its way.
+    while line.trim_start_matches('\n').is_empty() {
+        line.clear();
+        rd.read_line(&mut line).unwrap();
+    }
+    assert!(
+        line.trim_start_matches('\n').starts_with("+FULLRESYNC"),
+        "{line:?}"
+    );
     loop {
         line.clear();
         rd.read_line(&mut line).unwrap();
