@@ -536,10 +536,18 @@ fn the_disk_bound_shrinks_the_window_and_says_so() {
         1,
         "said once"
     );
-    let from = relay_num(&relay, "relay_restore_from_offset");
+    // INFO is refreshed on the writer's tick, the list file when a point goes: read both until
+    // one tick has passed between them.
+    let from = wait_for("INFO and --list agree on the window", || {
+        let from = relay_num(&relay, "relay_restore_from_offset");
+        let list = String::from_utf8(restore(&relay.dir, &["--list"]).stdout).unwrap();
+        (
+            list.contains(&format!("(offset {from}) to now")),
+            (from, list),
+        )
+    })
+    .0;
     assert!(from as u64 > first, "the first moments are gone");
-    let list = String::from_utf8(restore(&relay.dir, &["--list"]).stdout).unwrap();
-    assert!(list.contains(&format!("(offset {from}) to now")), "{list}");
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("gone");
     let done = restore(
