@@ -146,7 +146,7 @@ fn points(dir: &Path, summary: &store::StoreSummary) -> Vec<store::RestorePoint>
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         offset: summary.snapshot_offset,
-        size: 0,
+        size: std::fs::metadata(&summary.snapshot).map_or(0, |m| m.len()),
     });
     points
 }

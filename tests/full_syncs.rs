@@ -69,7 +69,8 @@ fn relay_num(relay: &Relay, field: &str) -> i64 {
 }
 
 /// With one slot, a replica arriving while another full sync is sent waits (INFO shows it
-/// waiting; its link stays in sync, kept alive by newlines) and syncs once the slot is free.
+/// waiting; its link stays in sync, kept alive by newlines) and syncs once the slot is free:
+/// here, once the other, a client that never reads, has stalled long enough to give it up.
 #[test]
 fn the_full_sync_past_the_limit_waits_then_syncs() {
     let (master, relay) = master_and_relay(40, &["--max-full-syncs", "1"]);
@@ -92,10 +93,16 @@ fn the_full_sync_past_the_limit_waits_then_syncs() {
         rc.info("replication", "master_link_status").as_deref(),
         Some("down")
     );
-    drop(holder);
+    // The holder never reads again: after a stall its slot goes to the waiting replica.
     wait_in_sync(&master, &[&replica]);
     assert_eq!(relay_num(&relay, "relay_full_syncs_waiting"), 0);
     assert!(relay.log().contains("starts after waiting"));
+    assert!(
+        relay
+            .log()
+            .contains("stalls: its slot goes to the next replica waiting")
+    );
+    drop(holder);
 }
 
 /// `--full-sync-rate` is shared: two full syncs at once together take at least their bytes

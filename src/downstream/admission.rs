@@ -2,7 +2,9 @@
 //! others wait in arrival order with a newline a second (as replicas wait while a master runs
 //! BGSAVE), and the bytes of full syncs are paced to `--full-sync-rate` across all of them and
 //! `--replica-rate` for each, so that a storm of resyncs after an outage cannot take the link
-//! from the replicas that already stream. Streaming replicas are never paced.
+//! from the replicas that already stream. Streaming replicas are never paced. A replica that
+//! stops taking bytes for `STALLED` gives its slot up, so what the limit counts is full syncs
+//! that move, and a client that asks for one and never reads cannot hold a slot.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -11,6 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+/// How long a piece of a full sync may wait in a write before its slot goes to the next one.
+pub const STALLED: Duration = Duration::from_secs(10);
 
 /// The relay's full syncs: the slots, who waits for one, and the shared pace.
 pub struct Admission {
@@ -35,7 +40,8 @@ impl Admission {
 
     /// A slot at once, if one is free.
     pub fn try_admit(&self) -> Option<Slot> {
-        self.slots.clone().try_acquire_owned().ok().map(Slot::new)
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(self.slot(permit))
     }
 
     /// Waits for a slot, in arrival order; counted as waiting meanwhile.
@@ -48,7 +54,14 @@ impl Admission {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        Slot::new(permit)
+        self.slot(permit)
+    }
+
+    fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
+        Slot {
+            permit: Mutex::new(Some(permit)),
+            own: self.per_replica.map(Pace::new),
+        }
     }
 
     pub fn running(&self) -> usize {
@@ -63,29 +76,33 @@ impl Admission {
         self.max
     }
 
-    /// Waits until `n` more bytes of a full sync may go, under both rates; `own` is the
-    /// replica's pace, from `Slot`.
+    /// Waits until `n` more bytes of the full sync holding `slot` may go, under both rates.
     pub async fn pace(&self, slot: &Slot, n: u64) {
-        let shared = self.shared.as_ref().map(|p| p.reserve(n));
-        let own = self.per_replica.map(|r| slot.own.reserve_at(r, n));
-        if let Some(at) = shared.into_iter().chain(own).max() {
+        let at = [self.shared.as_ref(), slot.own.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| p.reserve(n))
+            .max();
+        if let Some(at) = at {
             tokio::time::sleep_until(at).await;
         }
     }
 }
 
-/// A running full sync's slot; frees it when dropped.
+/// A running full sync's slot, freed when it is dropped or when its replica stalls.
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
-    own: Schedule,
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The replica's own pace (`--replica-rate`).
+    own: Option<Pace>,
 }
 
 impl Slot {
-    fn new(permit: OwnedSemaphorePermit) -> Slot {
-        Slot {
-            _permit: permit,
-            own: Schedule::default(),
-        }
+    /// The replica stopped taking bytes: its slot goes to the next one waiting, so a client
+    /// that asks for a full sync and never reads holds no slot. The sync itself goes on.
+    /// Returns whether the slot was still held.
+    pub fn release(&self) -> bool {
+        let mut permit = self.permit.lock().unwrap_or_else(|e| e.into_inner());
+        permit.take().is_some()
     }
 }
 
@@ -98,7 +115,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// A byte rate shared by many senders.
+/// A byte rate, for all full syncs or for one.
 struct Pace {
     rate: u64,
     schedule: Schedule,
@@ -113,7 +130,7 @@ impl Pace {
     }
 
     fn reserve(&self, n: u64) -> Instant {
-        self.schedule.reserve_at(self.rate, n)
+        self.schedule.reserve_from(Instant::now(), self.rate, n)
     }
 }
 
@@ -126,10 +143,6 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn reserve_at(&self, rate: u64, n: u64) -> Instant {
-        self.reserve_from(Instant::now(), rate, n)
-    }
-
     fn reserve_from(&self, now: Instant, rate: u64, n: u64) -> Instant {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let start = next.map_or(now, |t| t.max(now));

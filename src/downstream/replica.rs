@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::Rejection;
-use super::admission::Slot;
+use super::admission::{STALLED, Slot};
 use super::backup::{self, Choice};
 use super::commands::SyncRequest;
 use super::formats::DROP_WINDOW;
@@ -503,9 +503,21 @@ impl Session {
                 }
             };
             let admission = self.cx.admission.clone();
+            let replica = &self.name;
+            let wr = &mut self.wr;
             let write = async {
                 admission.pace(slot, body.len() as u64).await;
-                tokio::time::timeout(timeout, self.wr.write_all(&body)).await
+                let written = tokio::time::timeout(timeout, wr.write_all(&body));
+                tokio::pin!(written);
+                tokio::select! {
+                    done = &mut written => done,
+                    _ = tokio::time::sleep(STALLED) => {
+                        if slot.release() {
+                            info!("Full sync of {replica} stalls: its slot goes to the next replica waiting");
+                        }
+                        written.await
+                    }
+                }
             };
             let (written, next) = tokio::join!(write, next);
             written.context("timeout writing to the replica")??;

@@ -27,7 +27,8 @@ use super::retention::{RestorePoint, Retention};
 use super::snapshot::{Incoming, Incomings, Slot};
 use super::times::{self, Times};
 use super::{
-    Fsync, Receiving, Shared, StoreConfig, TAIL_BYTES, Verification, segment_path, snapshot_path,
+    Fsync, Receiving, Shared, State, StoreConfig, TAIL_BYTES, Verification, segment_path,
+    snapshot_path,
 };
 use crate::decode::{SnapshotFacts, StreamStats};
 use crate::feed::{Command, Scanner};
@@ -225,11 +226,7 @@ impl Writer {
         let (dropped, first) = {
             let st = self.shared.read();
             let Some(ident) = &st.view.ident else { return };
-            let backlog_start = self.boundary.saturating_sub(self.cfg.backlog_size);
-            let mut keep = self.retention.log_from(ident).min(backlog_start);
-            if let Some(&pin) = st.pins.values().min() {
-                keep = keep.min(pin);
-            }
+            let mut keep = self.retention.log_from(ident).min(self.log_keep(&st));
             let starts: Vec<u64> = st.segments.iter().copied().collect();
             let droppable = |keep: u64| starts.windows(2).take_while(|w| w[1] <= keep).count();
             if droppable(keep) == 0 {
@@ -259,6 +256,15 @@ impl Writer {
         }
     }
 
+    /// The first offset the backlog size and the replicas catching up need, whatever retention
+    /// for restore keeps.
+    fn log_keep(&self, st: &State) -> u64 {
+        let backlog_start = self.boundary.saturating_sub(self.cfg.backlog_size);
+        st.pins
+            .values()
+            .fold(backlog_start, |keep, &pin| keep.min(pin))
+    }
+
     /// Once a second: the restore points the window and the disk bound still allow, and the
     /// window they give, published for INFO and metrics.
     fn plan_retention(&mut self) {
@@ -271,11 +277,7 @@ impl Writer {
             let ends = starts.iter().skip(1).copied().chain([self.written]);
             let segments: Vec<(u64, u64)> =
                 starts.iter().zip(ends).map(|(&s, e)| (s, e - s)).collect();
-            let mut keep = self.boundary.saturating_sub(self.cfg.backlog_size);
-            if let Some(&pin) = st.pins.values().min() {
-                keep = keep.min(pin);
-            }
-            (ident, segments, keep)
+            (ident, segments, self.log_keep(&st))
         };
         let window =
             self.retention
