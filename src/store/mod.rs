@@ -18,6 +18,7 @@
 pub mod history;
 mod identity;
 mod index;
+mod intake;
 mod recover;
 mod retention;
 mod snapshot;
@@ -29,7 +30,7 @@ mod writer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
@@ -38,6 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use identity::{Identity, NULL_REPLID, is_replid};
 pub use index::Damage;
+use intake::Intake;
 pub use retention::{RestorePoint, Window, restore_points};
 pub use snapshot::Slot;
 pub use tail::Chunks;
@@ -154,6 +156,9 @@ struct State {
     /// Offsets replicas catching up after a full sync still need, by session.
     pins: BTreeMap<u64, u64>,
     tail: Tail,
+    /// Offset after the bytes written to the segment files: readers behind the memory tail
+    /// read the files up to here (the intake forwards ahead of it).
+    written: u64,
 }
 
 /// Why a downstream reader cannot go on.
@@ -180,6 +185,9 @@ struct Shared {
     /// recovered log when it is not empty, which is not scanned: for telling whether the
     /// history the relay serves holds any writes after its snapshot.
     last_write: AtomicU64,
+    /// A reader behind the memory tail waits for bytes not yet written: the writer wakes the
+    /// readers once it has written more (otherwise only what is forwarded wakes them).
+    disk_wait: AtomicBool,
 }
 
 impl Shared {
@@ -236,6 +244,11 @@ pub struct Store {
 pub struct StoreWriter {
     ops: mpsc::Sender<Op>,
     status: watch::Receiver<WriterStatus>,
+    shared: Arc<Shared>,
+    /// Only the main link appends; the lock is never contended, and never held across a wait.
+    intake: Mutex<Intake>,
+    /// Forward before the disk: not under `appendfsync always`.
+    forward: bool,
 }
 
 enum Located {
@@ -261,7 +274,9 @@ impl Store {
             stats: Mutex::new(Vec::new()),
             feed: Mutex::new(StreamStats::default()),
             last_write: AtomicU64::new(0),
+            disk_wait: AtomicBool::new(false),
         });
+        let forward = cfg.fsync != Fsync::Always;
         let (writer, status) = Writer::open(shared.clone(), cfg)?;
         let recovered = shared.read().view.clone();
         if recovered
@@ -276,7 +291,15 @@ impl Store {
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .context("starting the store writer thread")?;
-        Ok((StoreWriter { ops, status }, Store { shared }, handle))
+        let intake = Mutex::new(Intake::at(recovered.next));
+        let writer = StoreWriter {
+            ops,
+            status,
+            shared: shared.clone(),
+            intake,
+            forward,
+        };
+        Ok((writer, Store { shared }, handle))
     }
 
     /// A copy of the visible state.
@@ -387,6 +410,11 @@ impl Store {
         if let Some(chunks) = st.tail.slice(from, st.view.next.min(from + READ_MAX)) {
             return Ok(Located::Memory(chunks));
         }
+        let on_disk = st.written.min(st.view.next);
+        if from >= on_disk {
+            self.shared.disk_wait.store(true, Ordering::Release);
+            return Ok(Located::Nothing);
+        }
         let start = *st
             .segments
             .range(..=from)
@@ -397,8 +425,8 @@ impl Store {
             .range(from + 1..)
             .next()
             .copied()
-            .unwrap_or(st.view.next)
-            .min(st.view.next);
+            .unwrap_or(on_disk)
+            .min(on_disk);
         let len = (end - from).min(READ_MAX) as usize;
         Ok(Located::Disk(
             segment_path(&self.shared.dir, start),
@@ -454,24 +482,57 @@ impl StoreWriter {
     pub async fn finish_snapshot(&self, slot: Slot) -> Result<SnapshotFacts> {
         let (tx, rx) = oneshot::channel();
         self.send(Op::FinishSnapshot(slot, tx)).await?;
-        rx.await.context("the store writer has stopped")?
+        let facts = rx.await.context("the store writer has stopped")?;
+        if slot == Slot::Main {
+            let next = self.shared.read().view.next;
+            self.intake().restart(next);
+        }
+        facts
     }
 
     pub async fn abort_snapshot(&self, slot: Slot) -> Result<()> {
         self.send(Op::AbortSnapshot(slot)).await
     }
 
+    /// Stream bytes from upstream: forwarded downstream at once (but under `always`), then
+    /// stored by the writer.
     pub async fn append(&self, data: Bytes) -> Result<()> {
-        self.send(Op::Stream(data)).await
+        let chunk = {
+            let mut intake = self.intake();
+            let chunk = intake.scan(data, &self.shared);
+            if self.forward && self.status.borrow().failed.is_none() {
+                intake.forward(&chunk, &self.shared);
+            }
+            chunk
+        };
+        self.send(Op::Stream(chunk)).await
     }
 
-    /// Upstream answered `+CONTINUE <replid>`: shift ids if it changed (PROTOCOL §5.2).
+    /// Tests: holds the writer thread until `go` is sent to (or dropped).
+    #[cfg(test)]
+    async fn hold(&self) -> std::sync::mpsc::Sender<()> {
+        let (go, held) = std::sync::mpsc::channel();
+        self.send(Op::Hold(held)).await.unwrap();
+        go
+    }
+
+    fn intake(&self) -> std::sync::MutexGuard<'_, Intake> {
+        self.intake.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Upstream answered `+CONTINUE <replid>`: shift ids if it changed (PROTOCOL §5.2). Waits
+    /// for the writer: the stream after it is forwarded at once, and must reach the replicas
+    /// under the new history, not the old one.
     pub async fn continue_with(&self, replid: String) -> Result<()> {
-        self.send(Op::Continue(replid)).await
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Continue(replid, tx)).await?;
+        rx.await.context("the store writer has stopped")
     }
 
     /// Called once a second: lets `everysec` fsync.
     pub async fn tick(&self) -> Result<()> {
+        let feed = self.intake().sample();
+        *self.shared.feed.lock().unwrap_or_else(|e| e.into_inner()) = feed;
         self.send(Op::Tick).await
     }
 
@@ -480,7 +541,9 @@ impl StoreWriter {
     pub async fn flush(&self) -> Result<u64> {
         let (tx, rx) = oneshot::channel();
         self.send(Op::Flush(tx)).await?;
-        rx.await.context("the store writer has stopped")
+        let resume = rx.await.context("the store writer has stopped")?;
+        self.intake().restart(resume);
+        Ok(resume)
     }
 
     /// Flushes, fsyncs and stops the writer.

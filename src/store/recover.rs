@@ -78,7 +78,7 @@ pub(super) fn recover(
         st.view.ident = ident;
         st.view.epoch = 1;
         if let Some(r) = &recovered {
-            (st.view.first, st.view.next) = (r.starts[0], r.next);
+            (st.view.first, st.view.next, st.written) = (r.starts[0], r.next, r.next);
             st.segments = r.starts.iter().copied().collect();
         }
     });

@@ -13,6 +13,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::history;
 use super::identity::{Identity, sync_dir};
 use super::index::{Index, index_path};
+use super::intake::Scanned;
 use super::recover::{Reopened, recover};
 use super::retention::{RestorePoint, Retention};
 use super::snapshot::{Incoming, Incomings, Slot};
@@ -30,8 +32,7 @@ use super::{
     Fsync, Receiving, Shared, State, StoreConfig, TAIL_BYTES, Verification, segment_path,
     snapshot_path,
 };
-use crate::decode::{SnapshotFacts, StreamStats};
-use crate::feed::{Command, Scanner};
+use crate::decode::SnapshotFacts;
 
 pub(super) enum Op {
     BeginSnapshot {
@@ -42,11 +43,14 @@ pub(super) enum Op {
     SnapshotData(Slot, Bytes),
     FinishSnapshot(Slot, oneshot::Sender<Result<SnapshotFacts>>),
     AbortSnapshot(Slot),
-    Continue(String),
-    Stream(Bytes),
+    Continue(String, oneshot::Sender<()>),
+    Stream(Scanned),
     Tick,
     Flush(oneshot::Sender<u64>),
     Close(oneshot::Sender<()>),
+    /// Tests: the writer waits here until told to go on, as a slow disk would hold it.
+    #[cfg(test)]
+    Hold(std::sync::mpsc::Receiver<()>),
 }
 
 /// What the upstream link needs from the writer.
@@ -92,10 +96,8 @@ pub(super) struct Writer {
     /// Next offset after the last complete command.
     boundary: u64,
     synced: u64,
-    scanner: Scanner,
     incoming: Incomings,
     status: watch::Sender<WriterStatus>,
-    feed: StreamStats,
     retention: Retention,
 }
 
@@ -118,9 +120,7 @@ impl Writer {
             written: next,
             boundary: next,
             synced: next,
-            scanner: Scanner::at(next),
             incoming: Incomings::default(),
-            feed: StreamStats::default(),
             status,
             retention,
         };
@@ -159,7 +159,10 @@ impl Writer {
                 let _ = reply.send(self.finish_snapshot(slot));
             }
             Op::AbortSnapshot(slot) => self.abort_snapshot(slot),
-            Op::Continue(replid) => self.shift_replid(replid),
+            Op::Continue(replid, done) => {
+                self.shift_replid(replid);
+                let _ = done.send(());
+            }
             Op::Stream(data) => self.stream(data),
             Op::Tick => {
                 match (&mut self.seg, self.cfg.fsync) {
@@ -167,10 +170,7 @@ impl Writer {
                     (Some(seg), _) => seg.checkpoint(),
                     (None, _) => {}
                 }
-                self.feed.sample();
                 self.plan_retention();
-                let feed = self.feed.clone();
-                *self.shared.feed.lock().unwrap_or_else(|e| e.into_inner()) = feed;
             }
             Op::Flush(reply) => {
                 self.sync();
@@ -178,13 +178,23 @@ impl Writer {
                 let _ = reply.send(self.boundary);
             }
             Op::Close(done) => return Some(done),
+            #[cfg(test)]
+            Op::Hold(go) => {
+                let _ = go.recv();
+            }
         }
         None
     }
 
-    /// Makes stored bytes visible downstream and acknowledgeable upstream.
+    /// Whether the writer makes the stream visible downstream, after its fsync: under
+    /// `always`. Otherwise the intake forwarded it before it reached the writer.
+    fn publishes(&self) -> bool {
+        self.cfg.fsync == Fsync::Always
+    }
+
+    /// Makes stored bytes acknowledgeable upstream and, under `always`, visible downstream.
     fn publish(&mut self) {
-        if self.cfg.fsync == Fsync::Always {
+        if self.publishes() {
             self.sync();
         }
         self.adopt_refreshed_snapshot();
@@ -192,8 +202,11 @@ impl Writer {
         let visible = self.boundary;
         let has_snapshot = self.seg.is_some();
         let changed = self.shared.read().view.next != visible;
-        if changed && has_snapshot {
+        if changed && has_snapshot && self.publishes() {
             self.shared.update(|st| st.view.next = visible);
+        } else if self.shared.disk_wait.swap(false, Ordering::AcqRel) {
+            // A reader lagging behind the memory tail waits for these bytes on disk.
+            self.shared.changed.send_modify(|v| *v = v.wrapping_add(1));
         }
         self.status.send_if_modified(|s| {
             let ack = has_snapshot.then(|| visible.saturating_sub(1));
@@ -295,7 +308,7 @@ impl Writer {
         self.status.borrow().failed.is_some()
     }
 
-    fn stream(&mut self, data: Bytes) {
+    fn stream(&mut self, chunk: Scanned) {
         if self.failed() {
             return;
         }
@@ -303,32 +316,13 @@ impl Writer {
             self.fail("no log segment is open: the stream cannot be stored".into());
             return;
         }
+        let Scanned {
+            data,
+            ends,
+            getacks,
+            error,
+        } = chunk;
         let start = self.written;
-        let mut ends = Vec::new();
-        let mut getacks = 0;
-        let feed = &mut self.feed;
-        let mut last_write = None;
-        let scanned = self.scanner.scan(&data, |end, cmd| {
-            ends.push(end);
-            getacks += u64::from(cmd == Command::Getack);
-            if matches!(cmd, Command::Data(_)) {
-                last_write = Some(start + end as u64);
-            }
-            feed.count(cmd);
-        });
-        if let Some(at) = last_write {
-            self.shared
-                .last_write
-                .fetch_max(at, std::sync::atomic::Ordering::Relaxed);
-        }
-        self.feed.bytes += data.len() as u64;
-        let data = match scanned {
-            Ok(()) => data,
-            Err(e) => {
-                self.fail(e.to_string());
-                data.slice(..ends.last().copied().unwrap_or(0))
-            }
-        };
         if self.append(data, &ends).is_ok() {
             if let Some(&end) = ends.last() {
                 self.boundary = start + end as u64;
@@ -336,6 +330,9 @@ impl Writer {
             if getacks > 0 {
                 self.status.send_modify(|s| s.getacks += getacks);
             }
+        }
+        if let Some(why) = error {
+            self.fail(why);
         }
     }
 
@@ -368,8 +365,13 @@ impl Writer {
         seg.len += data.len() as u64;
         let offset = self.written;
         self.written += data.len() as u64;
-        self.shared
-            .quietly(|st| st.tail.push(offset, data, TAIL_BYTES));
+        let (written, publishes) = (self.written, self.publishes());
+        self.shared.quietly(|st| {
+            st.written = written;
+            if publishes {
+                st.tail.push(offset, data, TAIL_BYTES);
+            }
+        });
         Ok(())
     }
 
@@ -412,27 +414,41 @@ impl Writer {
     fn cut_incomplete_command(&mut self) {
         self.status.send_modify(|s| s.failed = None);
         self.reopen_log();
-        let Some(seg) = &mut self.seg else { return };
-        if self.written > self.boundary {
+        if let Some(seg) = &mut self.seg
+            && self.written > self.boundary
+        {
             let keep = self.boundary - seg.start;
-            if let Err(e) = seg.file.set_len(keep) {
-                self.fail(format!("cutting the log segment failed: {e}"));
-                return;
+            match seg.file.set_len(keep) {
+                Ok(()) => {
+                    seg.len = keep;
+                    match Index::reopen(&segment_path(&self.cfg.dir, seg.start), keep) {
+                        Ok(index) => seg.index = index,
+                        Err(e) => warn!(
+                            "Rebuilding the checksum index of segment {}: {e}",
+                            seg.start
+                        ),
+                    }
+                    self.written = self.boundary;
+                    self.synced = self.synced.min(self.boundary);
+                }
+                Err(e) => self.fail(format!("cutting the log segment failed: {e}")),
             }
-            seg.len = keep;
-            match Index::reopen(&segment_path(&self.cfg.dir, seg.start), keep) {
-                Ok(index) => seg.index = index,
-                Err(e) => warn!(
-                    "Rebuilding the checksum index of segment {}: {e}",
-                    seg.start
-                ),
-            }
-            self.written = self.boundary;
-            self.synced = self.synced.min(self.boundary);
-            let boundary = self.boundary;
-            self.shared.update(|st| st.tail.truncate(boundary));
         }
-        self.scanner = Scanner::at(self.boundary);
+        self.resume_here();
+    }
+
+    /// What downstream sees ends where the log does: bytes forwarded but not stored (the
+    /// writer failed, or a command never completed) are taken back, and the link resumes from
+    /// the boundary. A replica that already has them waits until they come again.
+    fn resume_here(&mut self) {
+        let (boundary, written) = (self.boundary, self.written);
+        self.shared.update(|st| {
+            st.tail.truncate(boundary);
+            st.written = written;
+            if st.view.ident.is_some() {
+                st.view.next = boundary;
+            }
+        });
     }
 }
 
@@ -527,14 +543,13 @@ impl Writer {
             }
         };
         (self.written, self.boundary, self.synced) = (next, next, next);
-        self.scanner = Scanner::at(next);
         let open = self.seg.is_some();
         self.shared.update(|st| {
             let keep = st.view.verification.clone();
             let same =
                 st.view.ident.as_ref().map(|i| &i.snapshot) == ident.as_ref().map(|i| &i.snapshot);
             st.view.ident = ident;
-            (st.view.first, st.view.next) = (next, next);
+            (st.view.first, st.view.next, st.written) = (next, next, next);
             st.segments = if open {
                 [next].into()
             } else {
