@@ -18,25 +18,7 @@ fn set_command(i: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_bounded_and_add_up_from_disk_and_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let (writes, store, thread) = Store::open(StoreConfig {
-        dir: dir.path().into(),
-        fsync: Fsync::No,
-        segment_size: 1 << 20,
-        backlog_size: 64 << 20,
-        restore: Default::default(),
-        metrics: StoreMetrics::new(),
-    })
-    .unwrap();
-    let replid = "8e1cf1a49d4e3a2a3fa8c4a7a4b6b2e0c4d5e6f7".to_string();
-    writes
-        .begin_snapshot(Slot::Main, replid, 1000)
-        .await
-        .unwrap();
-    writes
-        .snapshot_data(Slot::Main, tiny_rdb(true).into())
-        .await
-        .unwrap();
-    writes.finish_snapshot(Slot::Main).await.unwrap();
+    let (writes, store, thread) = store_with_snapshot(dir.path(), Fsync::No, 1 << 20).await;
     let mut written = Vec::new();
     for i in 0..(2 * TAIL_BYTES / 4000) {
         let cmd = set_command(i);
@@ -71,11 +53,16 @@ async fn reads_are_bounded_and_add_up_from_disk_and_memory() {
     thread.join().unwrap();
 }
 
-async fn store_with_snapshot(dir: &Path, fsync: Fsync) -> (StoreWriter, Store, u64) {
-    let (writes, store, _thread) = Store::open(StoreConfig {
+/// A store with a tiny snapshot at offset 1000 in service: its log starts at 1001.
+async fn store_with_snapshot(
+    dir: &Path,
+    fsync: Fsync,
+    segment_size: u64,
+) -> (StoreWriter, Store, std::thread::JoinHandle<()>) {
+    let (writes, store, thread) = Store::open(StoreConfig {
         dir: dir.into(),
         fsync,
-        segment_size: 64 << 20,
+        segment_size,
         backlog_size: 64 << 20,
         restore: Default::default(),
         metrics: StoreMetrics::new(),
@@ -91,7 +78,7 @@ async fn store_with_snapshot(dir: &Path, fsync: Fsync) -> (StoreWriter, Store, u
         .await
         .unwrap();
     writes.finish_snapshot(Slot::Main).await.unwrap();
-    (writes, store, 1001)
+    (writes, store, thread)
 }
 
 fn log_bytes(dir: &Path) -> u64 {
@@ -105,7 +92,8 @@ fn log_bytes(dir: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_everysec_the_stream_reaches_readers_before_the_disk_and_the_ack_after() {
     let dir = tempfile::tempdir().unwrap();
-    let (writes, store, start) = store_with_snapshot(dir.path(), Fsync::Everysec).await;
+    let (writes, store, _) = store_with_snapshot(dir.path(), Fsync::Everysec, 64 << 20).await;
+    let start = 1001;
     let go = writes.hold().await;
     let cmd = set_command(0);
     let mut chunk = cmd.clone();
@@ -147,7 +135,8 @@ async fn under_everysec_the_stream_reaches_readers_before_the_disk_and_the_ack_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_always_nothing_reaches_readers_before_the_fsync() {
     let dir = tempfile::tempdir().unwrap();
-    let (writes, store, start) = store_with_snapshot(dir.path(), Fsync::Always).await;
+    let (writes, store, _) = store_with_snapshot(dir.path(), Fsync::Always, 64 << 20).await;
+    let start = 1001;
     let go = writes.hold().await;
     writes.append(set_command(0).into()).await.unwrap();
     assert_eq!(store.next(), start, "a held writer has published nothing");
@@ -163,7 +152,8 @@ async fn under_always_nothing_reaches_readers_before_the_fsync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_behind_the_tail_waits_for_the_disk_and_is_woken() {
     let dir = tempfile::tempdir().unwrap();
-    let (writes, store, start) = store_with_snapshot(dir.path(), Fsync::Everysec).await;
+    let (writes, store, _) = store_with_snapshot(dir.path(), Fsync::Everysec, 64 << 20).await;
+    let start = 1001;
     let go = writes.hold().await;
     let mut written = Vec::new();
     while written.len() < TAIL_BYTES + (1 << 20) {
