@@ -1,0 +1,578 @@
+//! The container image, built from the Dockerfile as it is and run for real under podman: a
+//! master container, the relay container configured only through its `REPLICA_RELAY_*`
+//! environment (as the manifests configure it), two replica containers through it; and the
+//! sidecar pod of deploy/kubernetes started with `podman kube play`. The images they start
+//! FROM come from a registry or, where none is reachable, from `scripts/container-images`,
+//! which `scripts/test` runs first.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use support::wait_for;
+
+const IMAGE: &str = "localhost/replica-relay:test";
+const REDIS: &str = "docker.io/library/redis:7.2";
+const BASES: [&str; 3] = [
+    "docker.io/library/debian:bookworm-slim",
+    "docker.io/library/rust:1.95-slim-bookworm",
+    REDIS,
+];
+
+/// The container tests run one at a time: on 2 cores, builds and three sets of containers at
+/// once would only make each slower.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn podman(args: &[&str]) -> Output {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .expect("podman runs")
+}
+
+/// Runs podman and returns its trimmed stdout; fails the test with podman's stderr.
+fn podman_ok(args: &[&str]) -> String {
+    let out = podman(args);
+    assert!(
+        out.status.success(),
+        "podman {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The image, built once per run with `podman build --format docker` (podman's default OCI
+/// format drops HEALTHCHECK); `None` (a failure under CI) without podman or the base images.
+fn image() -> Option<&'static str> {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let built = *BUILT.get_or_init(|| {
+        let ready = Command::new("podman").arg("--version").output().is_ok()
+            && BASES
+                .iter()
+                .all(|b| podman(&["image", "exists", b]).status.success());
+        if !ready {
+            support::missing("podman and the base images (run scripts/container-images)");
+            return false;
+        }
+        let started = Instant::now();
+        let dir = env!("CARGO_MANIFEST_DIR");
+        podman_ok(&["build", "--format", "docker", "-q", "-t", IMAGE, dir]);
+        let size: u64 = podman_ok(&["image", "inspect", "--format", "{{.Size}}", IMAGE])
+            .parse()
+            .unwrap();
+        report(&format!(
+            "image {IMAGE}: built in {:.0} s, {:.1} MB",
+            started.elapsed().as_secs_f64(),
+            size as f64 / 1e6
+        ));
+        true
+    });
+    built.then_some(IMAGE)
+}
+
+/// A fact printed, not asserted (image size, start-up time): to stderr, and to
+/// target/tmp/containers.txt, which scripts/test prints after the tests.
+fn report(line: &str) {
+    eprintln!("{line}");
+    let dir = repo().join("target/tmp");
+    let _ = std::fs::create_dir_all(&dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containers.txt"));
+    if let Ok(mut f) = file {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Containers and a network of one test, removed when it ends, however it ends.
+struct Lab {
+    prefix: String,
+    network: String,
+    names: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl Lab {
+    fn new(test: &str) -> Lab {
+        let prefix = format!("rr-{test}-{}", std::process::id());
+        let network = format!("{prefix}-net");
+        let subnet = format!("{}.0/24", Lab::net_of(std::process::id()));
+        podman_ok(&["network", "create", "--subnet", &subnet, &network]);
+        Lab {
+            prefix,
+            network,
+            names: Vec::new(),
+            volumes: Vec::new(),
+        }
+    }
+
+    /// The first three parts of the lab's subnet, away from podman's own 10.88 and 10.89.
+    fn net_of(pid: u32) -> String {
+        format!("10.{}.{}", 120 + pid % 100 / 25, pid % 250)
+    }
+
+    /// A fixed address on the lab's network: a container that restarts keeps it, and whoever
+    /// connects to it needs no DNS, whose answers stall for the resolver's whole timeout while
+    /// podman's DNS server has no entry for a name (as during `podman restart`).
+    fn address(&self, host: u8) -> String {
+        format!("{}.{host}", Lab::net_of(std::process::id()))
+    }
+
+    /// Starts a detached container `name` on the lab's network; the others reach it by its
+    /// full name (returned), unique to the test.
+    fn run(&mut self, name: &str, opts: &[&str], image: &str, args: &[&str]) -> String {
+        let full = format!("{}-{name}", self.prefix);
+        let mut argv = vec!["run", "-d", "--name", &full, "--network", &self.network];
+        argv.extend_from_slice(opts);
+        argv.push(image);
+        argv.extend_from_slice(args);
+        podman_ok(&argv);
+        self.names.push(full.clone());
+        full
+    }
+
+    fn volume(&mut self, name: &str) -> String {
+        let full = format!("{}-{name}", self.prefix);
+        podman_ok(&["volume", "create", &full]);
+        self.volumes.push(full.clone());
+        full
+    }
+
+    /// `redis-cli` inside container `name`, against its own server.
+    fn cli(&self, name: &str, password: &str, args: &[&str]) -> String {
+        let mut argv = vec!["exec", name, "redis-cli", "--no-auth-warning"];
+        if !password.is_empty() {
+            argv.extend_from_slice(&["-a", password]);
+        }
+        argv.extend_from_slice(args);
+        let out = podman(&argv);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for name in &self.names {
+                let logs = podman(&["logs", "--tail", "40", name]);
+                eprintln!(
+                    "--- {name}:\n{}{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+        }
+        for name in &self.names {
+            let _ = podman(&["rm", "-f", "-t", "0", name]);
+        }
+        for v in &self.volumes {
+            let _ = podman(&["volume", "rm", "-f", v]);
+        }
+        let _ = podman(&["network", "rm", "-f", &self.network]);
+    }
+}
+
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+#[test]
+fn the_image_relays_for_real_and_a_restart_resumes_partially() {
+    let _serial = serial();
+    let Some(image) = image() else { return };
+    let mut lab = Lab::new("image");
+    let debug = ["--enable-debug-command", "yes", "--save", ""];
+    let master = lab.run(
+        "master",
+        &[],
+        REDIS,
+        &[&["--requirepass", "master-pw"][..], &debug].concat(),
+    );
+    lab.cli(
+        &master,
+        "master-pw",
+        &["DEBUG", "POPULATE", "20000", "k", "100"],
+    );
+    let data = lab.volume("relay-data");
+    let started = Instant::now();
+    let relay_ip = lab.address(10);
+    let relay = lab.run(
+        "relay",
+        &[
+            "--ip",
+            &relay_ip,
+            "-v",
+            &format!("{data}:/data"),
+            "-e",
+            &format!("REPLICA_RELAY_REPLICAOF={master} 6379"),
+            "-e",
+            "REPLICA_RELAY_MASTERAUTH=master-pw",
+            "-e",
+            "REPLICA_RELAY_REQUIREPASS=relay-pw",
+        ],
+        image,
+        &[],
+    );
+    wait_for("the relay's healthcheck to pass", || {
+        let out = podman(&["healthcheck", "run", &relay]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    });
+    report(&format!(
+        "relay container healthy {:.1} s after podman run",
+        started.elapsed().as_secs_f64()
+    ));
+    let user = podman_ok(&["inspect", "--format", "{{.Config.User}}", &relay]);
+    assert_eq!(user, "10001:10001");
+    let relay_info = |lab: &Lab, section: &str| {
+        let argv = [
+            "-h", &relay_ip, "-p", "6380", "-a", "relay-pw", "INFO", section,
+        ];
+        lab.cli(&master, "", &argv)
+    };
+    wait_for("the relay's link to the master", || {
+        let info = relay_info(&lab, "replication");
+        let up = info_field(&info, "master_link_status").as_deref() == Some("up");
+        (up, info)
+    });
+    let owner = podman_ok(&["exec", &relay, "stat", "-c", "%u", "/data/identity"]);
+    assert_eq!(
+        owner, "10001",
+        "the store on the volume belongs to the relay's user"
+    );
+
+    let replica_args = [
+        &["--replicaof", &relay_ip, "6380", "--masterauth", "relay-pw"][..],
+        &debug,
+    ]
+    .concat();
+    let replicas: Vec<String> = (1..=2)
+        .map(|i| lab.run(&format!("replica{i}"), &[], REDIS, &replica_args))
+        .collect();
+    let digests_agree = |lab: &Lab| {
+        let want = lab.cli(&master, "master-pw", &["DEBUG", "DIGEST"]);
+        let got: Vec<String> = replicas
+            .iter()
+            .map(|r| lab.cli(r, "", &["DEBUG", "DIGEST"]))
+            .collect();
+        (
+            got.iter().all(|g| *g == want) && want.len() == 40,
+            (want, got),
+        )
+    };
+    wait_for("both replicas to hold the master's data", || {
+        digests_agree(&lab)
+    });
+
+    podman_ok(&["restart", "-t", "10", &relay]);
+    lab.cli(&master, "master-pw", &["SET", "after-restart", "1"]);
+    wait_for("the replicas to follow after the relay's restart", || {
+        digests_agree(&lab)
+    });
+    let stats = lab.cli(&master, "master-pw", &["INFO", "stats"]);
+    assert_eq!(
+        info_field(&stats, "sync_full").as_deref(),
+        Some("1"),
+        "{stats}"
+    );
+    assert_eq!(
+        info_field(&stats, "sync_partial_ok").as_deref(),
+        Some("1"),
+        "{stats}"
+    );
+    let relay_stats = relay_info(&lab, "stats");
+    assert_eq!(
+        info_field(&relay_stats, "sync_full").as_deref(),
+        Some("0"),
+        "{relay_stats}"
+    );
+    assert_eq!(
+        info_field(&relay_stats, "sync_partial_ok").as_deref(),
+        Some("2"),
+        "{relay_stats}"
+    );
+}
+
+/// `scripts/check-deploy`'s virtualenv: kubectl, and a Python with PyYAML.
+fn tools() -> Option<PathBuf> {
+    let venv = std::env::var_os("REPLICA_RELAY_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/replica-relay-tools")
+        });
+    let bin = venv.join("bin");
+    if bin.join("kubectl").exists() && bin.join("python").exists() {
+        return Some(bin);
+    }
+    support::missing("kubectl and PyYAML (scripts/check-deploy installs them)");
+    None
+}
+
+/// A value of deploy/kubernetes/secret.yaml's stringData.
+fn secret(key: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("deploy/kubernetes/secret.yaml")).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}:")));
+    line.unwrap().trim().to_string()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A GET on 127.0.0.1:`port`; `None` while nothing answers.
+fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    ))
+}
+
+/// Pods started by `podman kube play`, with their volumes and secrets, taken down at the end.
+struct Played {
+    file: PathBuf,
+    volumes: Vec<String>,
+    secrets: Vec<String>,
+}
+
+impl Played {
+    /// Creates the secrets of `out/secrets` and plays `out/play.yaml`.
+    fn play(out: &std::path::Path) -> Played {
+        let mut secrets = Vec::new();
+        for entry in std::fs::read_dir(out.join("secrets")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let _ = podman(&["secret", "rm", &name]);
+            podman_ok(&["secret", "create", &name, path.to_str().unwrap()]);
+            secrets.push(name);
+        }
+        let file = out.join("play.yaml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let volumes = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("claimName: "))
+            .map(str::to_string)
+            .collect();
+        let played = Played {
+            file,
+            volumes,
+            secrets,
+        };
+        podman_ok(&["kube", "play", "--replace", played.file.to_str().unwrap()]);
+        played
+    }
+}
+
+impl Drop for Played {
+    fn drop(&mut self) {
+        let _ = podman(&["kube", "down", self.file.to_str().unwrap()]);
+        for v in &self.volumes {
+            let _ = podman(&["volume", "rm", "-f", v]);
+        }
+        for s in &self.secrets {
+            let _ = podman(&["secret", "rm", s]);
+        }
+    }
+}
+
+/// The sidecar pod of deploy/kubernetes, rendered by `kubectl kustomize` and started with
+/// `podman kube play`. podman 4.3 has no StatefulSet, no `$(VAR)` in args and its own form of
+/// secrets: `scripts/kube-play-pods` turns the StatefulSet into its pod 0, expands the args as
+/// the kubelet does, and the Secret into a podman secret.
+#[test]
+fn the_sidecar_pod_of_deploy_kubernetes_runs_under_kube_play() {
+    let _serial = serial();
+    let Some(image) = image() else { return };
+    let Some(tools) = tools() else { return };
+    podman_ok(&["tag", image, "localhost/replica-relay:0.1.0"]);
+    let work = tempfile::tempdir().unwrap();
+    let rendered = Command::new(tools.join("kubectl"))
+        .args([
+            "kustomize",
+            repo().join("deploy/kubernetes").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(rendered.status.success());
+    std::fs::write(work.path().join("rendered.yaml"), &rendered.stdout).unwrap();
+    // Every port on a free one of the host's: podman publishes a containerPort without a
+    // hostPort on the same port, which another test (or server) may hold.
+    let metrics = support::free_port();
+    let ports = [
+        ("metrics", metrics),
+        ("relay", support::free_port()),
+        ("redis", support::free_port()),
+    ];
+    let out = work.path().join("play");
+    let mut convert = Command::new(tools.join("python"));
+    convert
+        .arg(repo().join("scripts/kube-play-pods"))
+        .arg(work.path().join("rendered.yaml"))
+        .arg(&out)
+        .args(["--only", "redis-master"]);
+    for (name, port) in ports {
+        convert.args(["--host-port", &format!("{name}={port}")]);
+    }
+    let converted = convert.status().unwrap();
+    assert!(converted.success());
+    let _pod = Played::play(&out);
+
+    let ready = wait_for("/readyz to turn ready", || {
+        let got = try_get(metrics, "/readyz");
+        (got.as_ref().is_some_and(|(status, _)| *status == 200), got)
+    });
+    assert_eq!(
+        ready.map(|r| r.1.trim().to_string()).as_deref(),
+        Some("ready")
+    );
+    let cli = |port: &str, password: &str, args: &[&str]| {
+        let mut argv = vec![
+            "exec",
+            "redis-master-0-redis",
+            "redis-cli",
+            "--no-auth-warning",
+            "-p",
+            port,
+        ];
+        if !password.is_empty() {
+            argv.extend_from_slice(&["-a", password]);
+        }
+        argv.extend_from_slice(args);
+        String::from_utf8_lossy(&podman(&argv).stdout)
+            .trim()
+            .to_string()
+    };
+    let (master_pw, relay_pw) = (secret("master-password"), secret("relay-password"));
+    let info = cli("6380", &relay_pw, &["INFO", "replication"]);
+    assert_eq!(
+        info_field(&info, "master_host").as_deref(),
+        Some("127.0.0.1"),
+        "{info}"
+    );
+    assert_eq!(
+        info_field(&info, "master_link_status").as_deref(),
+        Some("up"),
+        "{info}"
+    );
+    assert!(
+        cli("6379", "", &["PING"]).contains("NOAUTH"),
+        "the master asks for its password"
+    );
+    assert_eq!(cli("6379", &master_pw, &["PING"]), "PONG");
+    assert!(
+        cli("6380", "", &["PING"]).contains("NOAUTH"),
+        "the relay asks for its password"
+    );
+
+    let relay = "redis-master-0-replica-relay";
+    let readonly = podman_ok(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.ReadonlyRootfs}}",
+        relay,
+    ]);
+    assert_eq!(readonly, "true");
+    let write = podman(&["exec", relay, "touch", "/probe"]);
+    assert!(!write.status.success(), "the root filesystem is read-only");
+    let owner = podman_ok(&["exec", relay, "stat", "-c", "%u", "/data/identity"]);
+    assert_eq!(
+        owner, "10001",
+        "the store is on the relay's volume, as its user"
+    );
+}
+
+/// Services of deploy/compose started with podman-compose, taken down with their volumes.
+struct Composed {
+    project: String,
+}
+
+impl Drop for Composed {
+    fn drop(&mut self) {
+        let _ = compose(&self.project, &["down", "-v"]);
+    }
+}
+
+fn compose(project: &str, args: &[&str]) -> Output {
+    Command::new("podman-compose")
+        .current_dir(repo().join("deploy/compose"))
+        .args(["-p", project])
+        .args(args)
+        .output()
+        .expect("podman-compose runs")
+}
+
+/// The compose file's services as they are (but Grafana, whose image has no stand-in here):
+/// the replicas sync through the relay and Prometheus scrapes it.
+#[test]
+fn the_compose_services_start_and_prometheus_scrapes_the_relay() {
+    let _serial = serial();
+    let Some(image) = image() else { return };
+    let prometheus = "docker.io/prom/prometheus:v2.53.0";
+    let ready = Command::new("podman-compose")
+        .arg("version")
+        .output()
+        .is_ok()
+        && podman(&["image", "exists", prometheus]).status.success();
+    if !ready {
+        return support::missing(
+            "podman-compose and the Prometheus image (scripts/container-images)",
+        );
+    }
+    podman_ok(&["tag", image, "localhost/replica-relay:0.1.0"]);
+    let project = format!("rr-compose-{}", std::process::id());
+    let services = ["master", "relay", "replica1", "replica2", "prometheus"];
+    let up = compose(&project, &[&["up", "-d"][..], &services].concat());
+    let _down = Composed {
+        project: project.clone(),
+    };
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    for replica in ["replica1", "replica2"] {
+        let name = format!("{project}_{replica}_1");
+        wait_for(&format!("{replica} to sync through the relay"), || {
+            let out = podman(&["exec", &name, "redis-cli", "INFO", "replication"]);
+            let info = String::from_utf8_lossy(&out.stdout).into_owned();
+            let up = info_field(&info, "master_link_status").as_deref() == Some("up");
+            (up, info)
+        });
+    }
+    // Prometheus scrapes every 15 s (the compose file's setting): a longer wait than the rest.
+    let query = "/api/v1/query?query=replica_relay_upstream_link_up";
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        seen = try_get(9090, query);
+        if seen
+            .as_ref()
+            .is_some_and(|(_, body)| body.contains(r#""value":["#) && body.contains(r#","1"]"#))
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("Prometheus never saw replica_relay_upstream_link_up = 1: {seen:?}");
+}
