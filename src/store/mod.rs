@@ -1,8 +1,10 @@
 //! The relay's store: the snapshot in service, the replication stream log after it, and
 //! upstream's identity, all on disk under `--dir`.
 //!
-//! One writer thread owns every file and every offset (see `writer`); the upstream link feeds it
-//! through a bounded channel. Downstream sessions only read: what is visible to them is published
+//! One writer thread owns every file, every history change and the offset acknowledged upstream
+//! (see `writer`); the upstream link feeds it through a bounded channel, after its intake (see
+//! `intake`) has cut the stream into commands and, but under `appendfsync always`, made them
+//! visible downstream. Downstream sessions only read: what is visible to them is published
 //! in `State` and announced through a `watch`, so no lock is ever held around a socket. The most
 //! recent stream bytes are also kept in memory (`Tail`), shared as `Bytes`, so replicas that keep
 //! up never touch the disk and never copy.

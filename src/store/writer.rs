@@ -1,8 +1,10 @@
-//! The store's writer thread: the only code that writes files or moves offsets.
+//! The store's writer thread: the only code that writes files, and the offset acknowledged
+//! upstream (what it stored).
 //!
 //! It applies operations from the upstream link in order, batches what is queued, and only then
-//! publishes (one fsync per batch under `appendfsync always`). Offsets are published only up to
-//! the last complete command, the way a Redis replica forwards only applied commands, so a
+//! publishes: the ACK offset, and under `appendfsync always` (one fsync per batch) the offset
+//! visible downstream too; under `everysec` and `no` the intake made the stream visible before
+//! it arrived here. Offsets are published only up to the last complete command, the way a Redis replica forwards only applied commands, so a
 //! downstream replica never sees half a command that a protocol error or a crash later cuts.
 //!
 //! It also owns the history: a snapshot from the main link puts a new history in service (the
