@@ -128,6 +128,18 @@ impl Lab {
         format!("{}.{host}", Lab::net_of(std::process::id()))
     }
 
+    /// A fixed MAC address to go with it: a restarted container gets a new virtual interface,
+    /// and peers whose ARP cache still holds the old one's address send into nothing until the
+    /// entry goes stale (a replica's connect to the restarted relay hung for 30 s, seen in CI).
+    fn mac(&self, host: u8) -> String {
+        let pid = std::process::id();
+        format!(
+            "02:72:72:{:02x}:{:02x}:{host:02x}",
+            (pid >> 8) as u8,
+            pid as u8
+        )
+    }
+
     /// Starts a detached container `name` on the lab's network; the others reach it by its
     /// full name (returned), unique to the test.
     fn run(&mut self, name: &str, opts: &[&str], image: &str, args: &[&str]) -> String {
@@ -207,12 +219,14 @@ fn the_image_relays_for_real_and_a_restart_resumes_partially() {
     );
     let data = lab.volume("relay-data");
     let started = Instant::now();
-    let relay_ip = lab.address(10);
+    let (relay_ip, relay_mac) = (lab.address(10), lab.mac(10));
     let relay = lab.run(
         "relay",
         &[
             "--ip",
             &relay_ip,
+            "--mac-address",
+            &relay_mac,
             "-v",
             &format!("{data}:/data"),
             "-e",
