@@ -336,9 +336,9 @@ fn tools() -> Option<PathBuf> {
     None
 }
 
-/// A value of deploy/kubernetes/secret.yaml's stringData.
-fn secret(key: &str) -> String {
-    let text = std::fs::read_to_string(repo().join("deploy/kubernetes/secret.yaml")).unwrap();
+/// A value of the stringData of `file`, a Secret under deploy/.
+fn secret(file: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap();
     let line = text
         .lines()
         .find_map(|l| l.trim().strip_prefix(&format!("{key}:")));
@@ -362,6 +362,37 @@ fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
     ))
 }
 
+/// `kubectl kustomize` of `dir` (under the repository), written to `work`/rendered-<name>.yaml.
+fn kustomize(tools: &std::path::Path, dir: &str, work: &std::path::Path) -> PathBuf {
+    let rendered = Command::new(tools.join("kubectl"))
+        .args(["kustomize", repo().join(dir).to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "kubectl kustomize {dir}");
+    let name = dir.rsplit('/').next().unwrap();
+    let file = work.join(format!("rendered-{name}.yaml"));
+    std::fs::write(&file, &rendered.stdout).unwrap();
+    file
+}
+
+/// `scripts/kube-play-pods INPUT OUT ARGS...`: what `podman kube play` runs, in `out`.
+fn kube_play_pods(
+    tools: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    args: &[String],
+) -> PathBuf {
+    let converted = Command::new(tools.join("python"))
+        .arg(repo().join("scripts/kube-play-pods"))
+        .arg(input)
+        .arg(out)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(converted.success(), "kube-play-pods {args:?}");
+    out.to_path_buf()
+}
+
 /// Pods started by `podman kube play`, with their volumes and secrets, taken down at the end.
 struct Played {
     file: PathBuf,
@@ -370,13 +401,19 @@ struct Played {
 }
 
 impl Played {
-    /// Creates the secrets of `out/secrets` and plays `out/play.yaml`.
-    fn play(out: &std::path::Path) -> Played {
+    /// Creates the secrets of `out/secrets` and plays `out/play.yaml` with podman's `options`
+    /// (a network and an address).
+    fn play(out: &std::path::Path, options: &[&str]) -> Played {
         let mut secrets = Vec::new();
         for entry in std::fs::read_dir(out.join("secrets")).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            // A secret that is still there after `rm` is in use by pods of an earlier play of
+            // the same manifests: theirs, made from the same file.
             let _ = podman(&["secret", "rm", &name]);
+            if podman(&["secret", "inspect", &name]).status.success() {
+                continue;
+            }
             podman_ok(&["secret", "create", &name, path.to_str().unwrap()]);
             secrets.push(name);
         }
@@ -392,7 +429,8 @@ impl Played {
             volumes,
             secrets,
         };
-        podman_ok(&["kube", "play", "--replace", played.file.to_str().unwrap()]);
+        let file = played.file.to_str().unwrap();
+        podman_ok(&[&["kube", "play", "--replace"][..], options, &[file]].concat());
         played
     }
 }
@@ -420,15 +458,7 @@ fn the_sidecar_pod_of_deploy_kubernetes_runs_under_kube_play() {
     let Some(tools) = tools() else { return };
     podman_ok(&["tag", image, "localhost/replica-relay:0.1.0"]);
     let work = tempfile::tempdir().unwrap();
-    let rendered = Command::new(tools.join("kubectl"))
-        .args([
-            "kustomize",
-            repo().join("deploy/kubernetes").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(rendered.status.success());
-    std::fs::write(work.path().join("rendered.yaml"), &rendered.stdout).unwrap();
+    let rendered = kustomize(&tools, "deploy/kubernetes", work.path());
     // Every port on a free one of the host's: podman publishes a containerPort without a
     // hostPort on the same port, which another test (or server) may hold.
     let metrics = support::free_port();
@@ -437,19 +467,12 @@ fn the_sidecar_pod_of_deploy_kubernetes_runs_under_kube_play() {
         ("relay", support::free_port()),
         ("redis", support::free_port()),
     ];
-    let out = work.path().join("play");
-    let mut convert = Command::new(tools.join("python"));
-    convert
-        .arg(repo().join("scripts/kube-play-pods"))
-        .arg(work.path().join("rendered.yaml"))
-        .arg(&out)
-        .args(["--only", "redis-master"]);
+    let mut args = vec!["--only".to_string(), "redis-master".to_string()];
     for (name, port) in ports {
-        convert.args(["--host-port", &format!("{name}={port}")]);
+        args.extend(["--host-port".to_string(), format!("{name}={port}")]);
     }
-    let converted = convert.status().unwrap();
-    assert!(converted.success());
-    let _pod = Played::play(&out);
+    let out = kube_play_pods(&tools, &rendered, &work.path().join("play"), &args);
+    let _pod = Played::play(&out, &[]);
 
     let ready = wait_for("/readyz to turn ready", || {
         let got = try_get(metrics, "/readyz");
@@ -476,7 +499,11 @@ fn the_sidecar_pod_of_deploy_kubernetes_runs_under_kube_play() {
             .trim()
             .to_string()
     };
-    let (master_pw, relay_pw) = (secret("master-password"), secret("relay-password"));
+    let file = "deploy/kubernetes/secret.yaml";
+    let (master_pw, relay_pw) = (
+        secret(file, "master-password"),
+        secret(file, "relay-password"),
+    );
     let info = cli("6380", &relay_pw, &["INFO", "replication"]);
     assert_eq!(
         info_field(&info, "master_host").as_deref(),
@@ -512,6 +539,189 @@ fn the_sidecar_pod_of_deploy_kubernetes_runs_under_kube_play() {
     assert_eq!(
         owner, "10001",
         "the store is on the relay's volume, as its user"
+    );
+}
+
+/// A Sentinel-managed master set of the lab: master `a`, its replica `b` and one Sentinel
+/// (quorum 1) monitoring `a` as "mymaster", all with `password`, at fixed addresses .10, .11
+/// and .20. Returns the names of the master's and the replica's containers.
+fn sentinel_set(lab: &mut Lab, password: &str, conf: &std::path::Path) -> [String; 2] {
+    let server = [
+        "--requirepass",
+        password,
+        "--masterauth",
+        password,
+        "--enable-debug-command",
+        "yes",
+        "--save",
+        "",
+    ];
+    let at = |lab: &Lab, host: u8| {
+        let (ip, mac) = (lab.address(host), lab.mac(host));
+        ["--ip".to_string(), ip, "--mac-address".to_string(), mac]
+    };
+    let opts = at(lab, 10);
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let a = lab.run("a", &opts, REDIS, &server);
+    let a_ip = lab.address(10);
+    let opts = at(lab, 11);
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let b_args = [&server[..], &["--replicaof", &a_ip, "6379"]].concat();
+    let b = lab.run("b", &opts, REDIS, &b_args);
+    // Sentinel rewrites its configuration file: it lives in a directory of the test's.
+    std::fs::write(
+        conf.join("sentinel.conf"),
+        format!(
+            "port 26379\nprotected-mode no\nrequirepass {password}\n\
+             sentinel monitor mymaster {a_ip} 6379 1\n\
+             sentinel auth-pass mymaster {password}\n\
+             sentinel down-after-milliseconds mymaster 5000\n\
+             sentinel failover-timeout mymaster 20000\n"
+        ),
+    )
+    .unwrap();
+    let mut opts = at(lab, 20).to_vec();
+    opts.extend([
+        "-v".to_string(),
+        format!("{}:/conf", conf.display()),
+        "--entrypoint".to_string(),
+        "redis-server".to_string(),
+    ]);
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    lab.run(
+        "sentinel",
+        &opts,
+        REDIS,
+        &["/conf/sentinel.conf", "--sentinel"],
+    );
+    [a, b]
+}
+
+/// The Sentinel deployments: the relay of deploy/kubernetes-sentinel and the one of the Bitnami
+/// chart's Sentinel values (its extraDeploy, rendered for release "my-redis"), each its own pod
+/// started with `podman kube play` beside a master set run by a real Sentinel. The relay finds
+/// the master through the Sentinel's Service name (a hostAliases entry here: podman has no DNS
+/// for Services), a replica pod syncs through it, and a failover moves the relay to the new
+/// master with a partial resync: no full sync on the new master, the replica's data follows.
+#[test]
+fn the_sentinel_deployments_find_the_master_and_follow_a_failover() {
+    let _serial = serial();
+    let Some(image) = image() else { return };
+    let Some(tools) = tools() else { return };
+    podman_ok(&["tag", image, "localhost/replica-relay:0.1.0"]);
+    let password = secret("deploy/kubernetes-sentinel/secret.yaml", "redis-password");
+    let work = tempfile::tempdir().unwrap();
+    let conf = work.path().join("sentinel");
+    std::fs::create_dir(&conf).unwrap();
+    let mut lab = Lab::new("sentinel");
+    let [a, b] = sentinel_set(&mut lab, &password, &conf);
+    lab.cli(&a, &password, &["DEBUG", "POPULATE", "20000", "k", "100"]);
+    let (a_ip, b_ip) = (lab.address(10), lab.address(11));
+    let (sentinel_ip, relay_ip, helm_ip) = (lab.address(20), lab.address(30), lab.address(31));
+
+    let rendered = kustomize(&tools, "deploy/kubernetes-sentinel", work.path());
+    let host_port = |name: &str| {
+        vec![
+            "--host-port".to_string(),
+            format!("{name}={}", support::free_port()),
+        ]
+    };
+    let relay_args = [
+        vec!["--only".into(), "replica-relay".into()],
+        vec!["--host".into(), format!("redis-sentinel={sentinel_ip}")],
+        host_port("relay"),
+        host_port("metrics"),
+    ]
+    .concat();
+    let out = kube_play_pods(&tools, &rendered, &work.path().join("relay"), &relay_args);
+    let _relay = Played::play(&out, &["--network", &lab.network, "--ip", &relay_ip]);
+    let replica_args = [
+        vec!["--only".into(), "redis-replica".into()],
+        vec!["--host".into(), format!("replica-relay={relay_ip}")],
+        vec!["--extra-arg".into(), "redis=--enable-debug-command".into()],
+        vec!["--extra-arg".into(), "redis=local".into()],
+        host_port("redis"),
+    ]
+    .concat();
+    let out = kube_play_pods(
+        &tools,
+        &rendered,
+        &work.path().join("replica"),
+        &replica_args,
+    );
+    let _replica = Played::play(&out, &["--network", &lab.network]);
+    let replica = "redis-replica-0-redis".to_string();
+
+    let info_of = |lab: &Lab, host: &str, section: &str| {
+        let argv = ["-h", host, "-p", "6380", "-a", &password, "INFO", section];
+        lab.cli(&replica, "", &argv)
+    };
+    let following = |lab: &Lab, relay: &str, master: &str| {
+        let info = info_of(lab, relay, "replication");
+        let at = info_field(&info, "master_host").as_deref() == Some(master)
+            && info_field(&info, "master_link_status").as_deref() == Some("up");
+        (at, info)
+    };
+    wait_for(
+        "the relay to attach to the master the Sentinel names",
+        || following(&lab, &relay_ip, &a_ip),
+    );
+    let synced = |lab: &Lab, master: &str| {
+        let want = lab.cli(master, &password, &["DEBUG", "DIGEST"]);
+        let got = lab.cli(&replica, "", &["DEBUG", "DIGEST"]);
+        (want == got && want.len() == 40, (want, got))
+    };
+    wait_for("the replica pod to hold the master's data", || {
+        synced(&lab, &a)
+    });
+
+    // The master fails (as in production: Sentinel's own FAILOVER with the master still up
+    // lets the old master take writes after the promotion, and every replica of it, the relay
+    // as much as any, then needs a full sync). Its replica holds all it sent first.
+    wait_for("the master's replica to hold all the master sent", || {
+        let offsets = [&a, &b].map(|s| {
+            info_field(
+                &lab.cli(s, &password, &["INFO", "replication"]),
+                "master_repl_offset",
+            )
+        });
+        (offsets[0].is_some() && offsets[0] == offsets[1], offsets)
+    });
+    podman_ok(&["kill", &a]);
+    wait_for("the relay to follow the failover to the new master", || {
+        following(&lab, &relay_ip, &b_ip)
+    });
+    lab.cli(&b, &password, &["SET", "after-failover", "1"]);
+    wait_for("the replica pod to follow the new master", || {
+        synced(&lab, &b)
+    });
+    let stats = lab.cli(&b, &password, &["INFO", "stats"]);
+    assert_eq!(
+        info_field(&stats, "sync_full").as_deref(),
+        Some("0"),
+        "the relay continued on the new master with a partial resync: {stats}"
+    );
+    let relay_stats = info_of(&lab, &relay_ip, "stats");
+    assert_eq!(
+        info_field(&relay_stats, "sync_full").as_deref(),
+        Some("1"),
+        "the replica pod full-synced once, before the failover: {relay_stats}"
+    );
+
+    let values = repo().join("deploy/helm/bitnami-redis-sentinel-values.yaml");
+    let helm_args = [
+        vec!["--helm-release".into(), "my-redis".into()],
+        vec!["--helm-password".into(), password.clone()],
+        vec!["--host".into(), format!("my-redis={sentinel_ip}")],
+        host_port("relay"),
+        host_port("relay-metrics"),
+    ]
+    .concat();
+    let out = kube_play_pods(&tools, &values, &work.path().join("helm"), &helm_args);
+    let _helm = Played::play(&out, &["--network", &lab.network, "--ip", &helm_ip]);
+    wait_for(
+        "the Helm values' relay to attach to the master the Sentinel names",
+        || following(&lab, &helm_ip, &b_ip),
     );
 }
 
