@@ -60,6 +60,18 @@ pub enum YesNo {
     No,
 }
 
+/// Where a fresh snapshot comes from when the log outgrows the one in service (or a backup
+/// asks for the data as it is now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotSource {
+    /// A fork on the master (`REPLCONF rdb-only` + `PSYNC ? -1`).
+    Master,
+    /// The compactor: a server child of the relay loads the snapshot in service and the log
+    /// after it, and saves.
+    Local,
+}
+
 /// When stream bytes reach the disk, like Redis' `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +180,20 @@ pub struct RelayArgs {
     /// snapshot outgrows the snapshot, and at least 64mb), "never", or a size [default: auto].
     #[arg(long, env = "REPLICA_RELAY_SNAPSHOT_REFRESH")]
     pub snapshot_refresh: Option<String>,
+    /// Where fresh snapshots come from: "local" (a redis-server/valkey-server child of the
+    /// relay, the compactor, rebuilds the data from the relay's store and saves it: the master
+    /// never forks for it) or "master" (a fork on the master) [default: local when a server
+    /// binary of the master's family and major version is found, else master].
+    #[arg(long, env = "REPLICA_RELAY_SNAPSHOT_SOURCE")]
+    pub snapshot_source: Option<SnapshotSource>,
+    /// The compactor's server binary [default: valkey-server or redis-server on PATH, as the
+    /// master is].
+    #[arg(long, env = "REPLICA_RELAY_COMPACTOR_SERVER", value_name = "PATH")]
+    pub compactor_server: Option<PathBuf>,
+    /// The most memory the compactor may take (its RSS); a dataset that does not fit is
+    /// refreshed from the master instead [default: no bound].
+    #[arg(long, env = "REPLICA_RELAY_COMPACTOR_MAXMEMORY")]
+    pub compactor_maxmemory: Option<String>,
     /// Version announced to a Valkey master (REPLCONF version), which picks the snapshot's
     /// format by it: "auto" (the master's own version: its native format, which Valkey
     /// replicas as new as the master load), or the oldest Valkey version of the replicas
@@ -375,6 +401,9 @@ struct FileConfig {
     appendfsync: Option<Fsync>,
     backlog_size: Option<String>,
     snapshot_refresh: Option<String>,
+    snapshot_source: Option<SnapshotSource>,
+    compactor_server: Option<PathBuf>,
+    compactor_maxmemory: Option<String>,
     announce_version: Option<String>,
     log_segment_size: Option<String>,
     repl_timeout: Option<u64>,
@@ -430,6 +459,10 @@ pub struct Config {
     pub appendfsync: Fsync,
     pub backlog_size: u64,
     pub snapshot_refresh: SnapshotRefresh,
+    /// `None`: local when a compactor binary is found (decided at start).
+    pub snapshot_source: Option<SnapshotSource>,
+    pub compactor_server: Option<PathBuf>,
+    pub compactor_maxmemory: Option<u64>,
     pub announce_version: AnnounceVersion,
     pub log_segment_size: u64,
     pub repl_timeout: Duration,
@@ -584,6 +617,15 @@ impl Config {
                 .filter(|s| !s.is_empty()),
             empty_master_guard: args.empty_master_guard.or(file.empty_master_guard)
                 != Some(YesNo::No),
+            snapshot_source: args.snapshot_source.or(file.snapshot_source),
+            compactor_server: args.compactor_server.or(file.compactor_server),
+            compactor_maxmemory: args
+                .compactor_maxmemory
+                .or(file.compactor_maxmemory)
+                .as_deref()
+                .map(parse_size)
+                .transpose()?
+                .filter(|n| *n > 0),
             rdb_only_max_age: args
                 .rdb_only_max_age
                 .or(file.rdb_only_max_age)

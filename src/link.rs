@@ -69,12 +69,38 @@ pub struct LinkStatus {
     pub master_offset_read: Option<Instant>,
     /// The master's `redis_version`, from its INFO at the last handshake.
     pub master_version: Option<String>,
+    /// The master's `valkey_version` when it is Valkey.
+    pub master_valkey: Option<String>,
     /// Whether the master's INFO said `role:slave` when last read: the relay follows a replica.
     pub master_is_replica: bool,
     /// The master's keyspace is empty while its history is not the relay's: the relay keeps
     /// what it serves (`--empty-master-guard`).
     pub empty_master_held: bool,
     pub sentinel: SentinelView,
+    pub compactor: CompactorView,
+}
+
+/// Where fresh snapshots come from, and the compactor's last run (`--snapshot-source`).
+#[derive(Debug, Clone, Default)]
+pub struct CompactorView {
+    /// `local` or `master`, as decided at start.
+    pub source: &'static str,
+    /// What made the snapshot in service: `master`, `compactor`, or `disk` (in service when
+    /// the relay started).
+    pub origin: &'static str,
+    /// The server binary of the last run, and its version (`Redis 7.2.4`).
+    pub server: Option<String>,
+    pub last: Option<CompactorRun>,
+}
+
+/// One run of the compactor.
+#[derive(Debug, Clone)]
+pub struct CompactorRun {
+    /// Why it failed; `None` when its snapshot went into service.
+    pub error: Option<String>,
+    pub duration: std::time::Duration,
+    pub bytes: u64,
+    pub peak_rss: u64,
 }
 
 /// What the Sentinels (`--sentinel`) told the relay.
@@ -100,9 +126,14 @@ impl Default for LinkStatus {
             master_offset: None,
             master_offset_read: None,
             master_version: None,
+            master_valkey: None,
             master_is_replica: false,
             empty_master_held: false,
             sentinel: SentinelView::default(),
+            compactor: CompactorView {
+                origin: "disk",
+                ..CompactorView::default()
+            },
         }
     }
 }
@@ -146,6 +177,11 @@ impl LinkReporter {
             }
             l.state = state;
         });
+    }
+
+    /// The status as the reporter last set it.
+    pub fn status(&self) -> LinkStatus {
+        self.0.borrow().clone()
     }
 }
 

@@ -53,6 +53,17 @@ pub struct RestoreArgs {
     /// PATH].
     #[arg(long, value_name = "PATH", default_value = "redis-server")]
     redis_server: PathBuf,
+    /// With --format rdb: the replication ID to write in the RDB's AUX fields, with the cut's
+    /// offset and database, so that a replica that loads it (or restarts from it) continues
+    /// that history: what the relay's compactor asks for.
+    #[arg(long, value_name = "REPLID")]
+    repl_id: Option<String>,
+    /// With --format rdb: stop the server, and fail, when its memory (RSS) exceeds this.
+    #[arg(long, value_name = "BYTES")]
+    max_rss: Option<u64>,
+    /// Write what was made, as JSON (offset, stream_db, bytes, peak_rss, server_ms), here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,7 +81,13 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         list(&points, &marks, last);
         return Ok(());
     }
-    let out = args.out.context("--out DIR is needed (or --list)")?;
+    let out = args
+        .out
+        .clone()
+        .context("--out DIR is needed (or --list)")?;
+    if args.format == Format::Aof && (args.repl_id.is_some() || args.max_rss.is_some()) {
+        bail!("--repl-id and --max-rss go with --format rdb");
+    }
     let stop = search(&args.before, args.after.as_deref(), &marks, first)?;
     let target = match (args.offset, args.at.as_deref()) {
         (Some(n), _) => n,
@@ -91,7 +108,8 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     // Opened before planning: a refresh of the relay may unlink the snapshot in service, and
     // an open file outlives that.
     let mut snapshots = open_from(&args.dir, &points, scan.offset)?;
-    let plan = plan(&args.dir, scan.offset + 1, target + 1, stop.as_ref())?;
+    let db = stream_db_of(&snapshots, scan.offset)?;
+    let plan = plan(&args.dir, (scan.offset + 1, db), target + 1, stop.as_ref())?;
     if let Some(stop) = &stop {
         report_found(stop, plan.found.as_ref(), &marks, (first, last))?;
     }
@@ -112,10 +130,23 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         &marks,
         &aof_dir,
     )?;
-    let written = match args.format {
-        Format::Aof => out.join("appendonly.aof"),
-        Format::Rdb => to_rdb::convert(&args.redis_server, &aof_dir, &out)?,
+    let (written, run) = match args.format {
+        Format::Aof => (out.join("appendonly.aof"), to_rdb::ServerRun::default()),
+        Format::Rdb => to_rdb::convert(&args.redis_server, &aof_dir, &out, args.max_rss)?,
     };
+    if let Some(replid) = &args.repl_id {
+        to_rdb::set_identity(&written, replid, plan.cut - 1, plan.db)?;
+    }
+    if let Some(report) = &args.report {
+        let facts = serde_json::json!({
+            "offset": plan.cut - 1,
+            "stream_db": plan.db,
+            "bytes": std::fs::metadata(&written)?.len(),
+            "peak_rss": run.peak_rss,
+            "server_ms": run.elapsed.as_millis() as u64,
+        });
+        std::fs::write(report, facts.to_string())?;
+    }
     eprintln!(
         "restored to offset {} (asked {target}): {} stream bytes after the snapshot at offset {}, into {}",
         plan.cut - 1,
@@ -389,15 +420,19 @@ const MAX_REWRITE: usize = 64 << 20;
 struct Plan {
     /// The offset after the last byte kept.
     cut: u64,
+    /// The database the stream is in at the cut.
+    db: u32,
     /// With `--before`: the command found.
     found: Option<Found>,
 }
 
-/// Scans the log from `from` (just after a snapshot) to `to`: the last command boundary
-/// outside MULTI at or before `to`, or before the command `stop` looks for.
-fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
+/// Scans the log from `from` (just after a snapshot whose stream continues in database
+/// `from_db`) to `to`: the last command boundary outside MULTI at or before `to`, or before the
+/// command `stop` looks for.
+fn plan(dir: &Path, (from, from_db): (u64, u32), to: u64, stop: Option<&Stop>) -> Result<Plan> {
     let mut split = Split::at(from);
     let (mut start, mut depth, mut cut) = (from, 0u32, from);
+    let mut cut_db = from_db;
     let (mut multi_start, mut db, mut found) = (from, None, None::<Found>);
     store::history::read_log(dir, from, to, |piece| {
         split.piece(piece, |part| {
@@ -433,12 +468,37 @@ fn plan(dir: &Path, from: u64, to: u64, stop: Option<&Stop>) -> Result<Plan> {
             }
             if depth == 0 {
                 cut = end;
+                cut_db = db.unwrap_or(from_db);
             }
             start = end;
             Ok(())
         })
     })?;
-    Ok(Plan { cut, found })
+    Ok(Plan {
+        cut,
+        db: cut_db,
+        found,
+    })
+}
+
+/// The database the stream after the snapshot at `offset` starts in (its `repl-stream-db`).
+fn stream_db_of(snapshots: &[(store::RestorePoint, std::fs::File)], offset: u64) -> Result<u32> {
+    use std::os::unix::fs::FileExt;
+    let Some((_, file)) = snapshots.iter().find(|(p, _)| p.offset == offset) else {
+        return Ok(0);
+    };
+    // Read by position: the file's own cursor is the copy's, later.
+    struct At<'a>(&'a std::fs::File, u64);
+    impl Read for At<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read_at(buf, self.1)?;
+            self.1 += n as u64;
+            Ok(n)
+        }
+    }
+    let db = crate::decode::stream_db(At(file, 0))
+        .with_context(|| format!("reading the AUX fields of the snapshot at offset {offset}"))?;
+    Ok(db.unwrap_or(0))
 }
 
 /// The log cut into whole commands as its pieces come: each command's bytes are held until

@@ -15,7 +15,7 @@ use bytes::Bytes;
 const FUNCTION2: u8 = 245;
 const FUNCTION_PRE_GA: u8 = 246;
 const MODULE_AUX: u8 = 247;
-const AUX: u8 = 250;
+pub(super) const AUX: u8 = 250;
 const SELECTDB: u8 = 254;
 const EOF: u8 = 255;
 /// Most bytes of libraries kept: a library is Lua or JavaScript source.
@@ -188,7 +188,7 @@ fn library_name(code: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
-fn byte(r: &mut impl Read) -> Result<u8, FunctionsError> {
+pub(super) fn byte(r: &mut impl Read) -> Result<u8, FunctionsError> {
     let mut b = [0u8; 1];
     r.read_exact(&mut b)?;
     Ok(b[0])
@@ -219,7 +219,7 @@ fn length(r: &mut impl Read) -> Result<Result<u64, u8>, FunctionsError> {
 }
 
 /// An RDB string, decoded: plain, an integer, or LZF-compressed.
-fn string(r: &mut impl Read) -> Result<Vec<u8>, FunctionsError> {
+pub(super) fn string(r: &mut impl Read) -> Result<Vec<u8>, FunctionsError> {
     let too_long =
         |n: u64| usize::try_from(n).map_err(|_| FunctionsError::Malformed("length".into()));
     match length(r)? {
@@ -285,7 +285,7 @@ fn lzf(input: &[u8], len: usize) -> Result<Vec<u8>, FunctionsError> {
     Ok(out)
 }
 
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+pub(super) fn put_string(out: &mut Vec<u8>, s: &[u8]) {
     let n = s.len();
     if n < 64 {
         out.push(n as u8);

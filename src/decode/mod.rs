@@ -4,13 +4,15 @@
 mod check;
 mod follow;
 mod functions;
+mod identity;
 mod stats;
 mod stream;
 
 #[cfg(test)]
 pub(crate) use check::tiny_rdb;
-pub use check::{SnapshotCheck, SnapshotFacts, check_file};
+pub use check::{SnapshotCheck, SnapshotFacts, check_file, parse_signature};
 pub use follow::{Follow, FollowReader};
 pub use functions::Libraries;
+pub use identity::{ReplIdentity, set_identity, stream_db};
 pub use stats::{SnapshotStats, analyze, counts};
 pub use stream::StreamStats;

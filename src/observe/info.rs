@@ -270,6 +270,7 @@ fn relay_section(relay: &RelayView, out: &mut String) {
     stream_facts(&relay.store.stream_stats(), out);
     incompatible(relay, out);
     master_change(relay, out);
+    compactor(relay, out);
     sentinel(relay, out);
     restore_window(relay, &state.restore, out);
     let _ = write!(
@@ -357,6 +358,34 @@ fn master_change(relay: &RelayView, out: &mut String) {
         c.reason.value(),
         c.at.elapsed().as_secs()
     );
+}
+
+/// Where fresh snapshots come from, what made the one in service, the compactor's last run and
+/// the forks the relay caused on its master.
+fn compactor(relay: &RelayView, out: &mut String) {
+    let c = relay.link.status().compactor;
+    let _ = write!(
+        out,
+        "relay_snapshot_source:{}\r\nrelay_snapshot_made_by:{}\r\nrelay_master_forks:{}\r\nrelay_compactor_runs:{}\r\nrelay_compactor_failures:{}\r\n",
+        c.source,
+        c.origin,
+        relay.upstream.master_forks.get(),
+        relay.upstream.compactor_runs.get(),
+        relay.upstream.compactor_failures.get()
+    );
+    if let Some(server) = &c.server {
+        let _ = write!(out, "relay_compactor_server:{server}\r\n");
+    }
+    if let Some(r) = &c.last {
+        let _ = write!(
+            out,
+            "relay_compactor_last:status={},duration_ms={},bytes={},peak_rss={}\r\n",
+            if r.error.is_some() { "failed" } else { "ok" },
+            r.duration.as_millis(),
+            r.bytes,
+            r.peak_rss
+        );
+    }
 }
 
 /// Replicas that cannot load the snapshot's format, with what it needs.

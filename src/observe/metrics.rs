@@ -32,6 +32,10 @@ pub struct Metrics {
     pub master_is_replica: IntGauge,
     pub empty_master_held: IntGauge,
     pub sentinel_watching: IntGauge,
+    pub snapshot_from_compactor: IntGauge,
+    pub compactor_last_seconds: Gauge,
+    pub compactor_last_bytes: IntGauge,
+    pub compactor_last_peak_rss: IntGauge,
     pub snapshot_bytes: IntGauge,
     pub snapshot_offset: IntGauge,
     pub snapshot_age: Gauge,
@@ -153,6 +157,22 @@ impl Metrics {
             sentinel_watching: b.gauge(
                 "sentinel_watching",
                 "1 when the relay listens to a Sentinel for failovers (with --sentinel).",
+            ),
+            snapshot_from_compactor: b.gauge(
+                "snapshot_from_compactor",
+                "1 when the compactor made the snapshot in service, 0 when the master did (or it was on disk at start).",
+            ),
+            compactor_last_seconds: b.fgauge(
+                "compactor_last_duration_seconds",
+                "How long the compactor's last run took; -1 before the first.",
+            ),
+            compactor_last_bytes: b.gauge(
+                "compactor_last_snapshot_bytes",
+                "Size of the snapshot the compactor's last successful run made; 0 after a failed one.",
+            ),
+            compactor_last_peak_rss: b.gauge(
+                "compactor_last_peak_rss_bytes",
+                "Peak memory (RSS) of the compactor's server in its last successful run.",
             ),
             snapshot_bytes: b.gauge("snapshot_bytes", "Size of the snapshot in service."),
             snapshot_offset: b.gauge(
@@ -307,6 +327,16 @@ impl Metrics {
             .set(i64::from(link.empty_master_held));
         self.sentinel_watching
             .set(i64::from(link.sentinel.watching.is_some()));
+        let compactor = &link.compactor;
+        self.snapshot_from_compactor
+            .set(i64::from(compactor.origin == "compactor"));
+        let last = compactor.last.as_ref();
+        self.compactor_last_seconds
+            .set(last.map_or(-1.0, |r| r.duration.as_secs_f64()));
+        self.compactor_last_bytes
+            .set(last.map_or(0, |r| r.bytes as i64));
+        self.compactor_last_peak_rss
+            .set(last.map_or(0, |r| r.peak_rss as i64));
         let received = state.receiving.as_ref().map_or(0, |r| r.received as i64);
         self.upstream_sync_received.set(received);
         self.upstream_sync_total

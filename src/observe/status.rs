@@ -70,10 +70,28 @@ struct Store {
     snapshot_bytes: Option<u64>,
     snapshot_contents: Option<SnapshotStats>,
     refreshing: bool,
+    /// `local` (the compactor) or `master`.
+    snapshot_source: &'static str,
+    /// What made the snapshot in service: `master`, `compactor`, or `disk` (there at start).
+    snapshot_made_by: &'static str,
+    /// Snapshots the relay asked of its master since it started: each a fork there.
+    master_forks: u64,
+    compactor: Option<CompactorLast>,
     backlog_first_offset: u64,
     backlog_next_offset: u64,
     backlog_disk_bytes: u64,
     restore: Restore,
+}
+
+/// The compactor's last run.
+#[derive(Serialize)]
+struct CompactorLast {
+    server: Option<String>,
+    ok: bool,
+    error: Option<String>,
+    duration_seconds: f64,
+    bytes: u64,
+    peak_rss_bytes: u64,
 }
 
 /// What `replica-relay restore` can reach (`--restore-window`).
@@ -105,6 +123,7 @@ impl Status {
         let offset = state.master_repl_offset();
         let ident = state.ident.as_ref();
         let not_ready = relay.not_ready();
+        let link = relay.link.status();
         Status {
             role: if relay.master_addr().is_some() {
                 "slave"
@@ -133,6 +152,17 @@ impl Status {
                 snapshot_bytes: ident.map(|i| i.snapshot_size),
                 snapshot_contents: relay.store.snapshot_stats().map(|s| (*s).clone()),
                 refreshing: relay.refreshing(&state),
+                snapshot_source: link.compactor.source,
+                snapshot_made_by: link.compactor.origin,
+                master_forks: relay.upstream.master_forks.get(),
+                compactor: link.compactor.last.as_ref().map(|r| CompactorLast {
+                    server: link.compactor.server.clone(),
+                    ok: r.error.is_none(),
+                    error: r.error.clone(),
+                    duration_seconds: r.duration.as_secs_f64(),
+                    bytes: r.bytes,
+                    peak_rss_bytes: r.peak_rss,
+                }),
                 backlog_first_offset: state.first,
                 backlog_next_offset: state.next,
                 backlog_disk_bytes: relay.store.log_disk_bytes(),

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,10 +14,26 @@ use anyhow::{Context, Result, bail};
 /// How long the server may take to load the AOF before the conversion gives up.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Loads `aof_dir/appendonly.aof` into `server`, saves `out/dump.rdb`, removes `aof_dir`.
-pub fn convert(server: &Path, aof_dir: &Path, out: &Path) -> Result<PathBuf> {
+/// What the server took.
+#[derive(Debug, Default)]
+pub struct ServerRun {
+    /// Its peak RSS (VmHWM), in bytes.
+    pub peak_rss: u64,
+    pub elapsed: Duration,
+}
+
+/// Loads `aof_dir/appendonly.aof` into `server`, saves `out/dump.rdb`, removes `aof_dir`. With
+/// `max_rss`, a server whose RSS grows past it is stopped and the conversion fails.
+pub fn convert(
+    server: &Path,
+    aof_dir: &Path,
+    out: &Path,
+    max_rss: Option<u64>,
+) -> Result<(PathBuf, ServerRun)> {
+    let started = Instant::now();
     let socket = aof_dir.join("redis.sock");
-    let mut child = Command::new(server)
+    let mut command = Command::new(server);
+    command
         .args(["--port", "0", "--unixsocket"])
         .arg(&socket)
         .arg("--dir")
@@ -31,15 +48,24 @@ pub fn convert(server: &Path, aof_dir: &Path, out: &Path) -> Result<PathBuf> {
         ])
         .args(["--logfile", "server.log"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (give another with --redis-server)",
-                server.display()
-            )
-        })?;
-    let saved = save(&mut child, &socket, aof_dir);
+        .stderr(Stdio::null());
+    // The server goes when this process goes, however it goes: the relay's compactor kills a
+    // run it gives up on, and the server must not outlive it holding the dataset in memory.
+    // SAFETY: prctl(2) is async-signal-safe, as a pre_exec hook must be.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().with_context(|| {
+        format!(
+            "starting {} (give another with --redis-server)",
+            server.display()
+        )
+    })?;
+    let saved = save(&mut child, &socket, aof_dir, max_rss);
+    let peak_rss = memory(child.id(), "VmHWM:").unwrap_or(0);
     let _ = child.kill();
     let _ = child.wait();
     saved?;
@@ -47,11 +73,43 @@ pub fn convert(server: &Path, aof_dir: &Path, out: &Path) -> Result<PathBuf> {
     std::fs::rename(aof_dir.join("dump.rdb"), &rdb)
         .with_context(|| format!("moving the saved RDB to {}", rdb.display()))?;
     std::fs::remove_dir_all(aof_dir)?;
-    Ok(rdb)
+    let elapsed = started.elapsed();
+    Ok((rdb, ServerRun { peak_rss, elapsed }))
+}
+
+/// A field of /proc/PID/status in bytes (`VmRSS:`, `VmHWM:`); `None` where there is none.
+fn memory(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix(field))?;
+    Some(
+        kb.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?
+            * 1024,
+    )
+}
+
+/// `rdb`'s replication identity set to `replid` at `offset` in database `db`, in place.
+pub fn set_identity(rdb: &Path, replid: &str, offset: u64, db: u32) -> Result<()> {
+    let tmp = rdb.with_extension("rdb.identity");
+    let id = crate::decode::ReplIdentity {
+        replid: replid.to_string(),
+        offset,
+        stream_db: db,
+    };
+    let src = std::fs::File::open(rdb)?;
+    let dst = std::fs::File::create(&tmp)?;
+    crate::decode::set_identity(src, &dst, &id)
+        .context("setting the RDB's replication identity")?;
+    dst.sync_all()?;
+    std::fs::rename(&tmp, rdb)?;
+    Ok(())
 }
 
 /// Waits for the server to answer PING (it answers -LOADING while it loads), then SAVE.
-fn save(child: &mut Child, socket: &Path, dir: &Path) -> Result<()> {
+fn save(child: &mut Child, socket: &Path, dir: &Path, max_rss: Option<u64>) -> Result<()> {
     let started = Instant::now();
     let mut last = String::new();
     loop {
@@ -65,14 +123,29 @@ fn save(child: &mut Child, socket: &Path, dir: &Path) -> Result<()> {
             }
             last = reply;
         }
+        too_big(child, max_rss)?;
         if started.elapsed() > LOAD_TIMEOUT {
             bail!("the server did not load the AOF within {LOAD_TIMEOUT:?} (last: {last})");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    too_big(child, max_rss)?;
     let reply = request(socket, "SAVE")?;
     if !reply.starts_with("+OK") {
         bail!("SAVE failed: {reply}");
+    }
+    too_big(child, max_rss)
+}
+
+/// An error once the server's peak RSS (VmHWM) has passed `max_rss`: checked while it loads,
+/// and after, since a load may finish between two checks.
+fn too_big(child: &Child, max_rss: Option<u64>) -> Result<()> {
+    if let (Some(max), Some(peak)) = (max_rss, memory(child.id(), "VmHWM:"))
+        && peak > max
+    {
+        bail!(
+            "the dataset does not fit: the server's RSS reached {peak} bytes, over the bound of {max}"
+        );
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! link is retried every second, resuming with `PSYNC <replid> <offset+1>`. A second, short
 //! connection fetches a fresh snapshot now and then (`refresh`) so the log can be trimmed.
 
+mod compact;
 pub mod master_info;
 mod refresh;
 pub mod sentinel;
@@ -94,6 +95,9 @@ pub struct UpstreamMetrics {
     pub failures: Labelled<FailureReason>,
     pub received: Labelled<Phase>,
     pub snapshot_refreshes: prometheus::IntCounter,
+    pub master_forks: prometheus::IntCounter,
+    pub compactor_runs: prometheus::IntCounter,
+    pub compactor_failures: prometheus::IntCounter,
 }
 
 impl UpstreamMetrics {
@@ -119,6 +123,18 @@ impl UpstreamMetrics {
                 "snapshot_refreshes_total",
                 "Fresh snapshots fetched on a second connection.",
             ),
+            master_forks: instruments::counter(
+                "master_forks_total",
+                "Snapshots the relay asked of its master (+FULLRESYNC): each one a fork there.",
+            ),
+            compactor_runs: instruments::counter(
+                "compactor_runs_total",
+                "Fresh snapshots the compactor was asked to make (--snapshot-source local).",
+            ),
+            compactor_failures: instruments::counter(
+                "compactor_failures_total",
+                "Compactor runs that failed, each followed by a refresh from the master.",
+            ),
         }
     }
 }
@@ -131,6 +147,9 @@ impl Collectors for UpstreamMetrics {
             self.failures.collector(),
             self.received.collector(),
             Box::new(self.snapshot_refreshes.clone()),
+            Box::new(self.master_forks.clone()),
+            Box::new(self.compactor_runs.clone()),
+            Box::new(self.compactor_failures.clone()),
         ]
     }
 }
@@ -226,6 +245,7 @@ fn hint(reason: FailureReason, e: &anyhow::Error) -> &'static str {
 
 /// Follows `relay.master` until shutdown.
 pub async fn run(up: Arc<Upstream>) {
+    compact::decide(&up);
     let mut master_rx = up.control.subscribe();
     let mut failed_syncs = 0u32;
     // The master the empty-master guard holds the relay back from, said once per master.
@@ -313,6 +333,7 @@ impl<'a> Link<'a> {
             link.full_sync(replid, offset)
                 .await
                 .map_err(during(FailureReason::FullSync))?;
+            up.link.update(|l| l.compactor.origin = "master");
         }
         link.stream().await.map_err(during(FailureReason::Link))
     }
@@ -383,8 +404,11 @@ impl<'a> Link<'a> {
             .await?;
         if self.is_main() {
             info!("Master replied to PING, replication can continue...");
-            let version = server.redis_version.clone();
-            self.up.link.update(|l| l.master_version = version);
+            let (version, valkey) = (server.redis_version.clone(), server.valkey.clone());
+            self.up.link.update(|l| {
+                l.master_version = version;
+                l.master_valkey = valkey;
+            });
             if let (Some(valkey), Some(announced)) = (&server.valkey, &server.announced) {
                 info!(
                     "Master is Valkey {valkey}: announcing version {announced} (REPLCONF version), by which it picks the snapshot's format"
@@ -401,6 +425,9 @@ impl<'a> Link<'a> {
             self.up.link.update(|l| l.snapshot_pending = pending);
         }
         let reply = self.conn.psync(&replid, &offset).await?;
+        if let PsyncReply::Full { .. } = &reply {
+            self.up.metrics.master_forks.inc();
+        }
         match &reply {
             PsyncReply::Full { replid, offset } if self.is_main() => {
                 info!("Full resync from master: {replid}:{offset}");

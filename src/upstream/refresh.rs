@@ -2,7 +2,8 @@
 //! second, short connection asks the master for a fresh snapshot (`REPLCONF rdb-only 1` +
 //! `PSYNC ? -1`). Once verified and once the log reaches its offset, it replaces the old one and
 //! retention may drop the log before it. The master forks once per refresh, never per replica;
-//! replicas that are streaming see nothing of it.
+//! replicas that are streaming see nothing of it. With `--snapshot-source local` the compactor
+//! makes the fresh snapshot instead (`compact`), and the master is asked only when it fails.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,7 +62,7 @@ impl Refresher {
         up.link.update(|l| l.refresh_requested = true);
         let handle = tokio::spawn(async move {
             let result = tokio::select! {
-                r = fetch(&up, &master) => r,
+                r = refresh(&up, &master) => r,
                 _ = token.cancelled() => Err(anyhow::anyhow!("the link with the master ended")),
             };
             up.link.update(|l| l.refresh_requested = false);
@@ -93,6 +94,21 @@ fn due(up: &Upstream) -> bool {
         SnapshotRefresh::After(n) => n,
     };
     state.next.saturating_sub(ident.snapshot_offset + 1) > threshold
+}
+
+/// A fresh snapshot from the compactor when the source is local, else (or when it fails, once)
+/// from the master.
+async fn refresh(up: &Arc<Upstream>, master: &MasterAddr) -> Result<()> {
+    let local = up.link.status().compactor.source == "local";
+    if local && !matches!(up.store.view().verification, Verification::Corrupt(_)) {
+        match super::compact::run(up).await {
+            Ok(()) => return Ok(()),
+            Err(e) => super::compact::failed(&e),
+        }
+    }
+    fetch(up, master).await?;
+    up.link.update(|l| l.compactor.origin = "master");
+    Ok(())
 }
 
 async fn fetch(up: &Arc<Upstream>, master: &MasterAddr) -> Result<()> {

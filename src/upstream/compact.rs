@@ -1,0 +1,342 @@
+//! The compactor (`--snapshot-source local`): fresh snapshots made on the relay's own machine,
+//! so that the master forks for the relay's first full sync and never again for it.
+//!
+//! A run is the relay's own `restore` tool in a child process at a lower CPU priority: it
+//! rebuilds the data at the newest command boundary of the log on disk (the snapshot in
+//! service and the log after it), has a server of the master's family and major version load
+//! it and `SAVE` (no TCP port, no persistence of its own, its RSS bounded by
+//! `--compactor-maxmemory`), and writes upstream's replication identity (`repl-id`,
+//! `repl-offset`, `repl-stream-db`) into the RDB's AUX fields. The relay takes the file into its
+//! store as it takes a snapshot from the master: header, CRC64 and decode checked, written as
+//! `.tmp`, put in service atomically. In processes of their own, the compactor's memory is
+//! never the relay's and a crash of it costs a refresh from the master, nothing more.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tracing::{info, warn};
+
+use super::Upstream;
+use crate::config::{Config, SnapshotSource};
+use crate::link::CompactorRun;
+use crate::store::Slot;
+
+/// The compactor's CPU priority (nice): below the relay's, which keeps the stream first.
+const NICE: libc::c_int = 10;
+/// Lines of the compactor's output kept for the log when it fails.
+const TAIL: usize = 20;
+/// How long `<server> --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where fresh snapshots come from, decided at start and said in the log once.
+pub fn decide(up: &Upstream) {
+    let config = &up.config;
+    let source = match (config.snapshot_source, binary(config, None)) {
+        (Some(source), _) => source,
+        (None, Some(server)) => {
+            info!(
+                "Snapshot refreshes are made locally by the compactor with {} (--snapshot-source local): the master forks only for the relay's first full sync",
+                server.display()
+            );
+            SnapshotSource::Local
+        }
+        (None, None) => {
+            info!(
+                "Snapshot refreshes come from the master (a fork there each): no redis-server or valkey-server on PATH for the compactor (give one with --compactor-server)"
+            );
+            SnapshotSource::Master
+        }
+    };
+    up.link.update(|l| {
+        l.compactor.source = match source {
+            SnapshotSource::Local => "local",
+            SnapshotSource::Master => "master",
+        }
+    });
+}
+
+/// The server binary for a master that is Valkey (`Some(true)`), Redis (`Some(false)`) or not
+/// known yet: `--compactor-server`, else the master's family's server on PATH.
+fn binary(config: &Config, valkey: Option<bool>) -> Option<PathBuf> {
+    if let Some(path) = &config.compactor_server {
+        return Some(path.clone());
+    }
+    let names: &[&str] = match valkey {
+        Some(true) => &["valkey-server"],
+        Some(false) => &["redis-server"],
+        None => &["redis-server", "valkey-server"],
+    };
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// Makes a fresh snapshot and puts it in service; on failure, says why with the compactor's
+/// own last lines, and the snapshot in service stays.
+pub(super) async fn run(up: &Arc<Upstream>) -> Result<()> {
+    up.metrics.compactor_runs.inc();
+    let started = Instant::now();
+    let result = compact(up).await;
+    let run = match &result {
+        Ok((bytes, peak_rss)) => CompactorRun {
+            error: None,
+            duration: started.elapsed(),
+            bytes: *bytes,
+            peak_rss: *peak_rss,
+        },
+        Err(e) => {
+            up.metrics.compactor_failures.inc();
+            CompactorRun {
+                error: Some(format!("{e:#}")),
+                duration: started.elapsed(),
+                bytes: 0,
+                peak_rss: 0,
+            }
+        }
+    };
+    up.link.update(|l| {
+        if run.error.is_none() {
+            l.compactor.origin = "compactor";
+        }
+        l.compactor.last = Some(run);
+    });
+    result.map(|_| ())
+}
+
+/// The run itself: the bytes of the snapshot put in service and the server's peak RSS.
+async fn compact(up: &Arc<Upstream>) -> Result<(u64, u64)> {
+    let (replid, current) = {
+        let view = up.store.view();
+        let ident = view.ident.context("no snapshot in service to start from")?;
+        let path = up.store.snapshot_path(&ident);
+        (ident.replid, path)
+    };
+    let server = checked_server(up).await?;
+    let work = up.config.dir.join("compactor");
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    tokio::fs::create_dir_all(&work).await?;
+    let result = rebuild(up, &server, &replid, &work).await;
+    let result = match result {
+        Ok(report) => install(up, &work.join("out/dump.rdb"), &current, &replid, &report)
+            .await
+            .map(|bytes| (bytes, report.peak_rss)),
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    result
+}
+
+/// The server binary for the master as it is now, checked to be of its family and major
+/// version (`<server> --version`), and said in INFO.
+async fn checked_server(up: &Upstream) -> Result<PathBuf> {
+    let status = up.link.status();
+    let (valkey, master) = match (&status.master_valkey, &status.master_version) {
+        (Some(v), _) => (true, v.clone()),
+        (None, Some(r)) => (false, r.clone()),
+        (None, None) => bail!("the master's version is not known yet"),
+    };
+    let server = binary(&up.config, Some(valkey)).with_context(|| {
+        format!(
+            "no {} on PATH (give one with --compactor-server)",
+            if valkey {
+                "valkey-server"
+            } else {
+                "redis-server"
+            }
+        )
+    })?;
+    let out = tokio::time::timeout(
+        VERSION_TIMEOUT,
+        tokio::process::Command::new(&server)
+            .arg("--version")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("{} --version did not answer", server.display()))?
+    .with_context(|| format!("running {}", server.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (family, version) = parse_version(&text)
+        .with_context(|| format!("{} --version said {text:?}", server.display()))?;
+    let wanted = if valkey { "Valkey" } else { "Redis" };
+    let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
+    if family != wanted || major(&version) != major(&master) {
+        bail!(
+            "{} is {family} {version}, the master is {wanted} {}: the compactor must be of the master's family and major version",
+            server.display(),
+            master.as_str()
+        );
+    }
+    let said = format!("{} ({family} {version})", server.display());
+    up.link.update(|l| l.compactor.server = Some(said));
+    Ok(server)
+}
+
+/// `Redis server v=7.2.4 sha=...` or `Valkey server v=8.1.8 ...`: the family and the version.
+fn parse_version(text: &str) -> Option<(String, String)> {
+    let mut words = text.split_whitespace();
+    let family = words.next()?.to_string();
+    let version = words.find_map(|w| w.strip_prefix("v="))?.to_string();
+    Some((family, version))
+}
+
+/// What the restore tool made (its `--report`).
+#[derive(Debug, serde::Deserialize)]
+struct Report {
+    offset: u64,
+    peak_rss: u64,
+    server_ms: u64,
+}
+
+/// Runs `replica-relay restore ... --format rdb` (this binary) at a lower priority, its output
+/// in the log as it goes; `work/out/dump.rdb` when it succeeds.
+async fn rebuild(up: &Upstream, server: &Path, replid: &str, work: &Path) -> Result<Report> {
+    let exe = std::env::current_exe().context("finding the relay's own binary")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("restore")
+        .arg("--dir")
+        .arg(&up.config.dir)
+        .arg("--out")
+        .arg(work.join("out"))
+        .args(["--format", "rdb", "--redis-server"])
+        .arg(server)
+        .args(["--repl-id", replid, "--report"])
+        .arg(work.join("report.json"));
+    if let Some(max) = up.config.compactor_maxmemory {
+        cmd.args(["--max-rss", &max.to_string()]);
+    }
+    // SAFETY: nice(2) is async-signal-safe, as a pre_exec hook must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::nice(NICE);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the compactor")?;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut tail = std::collections::VecDeque::with_capacity(TAIL);
+    while let Some(line) = lines.next_line().await? {
+        info!("Compactor: {line}");
+        if tail.len() == TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let status = child.wait().await?;
+    if !status.success() {
+        let said: Vec<String> = tail.into_iter().collect();
+        bail!("the compactor exited with {status}: {}", said.join(" | "));
+    }
+    let text = tokio::fs::read(work.join("report.json")).await?;
+    let report: Report = serde_json::from_slice(&text).context("the compactor's report")?;
+    info!(
+        "Compactor: the server took {} ms, peak RSS {} bytes",
+        report.server_ms, report.peak_rss
+    );
+    Ok(report)
+}
+
+/// Takes the compactor's RDB into the store as the refreshed snapshot at its offset, after
+/// checking that it has the format of the snapshot in service (replicas load one as the other).
+async fn install(
+    up: &Upstream,
+    rdb: &Path,
+    current: &Path,
+    replid: &str,
+    report: &Report,
+) -> Result<u64> {
+    let (made, serving) = (signature(rdb).await?, signature(current).await?);
+    if made != serving {
+        bail!(
+            "the compactor wrote {}{:04}, the snapshot in service is {}{:04}: replicas that load one may not load the other",
+            made.0,
+            made.1,
+            serving.0,
+            serving.1
+        );
+    }
+    let writer = &up.writer;
+    writer
+        .begin_snapshot(Slot::Refresh, replid.to_string(), report.offset)
+        .await?;
+    let finished = match copy_into_store(up, rdb).await {
+        Ok(bytes) => writer.finish_snapshot(Slot::Refresh).await.map(|_| bytes),
+        Err(e) => Err(e),
+    };
+    let bytes = match finished {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = writer.abort_snapshot(Slot::Refresh).await;
+            return Err(e.context("the store refused the compactor's snapshot"));
+        }
+    };
+    info!(
+        "Compactor: made a snapshot of {bytes} bytes at offset {} without the master",
+        report.offset
+    );
+    Ok(bytes)
+}
+
+async fn copy_into_store(up: &Upstream, rdb: &Path) -> Result<u64> {
+    let mut file = tokio::fs::File::open(rdb).await?;
+    let mut total = 0;
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        buf.truncate(n);
+        total += n as u64;
+        up.writer
+            .snapshot_data(Slot::Refresh, Bytes::from(buf))
+            .await?;
+    }
+}
+
+/// The RDB signature of a file: its family and version.
+async fn signature(path: &Path) -> Result<(String, u32)> {
+    let mut head = [0u8; 9];
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.read_exact(&mut head).await?;
+    crate::decode::parse_signature(&head).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Logs a failed run and whether the master is asked instead.
+pub(super) fn failed(e: &anyhow::Error) {
+    warn!(
+        "Compactor failed: {e:#}; the snapshot in service stays, and the master is asked for a fresh one instead"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_name_the_family() {
+        assert_eq!(
+            parse_version("Redis server v=7.2.4 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64"),
+            Some(("Redis".into(), "7.2.4".into()))
+        );
+        assert_eq!(
+            parse_version("Valkey server v=8.1.8 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64"),
+            Some(("Valkey".into(), "8.1.8".into()))
+        );
+        assert_eq!(parse_version("nonsense"), None);
+    }
+}

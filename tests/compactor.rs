@@ -1,0 +1,247 @@
+//! `--snapshot-source local`: the relay's fresh snapshots made by its compactor (a server child
+//! that loads the snapshot in service and the log after it, and saves), so that the master forks
+//! once, for the relay's first full sync. Real servers throughout: the master's `total_forks`
+//! counts, `DEBUG DIGEST` compares.
+
+mod support;
+
+use support::{Relay, Server, wait_for, wait_in_sync, write_mixed};
+
+/// Writes about 150 kB on the master: past the tests' `--snapshot-refresh 100kb`.
+fn outgrow_the_snapshot(master: &Server, round: usize) {
+    let mut c = master.client();
+    write_mixed(&mut c, &format!("r{round}"), 10);
+    let value = "v".repeat(1000);
+    let sets: Vec<Vec<String>> = (0..150)
+        .map(|i| support::cmd(&["SET", &format!("bulk:{round}:{i}"), &value]))
+        .collect();
+    c.pipeline(&sets);
+}
+
+fn relay_info(relay: &Relay, field: &str) -> Option<String> {
+    relay.client().info("relay", field)
+}
+
+/// Waits until the relay has made `runs` compactor runs and is no longer refreshing; the last
+/// run's status line.
+fn compacted(relay: &Relay, runs: i64) -> String {
+    wait_for(&format!("compactor run {runs} to end"), || {
+        let mut c = relay.client();
+        let done = c.info_num("relay", "relay_compactor_runs") >= runs
+            && c.info("relay", "relay_snapshot_refreshing").as_deref() == Some("0");
+        (done, c.info("relay", "relay_compactor_last"))
+    })
+    .unwrap_or_default()
+}
+
+fn forks(master: &Server) -> i64 {
+    master.client().info_num("stats", "total_forks")
+}
+
+fn local<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["--snapshot-refresh", "100kb", "--snapshot-source", "local"][..],
+        extra,
+    ]
+    .concat()
+}
+
+#[test]
+fn refreshes_are_made_locally_and_the_master_forks_once() {
+    let master = Server::master(&[]);
+    write_mixed(&mut master.client(), "a", 20);
+    let relay = Relay::of(master.port, &local(&[]));
+    let streaming = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&streaming]);
+    let mut newcomers = Vec::new();
+    for round in 1..=3 {
+        let before = relay_info(&relay, "relay_snapshot_offset");
+        outgrow_the_snapshot(&master, round);
+        let last = compacted(&relay, round as i64);
+        assert!(last.starts_with("status=ok"), "{last}");
+        assert_ne!(relay_info(&relay, "relay_snapshot_offset"), before);
+        assert_eq!(
+            relay_info(&relay, "relay_snapshot_made_by").as_deref(),
+            Some("compactor")
+        );
+        // A new replica full-syncs from the compacted snapshot and the stream after it.
+        newcomers.push(Server::replica_of(relay.port, &[]));
+        let all: Vec<&Server> = std::iter::once(&streaming).chain(&newcomers).collect();
+        wait_in_sync(&master, &all);
+    }
+    assert_eq!(
+        forks(&master),
+        1,
+        "the master forked for more than the relay's first sync"
+    );
+    assert_eq!(
+        relay_info(&relay, "relay_master_forks").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        streaming.log().matches("Full resync from master").count(),
+        1,
+        "the replica that was streaming saw a full sync"
+    );
+    let (_, metrics) = relay.http_get("/metrics");
+    assert!(
+        metrics.contains("replica_relay_snapshot_from_compactor 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("replica_relay_master_forks_total 1"),
+        "{metrics}"
+    );
+    let (_, status) = relay.http_get("/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["store"]["snapshot_made_by"], "compactor", "{status}");
+}
+
+/// A replica keeps the snapshot it received as its dump.rdb; restarted from that file before it
+/// saved one of its own, it asks `PSYNC <repl-id> <repl-offset+1>` of the AUX fields: upstream's
+/// identity, which the compactor wrote in place of its server's own.
+#[test]
+fn a_replica_restarted_from_the_compacted_snapshot_continues_partially() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &local(&[]));
+    outgrow_the_snapshot(&master, 1);
+    compacted(&relay, 1);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let kept = tempfile::tempdir().unwrap();
+    std::fs::copy(replica.dir().join("dump.rdb"), kept.path().join("dump.rdb")).unwrap();
+    drop(replica);
+    let partial_before = relay.client().info_num("stats", "sync_partial_ok");
+    let dir = kept.path().to_str().unwrap();
+    let port = relay.port.to_string();
+    let again = Server::start(&["--dir", dir, "--replicaof", "127.0.0.1", &port]);
+    wait_in_sync(&master, &[&again]);
+    // Its log is in the directory it was given (redis-server opens it after changing there).
+    let log = std::fs::read_to_string(kept.path().join("redis.log")).unwrap();
+    assert!(
+        log.contains("Successful partial resynchronization"),
+        "{log}"
+    );
+    assert_eq!(
+        relay.client().info_num("stats", "sync_partial_ok"),
+        partial_before + 1
+    );
+}
+
+/// A failed run leaves the snapshot in service, counts, and asks the master instead, once.
+fn falls_back_to_the_master_once(extra: &[&str], why: &str) {
+    let master = Server::master(&[]);
+    write_mixed(&mut master.client(), "a", 20);
+    let relay = Relay::of(master.port, &local(extra));
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    outgrow_the_snapshot(&master, 1);
+    let last = compacted(&relay, 1);
+    assert!(last.starts_with("status=failed"), "{last}");
+    wait_for("the refresh from the master", || {
+        let made_by = relay_info(&relay, "relay_snapshot_made_by");
+        let refreshing = relay_info(&relay, "relay_snapshot_refreshing");
+        let done = forks(&master) == 2 && refreshing.as_deref() == Some("0");
+        (done, (made_by, refreshing))
+    });
+    assert_eq!(
+        relay_info(&relay, "relay_compactor_failures").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        relay_info(&relay, "relay_master_forks").as_deref(),
+        Some("2")
+    );
+    assert!(
+        relay.log().contains(why),
+        "the log does not say {why:?}:\n{}",
+        relay.log()
+    );
+    let newcomer = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica, &newcomer]);
+    assert_eq!(forks(&master), 2, "the master forked again");
+}
+
+#[test]
+fn no_server_binary_falls_back_to_the_master() {
+    falls_back_to_the_master_once(
+        &["--compactor-server", "/nonexistent/redis-server"],
+        "running /nonexistent/redis-server",
+    );
+}
+
+#[test]
+fn a_server_of_another_major_version_falls_back_to_the_master() {
+    let Some(servers) = support::other_servers(&["redis-6.2.14"]) else {
+        return;
+    };
+    falls_back_to_the_master_once(
+        &["--compactor-server", &servers[0].1],
+        "the compactor must be of the master's family and major version",
+    );
+}
+
+#[test]
+fn a_dataset_over_the_memory_bound_falls_back_to_the_master() {
+    falls_back_to_the_master_once(
+        &["--compactor-maxmemory", "1mb"],
+        "the dataset does not fit",
+    );
+}
+
+/// The compactor's server is killed before it has loaded (as by the kernel's OOM killer).
+#[test]
+fn a_compactor_killed_before_it_has_loaded_falls_back_to_the_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("redis-server");
+    let real = support::redis_server_bin();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {real} --version; fi\n{real} \"$@\" &\nkill -9 $!\nexit 137\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = script.display().to_string();
+    falls_back_to_the_master_once(&["--compactor-server", &path], "before loading the AOF");
+}
+
+/// The newest types through a compaction: hash fields with their own TTLs (Redis 8.2, Valkey 9).
+#[test]
+fn hash_field_ttls_survive_compaction_on_the_newest_servers() {
+    let Some(servers) = support::other_servers(&["redis-8.2.3", "valkey-9.1.2"]) else {
+        return;
+    };
+    for (name, bin) in servers {
+        let master = Server::start_bin(&bin, support::free_port(), &[]);
+        let mut c = master.client();
+        c.cmd(&["HSET", "h", "keep", "1", "ttl", "2"]);
+        let set = c.cmd(&["HEXPIRE", "h", "3600", "FIELDS", "1", "ttl"]);
+        assert_eq!(format!("{set:?}"), "Array(Some([Int(1)]))", "{name}");
+        let relay = Relay::of(master.port, &local(&["--compactor-server", &bin]));
+        outgrow_the_snapshot(&master, 1);
+        let last = compacted(&relay, 1);
+        assert!(
+            last.starts_with("status=ok"),
+            "{name}: {last}\n{}",
+            relay.log()
+        );
+        let replica = Server::start_bin(
+            &bin,
+            support::free_port(),
+            &["--replicaof", "127.0.0.1", &relay.port.to_string()],
+        );
+        wait_in_sync(&master, &[&replica]);
+        let ttl = replica.client().cmd(&["HTTL", "h", "FIELDS", "1", "ttl"]);
+        let support::Value::Array(Some(ttl)) = ttl else {
+            panic!("{name}: HTTL said {ttl:?}");
+        };
+        assert!(
+            matches!(ttl[..], [support::Value::Int(t)] if t > 3000),
+            "{name}: {ttl:?}"
+        );
+        assert_eq!(forks(&master), 1, "{name}");
+    }
+}
