@@ -78,6 +78,10 @@ async fn store_with_snapshot(
         .await
         .unwrap();
     writes.finish_snapshot(Slot::Main).await.unwrap();
+    // The writer publishes the ACK offset after the batch of operations the finish was in: a
+    // test that holds the writer right away would otherwise hold it before that.
+    let mut status = writes.writer_status();
+    status.wait_for(|s| s.ack.is_some()).await.unwrap();
     (writes, store, thread)
 }
 
