@@ -12,6 +12,13 @@ RUN cargo build --release --locked
 
 # Runtime stage: a small Debian, a non-root user, the store on a volume.
 FROM debian:bookworm-slim
+# libssl3: the compactor runs the master image's own redis-server or valkey-server (copied in by
+# an init container, see deploy/kubernetes/master.yaml), which the official images link against
+# OpenSSL 3. Not pinned: each build takes the release's security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libssl3 \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 relay \
  && useradd --system --uid 10001 --gid relay --home-dir /data --shell /usr/sbin/nologin relay \
  && mkdir /data \

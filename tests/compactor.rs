@@ -245,3 +245,36 @@ fn hash_field_ttls_survive_compaction_on_the_newest_servers() {
         assert_eq!(forks(&master), 1, "{name}");
     }
 }
+
+/// A current backup (`redis-cli --rdb` through the relay) is made by the compactor as well: the
+/// data as it is now, and no fork on the master.
+#[test]
+fn a_current_backup_is_made_without_the_master() {
+    let master = Server::master(&[]);
+    write_mixed(&mut master.client(), "a", 20);
+    let relay = Relay::of(master.port, &["--snapshot-source", "local"]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    master.client().cmd(&["SET", "after-the-snapshot", "1"]);
+    wait_in_sync(&master, &[&replica]);
+    let dir = tempfile::tempdir().unwrap();
+    let Ok(out) = std::process::Command::new("redis-cli")
+        .args(["-p", &relay.port.to_string(), "--rdb"])
+        .arg(dir.path().join("dump.rdb"))
+        .output()
+    else {
+        return support::missing("redis-cli is not installed (scripts/test installs it)");
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loaded = Server::start(&["--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(loaded.client().digest(), master.client().digest());
+    assert_eq!(forks(&master), 1, "the master forked for the backup");
+    assert_eq!(
+        relay_info(&relay, "relay_compactor_runs").as_deref(),
+        Some("1")
+    );
+}

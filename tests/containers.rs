@@ -525,6 +525,16 @@ fn the_sidecar_pod_of_deploy_kubernetes_runs_under_kube_play() {
         "the relay asks for its password"
     );
 
+    // The init container copied the master image's server for the compactor, and the relay
+    // found it where the manifest says. (The stand-in image's server is Debian's, linked to
+    // libraries the relay's image does not have, so a compaction here would fall back to the
+    // master: the compaction itself is tested outside containers, tests/compactor.rs.)
+    let relay_info = cli("6380", &relay_pw, &["INFO", "relay"]);
+    assert_eq!(
+        info_field(&relay_info, "relay_snapshot_source").as_deref(),
+        Some("local"),
+        "{relay_info}"
+    );
     let relay = "redis-master-0-replica-relay";
     let readonly = podman_ok(&[
         "inspect",
