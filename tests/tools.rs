@@ -209,7 +209,8 @@ fn rdb_backup(relay: &Relay, path: &std::path::Path, mode: &str) -> Option<std::
         .ok()
 }
 
-/// `redis-cli --rdb` through the relay gets the data as it is now: a fresh snapshot from the
+/// `redis-cli --rdb` through the relay gets the data as it is now: with `--snapshot-source
+/// master`, a fresh snapshot from the
 /// master (one fork for backups asked together), unless `--rdb-only-max-age` accepts the
 /// stored one; `--functions-rdb` is refused rather than answered with the whole dataset.
 #[test]
@@ -219,7 +220,8 @@ fn backups_through_the_relay_are_current() {
         .map(|i| cmd(&["SET", &format!("k{i}"), "v"]))
         .collect();
     master.client().pipeline(&cmds);
-    let relay = Relay::of(master.port, &[]);
+    // From the master: the compactor's backups are tests/compactor.rs's.
+    let relay = Relay::of(master.port, &["--snapshot-source", "master"]);
     let replica = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&replica]);
     let more: Vec<Vec<String>> = (0..100)

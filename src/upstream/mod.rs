@@ -121,7 +121,7 @@ impl UpstreamMetrics {
             ),
             snapshot_refreshes: instruments::counter(
                 "snapshot_refreshes_total",
-                "Fresh snapshots fetched on a second connection.",
+                "Snapshot refreshes started, by the compactor or from the master.",
             ),
             master_forks: instruments::counter(
                 "master_forks_total",

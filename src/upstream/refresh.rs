@@ -99,6 +99,7 @@ fn due(up: &Upstream) -> bool {
 /// A fresh snapshot from the compactor when the source is local, else (or when it fails, once)
 /// from the master.
 async fn refresh(up: &Arc<Upstream>, master: &MasterAddr) -> Result<()> {
+    up.metrics.snapshot_refreshes.inc();
     let local = up.link.status().compactor.source == "local";
     if local && !matches!(up.store.view().verification, Verification::Corrupt(_)) {
         match super::compact::run(up).await {
@@ -125,7 +126,6 @@ async fn fetch(up: &Arc<Upstream>, master: &MasterAddr) -> Result<()> {
             "Snapshot refresh: the log since the snapshot is {since} bytes; asking {master} for a fresh snapshot"
         ),
     }
-    up.metrics.snapshot_refreshes.inc();
     let mut link = Link::connect(up, master, Slot::Refresh).await?;
     link.handshake().await?;
     let PsyncReply::Full { replid, offset } = link.psync().await? else {
