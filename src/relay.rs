@@ -88,6 +88,8 @@ impl Rooms {
             metrics: up_metrics,
             shutdown,
         });
+        // Before anything answers INFO: where fresh snapshots come from is part of it.
+        upstream::decide_snapshot_source(&upstream);
         Rooms {
             upstream,
             downstream,

@@ -278,3 +278,33 @@ fn a_current_backup_is_made_without_the_master() {
         Some("1")
     );
 }
+
+/// Without `--snapshot-source`, the relay makes its refreshes locally when it finds a server,
+/// and says in its log that they come from the master when it finds none.
+#[test]
+fn the_source_is_local_with_a_server_on_path_and_master_without() {
+    let master = Server::master(&[]);
+    let port = master.port.to_string();
+    let found = Relay::of(master.port, &[]);
+    assert_eq!(
+        relay_info(&found, "relay_snapshot_source").as_deref(),
+        Some("local")
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let path = empty.path().to_str().unwrap();
+    let none = Relay::start_with(
+        None,
+        &[("PATH", path)],
+        &["--replicaof", "127.0.0.1", &port],
+    );
+    assert_eq!(
+        relay_info(&none, "relay_snapshot_source").as_deref(),
+        Some("master")
+    );
+    assert!(
+        none.log()
+            .contains("no redis-server or valkey-server on PATH"),
+        "{}",
+        none.log()
+    );
+}

@@ -7,6 +7,7 @@
 //! connection fetches a fresh snapshot now and then (`refresh`) so the log can be trimmed.
 
 mod compact;
+pub use compact::decide as decide_snapshot_source;
 pub mod master_info;
 mod refresh;
 pub mod sentinel;
@@ -245,7 +246,6 @@ fn hint(reason: FailureReason, e: &anyhow::Error) -> &'static str {
 
 /// Follows `relay.master` until shutdown.
 pub async fn run(up: Arc<Upstream>) {
-    compact::decide(&up);
     let mut master_rx = up.control.subscribe();
     let mut failed_syncs = 0u32;
     // The master the empty-master guard holds the relay back from, said once per master.

@@ -205,6 +205,7 @@ pub struct Relay {
     pub metrics_port: u16,
     pub dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
     _tmp: tempfile::TempDir,
@@ -225,12 +226,21 @@ impl Relay {
 
     /// Like `start`, with the store in `dir` instead of a fresh temporary directory.
     pub fn start_in(dir: Option<PathBuf>, extra: &[&str]) -> Relay {
+        Relay::start_with(dir, &[], extra)
+    }
+
+    /// Like `start_in`, with `env` set for the relay's process.
+    pub fn start_with(dir: Option<PathBuf>, env: &[(&str, &str)], extra: &[&str]) -> Relay {
         let tmp = tempfile::tempdir().unwrap();
         let mut relay = Relay {
             port: free_port(),
             metrics_port: free_port(),
             dir: dir.unwrap_or_else(|| tmp.path().join("data")),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             log: tmp.path().join("relay.log"),
             _tmp: tmp,
@@ -253,6 +263,7 @@ impl Relay {
             .args(["--log-level", "debug"])
             .args(&self.args)
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
