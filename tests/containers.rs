@@ -676,6 +676,12 @@ fn the_sentinel_deployments_find_the_master_and_follow_a_failover() {
         "the relay to attach to the master the Sentinel names",
         || following(&lab, &relay_ip, &a_ip),
     );
+    let relay_info = info_of(&lab, &relay_ip, "relay");
+    assert_eq!(
+        info_field(&relay_info, "relay_snapshot_source").as_deref(),
+        Some("local"),
+        "the init container gave the relay the set's server: {relay_info}"
+    );
     let synced = |lab: &Lab, master: &str| {
         let want = lab.cli(master, &password, &["DEBUG", "DIGEST"]);
         let got = lab.cli(&replica, "", &["DEBUG", "DIGEST"]);
