@@ -189,16 +189,32 @@ fn a_dataset_over_the_memory_bound_falls_back_to_the_master() {
     );
 }
 
-/// The compactor's server is killed before it has loaded (as by the kernel's OOM killer).
+/// The compactor's server is killed while it loads (as by the kernel's OOM killer): a wrapper
+/// starts the real server with a delay per key loaded, waits until it answers `-LOADING` on its
+/// unix socket, and kills it.
 #[test]
-fn a_compactor_killed_before_it_has_loaded_falls_back_to_the_master() {
+fn a_compactor_killed_while_it_loads_falls_back_to_the_master() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("redis-server");
     let real = support::redis_server_bin();
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {real} --version; fi\n{real} \"$@\" &\nkill -9 $!\nexit 137\n"
+            r#"#!/bin/sh
+if [ "$1" = --version ]; then exec {real} --version; fi
+socket=
+prev=
+for a in "$@"; do [ "$prev" = --unixsocket ] && socket=$a; prev=$a; done
+{real} "$@" --key-load-delay 2000 &
+pid=$!
+until redis-cli -s "$socket" PING 2>/dev/null | grep -q LOADING; do
+  kill -0 $pid 2>/dev/null || exit 1
+done
+kill -9 $pid
+touch {marker}
+exit 137
+"#,
+            marker = dir.path().join("killed-while-loading").display()
         ),
     )
     .unwrap();
@@ -206,6 +222,10 @@ fn a_compactor_killed_before_it_has_loaded_falls_back_to_the_master() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = script.display().to_string();
     falls_back_to_the_master_once(&["--compactor-server", &path], "before loading the AOF");
+    assert!(
+        dir.path().join("killed-while-loading").exists(),
+        "the server was not seen loading"
+    );
 }
 
 /// The newest types through a compaction: hash fields with their own TTLs (Redis 8.2, Valkey 9).

@@ -174,6 +174,7 @@ async fn checked_server(up: &Upstream) -> Result<PathBuf> {
         );
     }
     let said = format!("{} ({family} {version})", server.display());
+    info!("Compactor: making a fresh snapshot with {said}, without the master");
     up.link.update(|l| l.compactor.server = Some(said));
     Ok(server)
 }
