@@ -72,6 +72,15 @@ pub enum SnapshotSource {
     Local,
 }
 
+impl SnapshotSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotSource::Master => "master",
+            SnapshotSource::Local => "local",
+        }
+    }
+}
+
 /// When stream bytes reach the disk, like Redis' `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -83,14 +83,32 @@ pub struct LinkStatus {
 /// Where fresh snapshots come from, and the compactor's last run (`--snapshot-source`).
 #[derive(Debug, Clone, Default)]
 pub struct CompactorView {
-    /// `local` or `master`, as decided at start.
-    pub source: &'static str,
-    /// What made the snapshot in service: `master`, `compactor`, or `disk` (in service when
-    /// the relay started).
-    pub origin: &'static str,
+    /// As decided at start; `None` before.
+    pub source: Option<crate::config::SnapshotSource>,
+    pub origin: SnapshotOrigin,
     /// The server binary of the last run, and its version (`Redis 7.2.4`).
     pub server: Option<String>,
     pub last: Option<CompactorRun>,
+}
+
+/// What made the snapshot in service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotOrigin {
+    /// It was in service when the relay started.
+    #[default]
+    Disk,
+    Master,
+    Compactor,
+}
+
+impl SnapshotOrigin {
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotOrigin::Disk => "disk",
+            SnapshotOrigin::Master => "master",
+            SnapshotOrigin::Compactor => "compactor",
+        }
+    }
 }
 
 /// One run of the compactor.
@@ -130,10 +148,7 @@ impl Default for LinkStatus {
             master_is_replica: false,
             empty_master_held: false,
             sentinel: SentinelView::default(),
-            compactor: CompactorView {
-                origin: "disk",
-                ..CompactorView::default()
-            },
+            compactor: CompactorView::default(),
         }
     }
 }

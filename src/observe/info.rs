@@ -367,8 +367,8 @@ fn compactor(relay: &RelayView, out: &mut String) {
     let _ = write!(
         out,
         "relay_snapshot_source:{}\r\nrelay_snapshot_made_by:{}\r\nrelay_master_forks:{}\r\nrelay_compactor_runs:{}\r\nrelay_compactor_failures:{}\r\n",
-        c.source,
-        c.origin,
+        c.source.map_or("", |s| s.name()),
+        c.origin.name(),
         relay.upstream.master_forks.get(),
         relay.upstream.compactor_runs.get(),
         relay.upstream.compactor_failures.get()

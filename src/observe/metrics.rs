@@ -14,7 +14,7 @@ use prometheus::{
 use super::RelayView;
 use crate::downstream::ReplicaState;
 use crate::instruments::{Collectors, PREFIX};
-use crate::link::LinkState;
+use crate::link::{LinkState, SnapshotOrigin};
 
 pub struct Metrics {
     registry: Registry,
@@ -329,7 +329,7 @@ impl Metrics {
             .set(i64::from(link.sentinel.watching.is_some()));
         let compactor = &link.compactor;
         self.snapshot_from_compactor
-            .set(i64::from(compactor.origin == "compactor"));
+            .set(i64::from(compactor.origin == SnapshotOrigin::Compactor));
         let last = compactor.last.as_ref();
         self.compactor_last_seconds
             .set(last.map_or(-1.0, |r| r.duration.as_secs_f64()));

@@ -152,8 +152,8 @@ impl Status {
                 snapshot_bytes: ident.map(|i| i.snapshot_size),
                 snapshot_contents: relay.store.snapshot_stats().map(|s| (*s).clone()),
                 refreshing: relay.refreshing(&state),
-                snapshot_source: link.compactor.source,
-                snapshot_made_by: link.compactor.origin,
+                snapshot_source: link.compactor.source.map_or("", |s| s.name()),
+                snapshot_made_by: link.compactor.origin.name(),
                 master_forks: relay.upstream.master_forks.get(),
                 compactor: link.compactor.last.as_ref().map(|r| CompactorLast {
                     server: link.compactor.server.clone(),

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::Upstream;
 use crate::config::{Config, SnapshotSource};
-use crate::link::CompactorRun;
+use crate::link::{CompactorRun, SnapshotOrigin};
 use crate::store::Slot;
 
 /// The compactor's CPU priority (nice): below the relay's, which keeps the stream first.
@@ -52,12 +52,7 @@ pub fn decide(up: &Upstream) {
             SnapshotSource::Master
         }
     };
-    up.link.update(|l| {
-        l.compactor.source = match source {
-            SnapshotSource::Local => "local",
-            SnapshotSource::Master => "master",
-        }
-    });
+    up.link.update(|l| l.compactor.source = Some(source));
 }
 
 /// The server binary for a master that is Valkey (`Some(true)`), Redis (`Some(false)`) or not
@@ -102,7 +97,7 @@ pub(super) async fn run(up: &Arc<Upstream>) -> Result<()> {
     };
     up.link.update(|l| {
         if run.error.is_none() {
-            l.compactor.origin = "compactor";
+            l.compactor.origin = SnapshotOrigin::Compactor;
         }
         l.compactor.last = Some(run);
     });

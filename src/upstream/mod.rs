@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, MasterAddr};
 use crate::decode::SnapshotFacts;
 use crate::instruments::{self, Collectors, Label, Labelled, Phase};
-use crate::link::{LinkControl, LinkReporter, LinkState};
+use crate::link::{LinkControl, LinkReporter, LinkState, SnapshotOrigin};
 use crate::progress::Progress;
 use crate::store::{Slot, Store, StoreWriter};
 use crate::tls::Dialer;
@@ -333,7 +333,8 @@ impl<'a> Link<'a> {
             link.full_sync(replid, offset)
                 .await
                 .map_err(during(FailureReason::FullSync))?;
-            up.link.update(|l| l.compactor.origin = "master");
+            up.link
+                .update(|l| l.compactor.origin = SnapshotOrigin::Master);
         }
         link.stream().await.map_err(during(FailureReason::Link))
     }
