@@ -328,3 +328,57 @@ fn the_source_is_local_with_a_server_on_path_and_master_without() {
         none.log()
     );
 }
+
+/// The stream goes on in the database it was in at the cut: the compacted snapshot says so
+/// (`repl-stream-db`), and a replica that full-syncs from it applies the writes after it, which
+/// carry no SELECT, to that database.
+#[test]
+fn the_stream_continues_in_the_database_of_the_cut() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &local(&[]));
+    let mut c = master.client();
+    c.cmd(&["SELECT", "3"]);
+    let value = "v".repeat(1000);
+    let sets: Vec<Vec<String>> = (0..150)
+        .map(|i| support::cmd(&["SET", &format!("db3:{i}"), &value]))
+        .collect();
+    c.pipeline(&sets);
+    compacted(&relay, 1);
+    // The same connection: the master sends these without a SELECT, still in database 3.
+    c.cmd(&["SET", "after-the-cut", "1"]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let mut r = replica.client();
+    r.cmd(&["SELECT", "3"]);
+    assert_eq!(r.cmd(&["GET", "after-the-cut"]).text(), "1");
+}
+
+/// A byte flipped in the stored snapshot: the compactor's copy checks its CRC64 (or the
+/// verifier finds it first), the damaged snapshot is never served, and the fresh one comes from
+/// the master.
+#[test]
+fn a_damaged_stored_snapshot_is_refreshed_from_the_master() {
+    let master = Server::master(&[]);
+    write_mixed(&mut master.client(), "a", 20);
+    let relay = Relay::of(master.port, &local(&[]));
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let snapshot = std::fs::read_dir(relay.dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "rdb"))
+        .unwrap();
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&snapshot, bytes).unwrap();
+    outgrow_the_snapshot(&master, 1);
+    wait_for("the refresh from the master", || {
+        let made_by = relay_info(&relay, "relay_snapshot_made_by");
+        let refreshing = relay_info(&relay, "relay_snapshot_refreshing");
+        let done = made_by.as_deref() == Some("master") && refreshing.as_deref() == Some("0");
+        (done && forks(&master) == 2, (made_by, refreshing))
+    });
+    let newcomer = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica, &newcomer]);
+}
