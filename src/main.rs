@@ -8,6 +8,7 @@ mod downstream;
 mod duplex;
 mod feed;
 mod glob;
+mod hold;
 mod inspect;
 mod instruments;
 mod link;

@@ -135,6 +135,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         Format::Rdb => to_rdb::convert(&args.redis_server, &aof_dir, &out, args.max_rss)?,
     };
     if let Some(replid) = &args.repl_id {
+        crate::hold::at("restore-identity");
         to_rdb::set_identity(&written, replid, plan.cut - 1, plan.db)?;
     }
     if let Some(report) = &args.report {

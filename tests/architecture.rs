@@ -17,6 +17,8 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
     ("progress", 0, &[]),
     ("instruments", 0, &[]),
     ("duplex", 0, &[]),
+    // Hold points for tests (REPLICA_RELAY_HOLD): the relay's and its tools' precise moments.
+    ("hold", 0, &[]),
     // The link's status and control, below both links so neither imports the other.
     ("link", 0, &["config", "instruments"]),
     ("master_file", 0, &["config"]),
@@ -35,6 +37,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "config",
             "decode",
             "duplex",
+            "hold",
             "instruments",
             "link",
             "progress",
@@ -97,7 +100,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
     (
         "restore",
         6,
-        &["decode", "feed", "progress", "resp", "store"],
+        &["decode", "feed", "hold", "progress", "resp", "store"],
     ),
     ("tail", 6, &["config", "resp", "tls", "upstream"]),
     (

@@ -382,3 +382,159 @@ fn a_damaged_stored_snapshot_is_refreshed_from_the_master() {
     let newcomer = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&replica, &newcomer]);
 }
+
+/// Hold points (`REPLICA_RELAY_HOLD`): the first process to reach an armed point waits there
+/// until the test lets it go.
+struct Holds(tempfile::TempDir);
+
+impl Holds {
+    fn arm(points: &[&str]) -> Holds {
+        let dir = tempfile::tempdir().unwrap();
+        for p in points {
+            std::fs::write(dir.path().join(format!("{p}.armed")), "").unwrap();
+        }
+        Holds(dir)
+    }
+
+    fn env(&self) -> (&'static str, String) {
+        ("REPLICA_RELAY_HOLD", self.0.path().display().to_string())
+    }
+
+    /// Waits until a process is held at `point`; its PID.
+    fn reached(&self, point: &str) -> u32 {
+        let path = self.0.path().join(point);
+        wait_for(&format!("a process held at {point}"), || {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok());
+            (pid.is_some(), pid)
+        })
+        .unwrap()
+    }
+
+    fn release(&self, point: &str) {
+        std::fs::write(self.0.path().join(format!("{point}.go")), "").unwrap();
+    }
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Writes about 150 kB in database `db` on `c`, which stays there.
+fn outgrow_in(c: &mut support::Client, db: &str, tag: &str) {
+    c.cmd(&["SELECT", db]);
+    let value = "v".repeat(1000);
+    let sets: Vec<Vec<String>> = (0..150)
+        .map(|i| support::cmd(&["SET", &format!("{tag}:{i}"), &value]))
+        .collect();
+    c.pipeline(&sets);
+}
+
+/// The moment of issue 27's divergence: the relay is killed while its compactor is between its
+/// save and writing the identity; the relay that takes over compacts at once, on the same
+/// `--dir`. The old compactor must die with its relay: before the fix it lived on, wrote its
+/// own cut's offset and database (0) into the new run's snapshot, and replicas that
+/// full-synced from it applied the stream after the cut (in database 5) to database 0.
+#[test]
+fn a_compactor_of_a_killed_relay_never_touches_its_successors_snapshot() {
+    let holds = Holds::arm(&["restore-identity", "compactor-install"]);
+    let (key, value) = holds.env();
+    let master = Server::master(&[]);
+    let mut relay = Relay::start_with(
+        None,
+        &[(key, &value)],
+        &[
+            &["--replicaof", "127.0.0.1", &master.port.to_string()][..],
+            &local(&[]),
+        ]
+        .concat(),
+    );
+    let mut c = master.client();
+    outgrow_in(&mut c, "0", "old");
+    // The first compactor is held with the snapshot saved and its identity (database 0) not
+    // yet written.
+    let old = holds.reached("restore-identity");
+    // The stream moves to database 5: the next compactor's cut is there.
+    outgrow_in(&mut c, "5", "new");
+    relay.stored(&master);
+    relay.kill9_and_restart();
+    // The new relay's compactor has made its snapshot; the relay is held before taking it.
+    holds.reached("compactor-install");
+    holds.release("restore-identity");
+    wait_for("the killed relay's compactor to be gone", || {
+        (!alive(old), old)
+    });
+    holds.release("compactor-install");
+    compacted(&relay, 1);
+    assert_eq!(
+        relay_info(&relay, "relay_snapshot_made_by").as_deref(),
+        Some("compactor")
+    );
+    // Still in database 5, without a SELECT: a replica applies it where its snapshot says.
+    c.cmd(&["SET", "after-the-cut", "1"]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let mut r = replica.client();
+    r.cmd(&["SELECT", "5"]);
+    assert_eq!(r.cmd(&["GET", "after-the-cut"]).text(), "1");
+    assert_eq!(
+        relay_info(&relay, "relay_compactor_mismatches").as_deref(),
+        Some("0")
+    );
+}
+
+/// What the compactor made is checked against the relay's own log before it is served: here
+/// its file is replaced (as by a defect of the compactor) with the master's own RDB, a good
+/// file of the right format whose offset is not the cut's. It is refused, counted, never
+/// served, and the fresh snapshot comes from the master.
+#[test]
+fn a_compacted_snapshot_with_another_identity_is_never_served() {
+    let holds = Holds::arm(&["compactor-install"]);
+    let (key, value) = holds.env();
+    let master = Server::master(&[]);
+    let mut c = master.client();
+    write_mixed(&mut c, "a", 20);
+    let relay = Relay::start_with(
+        None,
+        &[(key, &value)],
+        &[
+            &["--replicaof", "127.0.0.1", &master.port.to_string()][..],
+            &local(&[]),
+        ]
+        .concat(),
+    );
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    outgrow_the_snapshot(&master, 1);
+    holds.reached("compactor-install");
+    c.cmd(&["SET", "after-the-cut", "1"]);
+    assert_eq!(c.cmd(&["SAVE"]).text(), "OK");
+    let made = std::fs::read_dir(relay.dir.join("compactor"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("out/dump.rdb"))
+        .find(|p| p.exists())
+        .expect("the compactor's snapshot");
+    std::fs::copy(master.dir().join("dump.rdb"), &made).unwrap();
+    holds.release("compactor-install");
+    wait_for("the refresh from the master", || {
+        let made_by = relay_info(&relay, "relay_snapshot_made_by");
+        let refreshing = relay_info(&relay, "relay_snapshot_refreshing");
+        let done = made_by.as_deref() == Some("master") && refreshing.as_deref() == Some("0");
+        (done && forks(&master) == 2, (made_by, refreshing))
+    });
+    assert_eq!(
+        relay_info(&relay, "relay_compactor_mismatches").as_deref(),
+        Some("1")
+    );
+    assert!(
+        relay.log().contains("the relay's own log gives"),
+        "the log says why the snapshot was refused"
+    );
+    let newcomer = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica, &newcomer]);
+}

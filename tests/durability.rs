@@ -626,3 +626,44 @@ fn a_pin_file_keeps_the_log_a_restore_reads() {
         (first > 1, first)
     });
 }
+
+/// Two relays on one `--dir` would both write its log (seen: a pod rolled while the old
+/// process lingered, and a log segment failing its checksum after). The second refuses,
+/// naming the directory and the first one's PID; the first goes on serving.
+#[test]
+fn a_second_relay_on_the_same_dir_refuses_to_start() {
+    let (master, relay, replica) = chain(&[]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .args(["--port", &support::free_port().to_string()])
+        .args(["--metrics-port", &support::free_port().to_string()])
+        .arg("--dir")
+        .arg(&relay.dir)
+        .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for("the second relay to exit", || {
+        let status = second.try_wait().unwrap();
+        (status.is_some(), status)
+    })
+    .unwrap();
+    let mut said = String::new();
+    second
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(!status.success(), "{said}");
+    assert!(said.contains(&relay.dir.display().to_string()), "{said}");
+    assert!(said.contains(&format!("process {}", relay.pid())), "{said}");
+    write_mixed(&mut master.client(), "b", 5);
+    wait_in_sync(&master, &[&replica]);
+}

@@ -23,16 +23,51 @@ pub struct ReplIdentity {
 /// `repl-stream-db` of a snapshot: the database its stream continues in (`None` when the
 /// snapshot does not say, which a replica reads as database 0).
 pub fn stream_db(r: impl Read) -> Result<Option<u32>, FunctionsError> {
+    let fields = aux_fields(r)?;
+    Ok(field(&fields, b"repl-stream-db"))
+}
+
+/// The replication identity a snapshot says it has, when it has all three fields.
+pub fn identity_of(r: impl Read) -> Result<Option<ReplIdentity>, FunctionsError> {
+    let fields = aux_fields(r)?;
+    let replid = fields
+        .iter()
+        .find(|(k, _)| k == b"repl-id")
+        .and_then(|(_, v)| String::from_utf8(v.clone()).ok());
+    Ok(
+        match (
+            replid,
+            field(&fields, b"repl-offset"),
+            field(&fields, b"repl-stream-db"),
+        ) {
+            (Some(replid), Some(offset), Some(stream_db)) => Some(ReplIdentity {
+                replid,
+                offset,
+                stream_db,
+            }),
+            _ => None,
+        },
+    )
+}
+
+/// An AUX field: its name and value.
+type Aux = (Vec<u8>, Vec<u8>);
+
+/// The AUX fields at the start of a snapshot, in order.
+fn aux_fields(r: impl Read) -> Result<Vec<Aux>, FunctionsError> {
     let mut r = std::io::BufReader::new(r);
     let mut header = [0u8; 9];
     r.read_exact(&mut header)?;
+    let mut fields = Vec::new();
     while byte(&mut r)? == AUX {
-        let (k, v) = (string(&mut r)?, string(&mut r)?);
-        if k == b"repl-stream-db" {
-            return Ok(std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()));
-        }
+        fields.push((string(&mut r)?, string(&mut r)?));
     }
-    Ok(None)
+    Ok(fields)
+}
+
+fn field<T: std::str::FromStr>(fields: &[Aux], name: &[u8]) -> Option<T> {
+    let (_, v) = fields.iter().find(|(k, _)| k == name)?;
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Copies the snapshot `src` to `dst` with `id` as its identity (the fields written right after
@@ -174,6 +209,10 @@ mod tests {
         check.update(&out);
         check.finish().expect("a valid snapshot");
         assert_eq!(stream_db(&out[..]).unwrap(), Some(3));
+        assert_eq!(identity_of(&out[..]).unwrap(), Some(id.clone()));
+        assert_eq!(identity_of(&input[..]).unwrap().map(|i| i.offset), Some(0));
+        let partial = rdb_with(&[(b"repl-stream-db", b"2")]);
+        assert_eq!(identity_of(&partial[..]).unwrap(), None);
         let want = rdb_with(&[
             (b"redis-ver", b"7.2.4"),
             (b"repl-stream-db", b"3"),

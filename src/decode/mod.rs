@@ -13,6 +13,6 @@ pub(crate) use check::tiny_rdb;
 pub use check::{SnapshotCheck, SnapshotFacts, check_file, parse_signature};
 pub use follow::{Follow, FollowReader};
 pub use functions::Libraries;
-pub use identity::{ReplIdentity, set_identity, stream_db};
+pub use identity::{ReplIdentity, identity_of, set_identity, stream_db};
 pub use stats::{SnapshotStats, analyze, counts};
 pub use stream::StreamStats;

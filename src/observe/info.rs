@@ -366,12 +366,13 @@ fn compactor(relay: &RelayView, out: &mut String) {
     let c = relay.link.status().compactor;
     let _ = write!(
         out,
-        "relay_snapshot_source:{}\r\nrelay_snapshot_made_by:{}\r\nrelay_master_forks:{}\r\nrelay_compactor_runs:{}\r\nrelay_compactor_failures:{}\r\n",
+        "relay_snapshot_source:{}\r\nrelay_snapshot_made_by:{}\r\nrelay_master_forks:{}\r\nrelay_compactor_runs:{}\r\nrelay_compactor_failures:{}\r\nrelay_compactor_mismatches:{}\r\n",
         c.source.map_or("", |s| s.name()),
         c.origin.name(),
         relay.upstream.master_forks.get(),
         relay.upstream.compactor_runs.get(),
-        relay.upstream.compactor_failures.get()
+        relay.upstream.compactor_failures.get(),
+        relay.upstream.compactor_mismatches.get()
     );
     if let Some(server) = &c.server {
         let _ = write!(out, "relay_compactor_server:{server}\r\n");

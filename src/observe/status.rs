@@ -76,6 +76,8 @@ struct Store {
     snapshot_made_by: &'static str,
     /// Snapshots the relay asked of its master since it started: each a fork there.
     master_forks: u64,
+    /// Compactor snapshots refused for an identity other than the relay's own log gives.
+    compactor_mismatches: u64,
     compactor: Option<CompactorLast>,
     backlog_first_offset: u64,
     backlog_next_offset: u64,
@@ -155,6 +157,7 @@ impl Status {
                 snapshot_source: link.compactor.source.map_or("", |s| s.name()),
                 snapshot_made_by: link.compactor.origin.name(),
                 master_forks: relay.upstream.master_forks.get(),
+                compactor_mismatches: relay.upstream.compactor_mismatches.get(),
                 compactor: link.compactor.last.as_ref().map(|r| CompactorLast {
                     server: link.compactor.server.clone(),
                     ok: r.error.is_none(),

@@ -17,6 +17,8 @@ use super::{segment_path, writer};
 /// A tool's pin: while it is held, the relay keeps the log from `offset` on.
 pub struct Pin {
     path: std::path::PathBuf,
+    /// Locked while the pin holds: retention honours a pin only while some process holds it.
+    _lock: std::fs::File,
 }
 
 impl Pin {
@@ -24,9 +26,9 @@ impl Pin {
         let pins = dir.join("pins");
         std::fs::create_dir_all(&pins).with_context(|| format!("creating {}", pins.display()))?;
         let path = pins.join(std::process::id().to_string());
-        std::fs::write(&path, format!("{offset}\n"))
+        let lock = super::lock::locked_file(&path, &format!("{offset}\n"))
             .with_context(|| format!("writing the pin {}", path.display()))?;
-        Ok(Pin { path })
+        Ok(Pin { path, _lock: lock })
     }
 }
 
@@ -36,22 +38,22 @@ impl Drop for Pin {
     }
 }
 
-/// The lowest offset pinned by a live process, if any.
+/// The lowest offset pinned by a live process, if any. The pins of processes that died (their
+/// lock released by the kernel) are removed.
 pub(super) fn file_pins(dir: &Path) -> Option<u64> {
     let entries = std::fs::read_dir(dir.join("pins")).ok()?;
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            // Signal 0 checks that the process exists; EPERM means it does, as another user.
-            let alive = unsafe { libc::kill(pid, 0) } == 0
-                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-            let offset = std::fs::read_to_string(e.path())
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            alive.then_some(offset)
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "tmp") {
+                return None;
+            }
+            if !super::lock::is_held(&path) {
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
+            std::fs::read_to_string(&path).ok()?.trim().parse().ok()
         })
         .min()
 }

@@ -17,10 +17,12 @@
 //! <dir>/restore-points                older snapshots kept for --restore-window
 //! ```
 
+mod cut;
 pub mod history;
 mod identity;
 mod index;
 mod intake;
+mod lock;
 mod recover;
 mod retention;
 mod snapshot;
@@ -39,6 +41,7 @@ use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use cut::stream_db_at;
 pub use identity::{Identity, NULL_REPLID, is_replid};
 pub use index::Damage;
 use intake::Intake;
@@ -190,6 +193,8 @@ struct Shared {
     /// A reader behind the memory tail waits for bytes not yet written: the writer wakes the
     /// readers once it has written more (otherwise only what is forwarded wakes them).
     disk_wait: AtomicBool,
+    /// `<dir>/LOCK`, held while any handle of the store lives: one relay per directory.
+    _lock: std::fs::File,
 }
 
 impl Shared {
@@ -267,6 +272,7 @@ impl Store {
             std::fs::create_dir_all(cfg.dir.join(sub))
                 .with_context(|| format!("creating {}", cfg.dir.join(sub).display()))?;
         }
+        let lock = lock::data_dir(&cfg.dir)?;
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             dir: cfg.dir.clone(),
@@ -277,6 +283,7 @@ impl Store {
             feed: Mutex::new(StreamStats::default()),
             last_write: AtomicU64::new(0),
             disk_wait: AtomicBool::new(false),
+            _lock: lock,
         });
         let forward = cfg.fsync != Fsync::Always;
         let (writer, status) = Writer::open(shared.clone(), cfg)?;

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use super::Upstream;
 use crate::config::{Config, SnapshotSource};
+use crate::decode::ReplIdentity;
 use crate::link::{CompactorRun, SnapshotOrigin};
 use crate::store::Slot;
 
@@ -106,25 +107,47 @@ pub(super) async fn run(up: &Arc<Upstream>) -> Result<()> {
 
 /// The run itself: the bytes of the snapshot put in service and the server's peak RSS.
 async fn compact(up: &Arc<Upstream>) -> Result<(u64, u64)> {
-    let (replid, current) = {
+    let start = {
         let view = up.store.view();
         let ident = view.ident.context("no snapshot in service to start from")?;
-        let path = up.store.snapshot_path(&ident);
-        (ident.replid, path)
+        Start {
+            path: up.store.snapshot_path(&ident),
+            offset: ident.snapshot_offset,
+            replid: ident.replid,
+        }
     };
     let server = checked_server(up).await?;
-    let work = up.config.dir.join("compactor");
-    let _ = tokio::fs::remove_dir_all(&work).await;
-    tokio::fs::create_dir_all(&work).await?;
-    let result = rebuild(up, &server, &replid, &work).await;
+    let work = work_dir(&up.config.dir).await?;
+    let result = rebuild(up, &server, &start.replid, &work).await;
     let result = match result {
-        Ok(report) => install(up, &work.join("out/dump.rdb"), &current, &replid, &report)
+        Ok(report) => install(up, &work.join("out/dump.rdb"), &start, &report)
             .await
             .map(|bytes| (bytes, report.peak_rss)),
         Err(e) => Err(e),
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
     result
+}
+
+/// The snapshot in service when a run starts: what the compactor starts from.
+struct Start {
+    path: PathBuf,
+    offset: u64,
+    replid: String,
+}
+
+/// A working directory of this run's own under `<dir>/compactor`, whatever is left there
+/// removed first. Its name is this run's alone, so no other compactor, such as one of a relay
+/// that was killed, could write where this one reads.
+async fn work_dir(dir: &Path) -> Result<PathBuf> {
+    let parent = dir.join("compactor");
+    let _ = tokio::fs::remove_dir_all(&parent).await;
+    let name = format!("run-{}-{}", crate::store::now_ms(), std::process::id());
+    let work = parent.join(name);
+    tokio::fs::create_dir_all(&work)
+        .await
+        .with_context(|| format!("creating {}", work.display()))?;
+    Ok(work)
 }
 
 /// The server binary for the master as it is now, checked to be of its family and major
@@ -186,6 +209,7 @@ fn parse_version(text: &str) -> Option<(String, String)> {
 #[derive(Debug, serde::Deserialize)]
 struct Report {
     offset: u64,
+    stream_db: u32,
     peak_rss: u64,
     server_ms: u64,
 }
@@ -207,10 +231,21 @@ async fn rebuild(up: &Upstream, server: &Path, replid: &str, work: &Path) -> Res
     if let Some(max) = up.config.compactor_maxmemory {
         cmd.args(["--max-rss", &max.to_string()]);
     }
-    // SAFETY: nice(2) is async-signal-safe, as a pre_exec hook must be.
+    // The compactor dies with the relay, however the relay dies (kill -9, the OOM killer):
+    // the kernel kills it when the thread that started it goes, and the runtime's worker
+    // threads live as long as the process. A compactor that outlived its relay would hold a
+    // dataset-sized server and write beside its successor. Started after the relay went
+    // already, it goes at once.
+    let relay = std::process::id() as libc::pid_t;
+    // SAFETY: nice(2), prctl(2), getppid(2) and _exit(2) are async-signal-safe, as a pre_exec
+    // hook must be.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::nice(NICE);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != relay {
+                libc::_exit(1);
+            }
             Ok(())
         });
     }
@@ -245,15 +280,10 @@ async fn rebuild(up: &Upstream, server: &Path, replid: &str, work: &Path) -> Res
 }
 
 /// Takes the compactor's RDB into the store as the refreshed snapshot at its offset, after
-/// checking that it has the format of the snapshot in service (replicas load one as the other).
-async fn install(
-    up: &Upstream,
-    rdb: &Path,
-    current: &Path,
-    replid: &str,
-    report: &Report,
-) -> Result<u64> {
-    let (made, serving) = (signature(rdb).await?, signature(current).await?);
+/// checking that it has the format of the snapshot in service (replicas load one as the other)
+/// and the identity the relay's own log gives the cut (`check_identity`).
+async fn install(up: &Upstream, rdb: &Path, start: &Start, report: &Report) -> Result<u64> {
+    let (made, serving) = (signature(rdb).await?, signature(&start.path).await?);
     if made != serving {
         bail!(
             "the compactor wrote {}{:04}, the snapshot in service is {}{:04}: replicas that load one may not load the other",
@@ -263,11 +293,16 @@ async fn install(
             serving.1
         );
     }
+    crate::hold::reached("compactor-install").await;
+    // Checked and copied through one open file: what is checked is what is served.
+    let mut file =
+        std::fs::File::open(rdb).with_context(|| format!("opening {}", rdb.display()))?;
+    file = check_identity(up, file, start, report).await?;
     let writer = &up.writer;
     writer
-        .begin_snapshot(Slot::Refresh, replid.to_string(), report.offset)
+        .begin_snapshot(Slot::Refresh, start.replid.clone(), report.offset)
         .await?;
-    let finished = match copy_into_store(up, rdb).await {
+    let finished = match copy_into_store(up, tokio::fs::File::from_std(file)).await {
         Ok(bytes) => writer.finish_snapshot(Slot::Refresh).await.map(|_| bytes),
         Err(e) => Err(e),
     };
@@ -285,8 +320,57 @@ async fn install(
     Ok(bytes)
 }
 
-async fn copy_into_store(up: &Upstream, rdb: &Path) -> Result<u64> {
-    let mut file = tokio::fs::File::open(rdb).await?;
+/// The compactor's snapshot must say the identity that the relay works out itself from the
+/// snapshot it started from and its own log: upstream's replid, the offset of the cut, and the
+/// database the stream is in there. A replica loads the stream after the snapshot into that
+/// database: a wrong one puts a run of writes in another database at the right offset, with
+/// nothing to show it but the data. Such a snapshot is never served. The file, rewound.
+async fn check_identity(
+    up: &Upstream,
+    mut file: std::fs::File,
+    start: &Start,
+    report: &Report,
+) -> Result<std::fs::File> {
+    let (dir, from, offset) = (up.config.dir.clone(), start.path.clone(), start.offset);
+    let end = report.offset + 1;
+    let (mut file, said, db) = tokio::task::spawn_blocking(move || -> Result<_> {
+        use std::io::Seek;
+        let said = crate::decode::identity_of(&file)
+            .context("reading the identity of the compactor's snapshot")?;
+        file.rewind()?;
+        let db = crate::store::stream_db_at(&dir, &from, offset, end)
+            .context("working out the stream's database at the compactor's cut")?;
+        Ok((file, said, db))
+    })
+    .await??;
+    let expected = ReplIdentity {
+        replid: start.replid.clone(),
+        offset: report.offset,
+        stream_db: db,
+    };
+    if said.as_ref() != Some(&expected) || report.stream_db != db {
+        up.metrics.compactor_mismatches.inc();
+        bail!(
+            "the compactor's snapshot says {} (its report: offset {}, db {}), the relay's own log gives {}: not put in service",
+            said.map_or("no replication identity".into(), |s| describe(&s)),
+            report.offset,
+            report.stream_db,
+            describe(&expected)
+        );
+    }
+    use std::io::Seek;
+    file.rewind()?;
+    Ok(file)
+}
+
+fn describe(id: &ReplIdentity) -> String {
+    format!(
+        "repl-id {} repl-offset {} repl-stream-db {}",
+        id.replid, id.offset, id.stream_db
+    )
+}
+
+async fn copy_into_store(up: &Upstream, mut file: tokio::fs::File) -> Result<u64> {
     let mut total = 0;
     loop {
         let mut buf = vec![0u8; 1 << 20];

@@ -99,6 +99,7 @@ pub struct UpstreamMetrics {
     pub master_forks: prometheus::IntCounter,
     pub compactor_runs: prometheus::IntCounter,
     pub compactor_failures: prometheus::IntCounter,
+    pub compactor_mismatches: prometheus::IntCounter,
 }
 
 impl UpstreamMetrics {
@@ -136,6 +137,10 @@ impl UpstreamMetrics {
                 "compactor_failures_total",
                 "Compactor runs that failed, each followed by a refresh from the master.",
             ),
+            compactor_mismatches: instruments::counter(
+                "compactor_mismatches_total",
+                "Compactor snapshots refused because their replication identity (offset, stream database) is not what the relay's own log gives: never served. Any is a defect to report.",
+            ),
         }
     }
 }
@@ -151,6 +156,7 @@ impl Collectors for UpstreamMetrics {
             Box::new(self.master_forks.clone()),
             Box::new(self.compactor_runs.clone()),
             Box::new(self.compactor_failures.clone()),
+            Box::new(self.compactor_mismatches.clone()),
         ]
     }
 }
