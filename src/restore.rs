@@ -113,11 +113,12 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     if let Some(stop) = &stop {
         report_found(stop, plan.found.as_ref(), &marks, (first, last))?;
     }
-    let (from, snapshot) = snapshots
-        .drain(..)
-        .rev()
-        .find(|(p, _)| p.offset < plan.cut)
+    let at = snapshots
+        .iter()
+        .rposition(|(p, _)| p.offset < plan.cut)
         .context("no snapshot before the cut")?;
+    let from_db = stream_db_of(&snapshots, snapshots[at].0.offset)?;
+    let (from, snapshot) = snapshots.swap_remove(at);
     let aof_dir = match args.format {
         Format::Aof => out.clone(),
         Format::Rdb => out.join(".restore-aof"),
@@ -125,7 +126,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     let dropped = write(
         snapshot,
         &args.dir,
-        from.offset + 1,
+        (from.offset + 1, from_db),
         &plan,
         &marks,
         &aof_dir,
@@ -603,13 +604,18 @@ fn absolute(command: &[u8], at_ms: u64) -> Vec<u8> {
         .unwrap_or_else(|| command.to_vec())
 }
 
-/// `out/appendonly.aof`: the snapshot (checked against its CRC64 as it is copied), then the
-/// log from `from` to the plan's cut without what it skips. Written as `.tmp` and renamed once
-/// complete. `rdb` is the snapshot, opened before: the relay's retention may unlink the file.
+/// `out/appendonly.aof`: the snapshot (checked against its CRC64 as it is copied), a SELECT of
+/// the database its stream continues in (`from_db`, its `repl-stream-db`), then the log from
+/// `from` to the plan's cut without what it skips. Written as `.tmp` and renamed once complete.
+/// `rdb` is the snapshot, opened before: the relay's retention may unlink the file.
+///
+/// The SELECT because a server loading an AOF starts its commands in database 0, whatever the
+/// RDB preamble says; the stream after a snapshot that the relay's compactor made goes on in
+/// the database of its cut with no SELECT until the database changes.
 fn write(
     mut rdb: std::fs::File,
     dir: &Path,
-    from: u64,
+    (from, from_db): (u64, u32),
     plan: &Plan,
     marks: &[TimeMark],
     out: &Path,
@@ -641,6 +647,8 @@ fn write(
         let _ = std::fs::remove_file(&tmp);
         bail!("the snapshot at offset {} is damaged: {e}", from - 1);
     }
+    let db = from_db.to_string();
+    write!(file, "*2\r\n$6\r\nSELECT\r\n${}\r\n{db}\r\n", db.len())?;
     let mut copy = Copy {
         out: &mut file,
         split: Split::at(from),

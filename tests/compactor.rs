@@ -538,3 +538,29 @@ fn a_compacted_snapshot_with_another_identity_is_never_served() {
     let newcomer = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&replica, &newcomer]);
 }
+
+/// A compaction that starts from a compacted snapshot whose stream continues in another
+/// database than 0 with no SELECT before its next writes: the restore's AOF must put them in
+/// that database (an AOF's commands start in database 0 whatever its RDB preamble says), or
+/// the second compaction moves them to database 0 while its identity stays right.
+#[test]
+fn a_compaction_from_a_compacted_snapshot_keeps_the_database_of_its_cut() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &local(&[]));
+    let mut c = master.client();
+    outgrow_in(&mut c, "3", "first");
+    compacted(&relay, 1);
+    // The same connection, still in database 3: no SELECT in the stream after the first cut.
+    let value = "w".repeat(1000);
+    let sets: Vec<Vec<String>> = (0..150)
+        .map(|i| support::cmd(&["SET", &format!("second:{i}"), &value]))
+        .collect();
+    c.pipeline(&sets);
+    compacted(&relay, 2);
+    assert_eq!(
+        relay_info(&relay, "relay_snapshot_made_by").as_deref(),
+        Some("compactor")
+    );
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+}

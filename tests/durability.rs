@@ -583,8 +583,9 @@ fn the_time_index_follows_the_log_across_kill_9() {
     assert!(last_again.0 > last.0 && last_again.1 >= last.1);
 }
 
-/// A tool's pin (`<dir>/pins/<pid>`, what `restore` holds while it reads) keeps the log from
-/// its offset through retention and snapshot refreshes; once it is gone, the log is trimmed.
+/// A tool's pin (`<dir>/pins/<pid>`, what `restore` holds locked while it reads) keeps the log
+/// from its offset through retention and snapshot refreshes; once nobody holds it (its tool
+/// gone, however: the kernel releases the lock), the log is trimmed and the pin removed.
 #[test]
 fn a_pin_file_keeps_the_log_a_restore_reads() {
     let master = Server::master(&[]);
@@ -605,7 +606,12 @@ fn a_pin_file_keeps_the_log_a_restore_reads() {
     let pins = relay.dir.join("pins");
     std::fs::create_dir_all(&pins).unwrap();
     let pin = pins.join(std::process::id().to_string());
-    std::fs::write(&pin, "1\n").unwrap();
+    // Locked before it has its name, as the tools do: never seen unheld.
+    let tmp = pins.join("held.tmp");
+    let held = std::fs::File::create(&tmp).unwrap();
+    held.lock().unwrap();
+    std::fs::write(&tmp, "1\n").unwrap();
+    std::fs::rename(&tmp, &pin).unwrap();
     let value = "v".repeat(1000);
     let mut round = 0;
     wait_for("snapshot refreshes past the pinned offset", || {
@@ -619,12 +625,13 @@ fn a_pin_file_keeps_the_log_a_restore_reads() {
     });
     let first = relay.client().info_num("relay", "relay_log_first_offset");
     assert_eq!(first, 1, "the pinned log was trimmed");
-    std::fs::remove_file(&pin).unwrap();
-    wait_for("the log to be trimmed once the pin is gone", || {
+    drop(held);
+    wait_for("the log to be trimmed once the pin is not held", || {
         m.cmd(&["SET", "more", &value]);
         let first = relay.client().info_num("relay", "relay_log_first_offset");
         (first > 1, first)
     });
+    assert!(!pin.exists(), "the pin nobody holds is removed");
 }
 
 /// Two relays on one `--dir` would both write its log (seen: a pod rolled while the old

@@ -196,6 +196,45 @@ fn wait_compacting(relay: &Relay, runs: i64) {
     });
 }
 
+/// Every key of every database, with its `DEBUG DIGEST-VALUE`.
+fn keys(s: &Server) -> std::collections::BTreeMap<(u32, String), String> {
+    let mut c = s.client();
+    let mut all = std::collections::BTreeMap::new();
+    for db in 0..3u32 {
+        c.cmd(&["SELECT", &db.to_string()]);
+        let support::Value::Array(Some(names)) = c.cmd(&["KEYS", "*"]) else {
+            continue;
+        };
+        for name in names {
+            let key = name.text();
+            let digest = c.cmd(&["DEBUG", "DIGEST-VALUE", &key]);
+            all.insert((db, key), format!("{digest:?}"));
+        }
+    }
+    all
+}
+
+/// The keys whose value differs between the master and a replica (at most 20), for the
+/// failure's message: which database, which types.
+fn differences(master: &Server, replica: &Server) -> Vec<String> {
+    let (m, r) = (keys(master), keys(replica));
+    let mut out = Vec::new();
+    for (k, v) in &m {
+        match r.get(k) {
+            Some(w) if w == v => {}
+            Some(_) => out.push(format!("db {} {}: other value", k.0, k.1)),
+            None => out.push(format!("db {} {}: missing", k.0, k.1)),
+        }
+    }
+    out.extend(
+        r.keys()
+            .filter(|k| !m.contains_key(k))
+            .map(|k| format!("db {} {}: extra", k.0, k.1)),
+    );
+    out.truncate(20);
+    out
+}
+
 #[test]
 fn every_replica_ends_with_the_masters_data_whatever_was_killed_when() {
     let seed = env_or("KILL9_SEED", 27);
@@ -248,7 +287,15 @@ fn every_replica_ends_with_the_masters_data_whatever_was_killed_when() {
     }
     load.stop();
     let all: Vec<&Server> = replicas.iter().collect();
-    wait_in_sync(&master, &all);
+    if let Err(e) = std::panic::catch_unwind(|| wait_in_sync(&master, &all)) {
+        for r in &replicas {
+            let diff = differences(&master, r);
+            if !diff.is_empty() {
+                eprintln!("kill9: replica on port {} differs: {diff:#?}", r.port);
+            }
+        }
+        std::panic::resume_unwind(e);
+    }
     eprintln!(
         "kill9: {} replicas equal to the master after {rounds} kills, {} compactor runs since the last start",
         replicas.len(),
