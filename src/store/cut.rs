@@ -60,13 +60,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let snapshot = dir.path().join("snap.rdb");
         let mut rdb = b"REDIS0010".to_vec();
-        for (k, v) in [("repl-stream-db", db.to_string())] {
-            rdb.push(0xFA);
-            rdb.push(k.len() as u8);
-            rdb.extend_from_slice(k.as_bytes());
-            rdb.push(v.len() as u8);
-            rdb.extend_from_slice(v.as_bytes());
-        }
+        let (k, v) = ("repl-stream-db", db.to_string());
+        rdb.push(0xFA);
+        rdb.push(k.len() as u8);
+        rdb.extend_from_slice(k.as_bytes());
+        rdb.push(v.len() as u8);
+        rdb.extend_from_slice(v.as_bytes());
         rdb.push(0xFF);
         rdb.extend_from_slice(&[0; 8]);
         std::fs::write(&snapshot, rdb).unwrap();
