@@ -61,6 +61,10 @@ enum Tool {
     /// Rebuild the data as it was at an offset or a moment from a relay's store, as an
     /// append-only file a stock server loads (the master is not touched).
     Restore(restore::RestoreArgs),
+    /// Whether the data the relay serves at an offset is the master's own: a snapshot of the
+    /// master (redis-cli --rdb) against the relay's snapshot and stream up to its offset, each
+    /// loaded by a server, by DEBUG DIGEST. Exits 1 when they differ.
+    Compare(restore::compare::CompareArgs),
     /// Attach as a replica and print the live command stream, one command per line.
     ///
     /// This is one more replica. Pointed at a master, it makes the master fork and send a full
@@ -78,13 +82,12 @@ fn main() -> ExitCode {
         Some(Tool::Inspect(args)) => return tool_exit(inspect::run(args)),
         Some(Tool::Tail(args)) => return tool_exit(tail::run(args)),
         Some(Tool::Restore(args)) => {
-            // Progress lines of a long restore go to stderr; the file goes to --out.
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_target(false)
-                .without_time()
-                .init();
+            stderr_progress();
             return tool_exit(restore::run(args));
+        }
+        Some(Tool::Compare(args)) => {
+            stderr_progress();
+            return tool_exit(restore::compare::run(args));
         }
         Some(Tool::Healthcheck(args)) => return tool_exit(observe::admin::healthcheck(args)),
         None => {}
@@ -117,6 +120,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Progress lines of a long restore go to stderr; what it makes goes to its files or stdout.
+fn stderr_progress() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
 }
 
 fn tool_exit(result: anyhow::Result<()>) -> ExitCode {

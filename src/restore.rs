@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+pub mod compare;
 mod expiry;
 mod to_rdb;
 
@@ -73,13 +74,37 @@ enum Format {
 }
 
 pub fn run(args: RestoreArgs) -> Result<()> {
+    restore(args).map(|_| ())
+}
+
+/// The data at `offset` as an AOF in `out`, as `restore --offset` makes it; the offset of the
+/// cut, the last command boundary at or before `offset`.
+fn rebuild(dir: &Path, offset: u64, out: &Path) -> Result<u64> {
+    restore(RestoreArgs {
+        dir: dir.to_path_buf(),
+        list: false,
+        offset: Some(offset),
+        at: None,
+        before: Vec::new(),
+        after: None,
+        out: Some(out.to_path_buf()),
+        format: Format::Aof,
+        redis_server: PathBuf::from("redis-server"),
+        repl_id: None,
+        max_rss: None,
+        report: None,
+    })
+}
+
+/// What `run` does; the offset of the cut (the last offset with `--list`).
+fn restore(args: RestoreArgs) -> Result<u64> {
     let summary = store::describe(&args.dir)?;
     let points = points(&args.dir, &summary);
     let marks = store::time_index(&args.dir, &store::history::segments(&args.dir)?);
     let (first, last) = (points[0].offset, summary.log_next - 1);
     if args.list {
         list(&points, &marks, last);
-        return Ok(());
+        return Ok(last);
     }
     let out = args
         .out
@@ -156,7 +181,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         from.offset,
         written.display()
     );
-    Ok(())
+    Ok(plan.cut - 1)
 }
 
 /// The snapshots a restore can start from, oldest first: the restore points the relay keeps

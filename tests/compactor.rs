@@ -564,3 +564,73 @@ fn a_compaction_from_a_compacted_snapshot_keeps_the_database_of_its_cut() {
     let replica = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&replica]);
 }
+
+/// `replica-relay compare` in production: a snapshot of the master (`redis-cli --rdb`) against
+/// what the relay serves at its offset. Equal after a chain of compactions with the stream in
+/// database 3; a store whose snapshot is not the master's data (another good RDB put in its
+/// place) is found different, exit 1.
+#[test]
+fn compare_finds_the_relays_data_equal_to_the_masters_or_says_it_differs() {
+    let master = Server::master(&[]);
+    let mut relay = Relay::of(master.port, &local(&[]));
+    let mut c = master.client();
+    write_mixed(&mut c, "a", 10);
+    outgrow_in(&mut c, "3", "first");
+    compacted(&relay, 1);
+    outgrow_in(&mut c, "3", "second");
+    compacted(&relay, 2);
+    c.cmd(&["SET", "after", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let rdb = dir.path().join("master.rdb");
+    let status = std::process::Command::new("redis-cli")
+        .args(["-p", &master.port.to_string(), "--rdb"])
+        .arg(&rdb)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("redis-cli (scripts/test installs it)");
+    assert!(status.success());
+    let store = relay.dir.clone();
+    let compare = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+            .args(["compare", "--dir"])
+            .arg(&store)
+            .arg("--rdb")
+            .arg(&rdb)
+            .output()
+            .unwrap()
+    };
+    let same = compare();
+    let said = String::from_utf8_lossy(&same.stdout);
+    assert!(
+        same.status.success() && said.contains("is the master's"),
+        "{said}{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    // Another good RDB in place of the snapshot in service: the relay's data is not the
+    // master's any more.
+    let serving = relay_snapshot(&relay);
+    relay.terminate();
+    let other = Server::master(&[]);
+    other.client().cmd(&["SET", "x", "1"]);
+    other.client().cmd(&["SAVE"]);
+    std::fs::copy(other.dir().join("dump.rdb"), &serving).unwrap();
+    let differs = compare();
+    let said = String::from_utf8_lossy(&differs.stderr);
+    assert!(!differs.status.success(), "{said}");
+    assert!(said.contains("differs from the master's"), "{said}");
+}
+
+/// The snapshot file in service in a relay's store.
+fn relay_snapshot(relay: &Relay) -> std::path::PathBuf {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .args(["inspect", "--json"])
+        .arg(&relay.dir)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::path::PathBuf::from(
+        report["store"]["snapshot"]
+            .as_str()
+            .expect("a snapshot path"),
+    )
+}

@@ -31,43 +31,10 @@ pub fn convert(
     max_rss: Option<u64>,
 ) -> Result<(PathBuf, ServerRun)> {
     let started = Instant::now();
-    let socket = aof_dir.join("redis.sock");
-    let mut command = Command::new(server);
-    command
-        .args(["--port", "0", "--unixsocket"])
-        .arg(&socket)
-        .arg("--dir")
-        .arg(aof_dir)
-        .args([
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--dbfilename",
-            "dump.rdb",
-        ])
-        .args(["--logfile", "server.log"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // The server goes when this process goes, however it goes: the relay's compactor kills a
-    // run it gives up on, and the server must not outlive it holding the dataset in memory.
-    // SAFETY: prctl(2) is async-signal-safe, as a pre_exec hook must be.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().with_context(|| {
-        format!(
-            "starting {} (give another with --redis-server)",
-            server.display()
-        )
-    })?;
-    let saved = save(&mut child, &socket, aof_dir, max_rss);
-    let peak_rss = memory(child.id(), "VmHWM:").unwrap_or(0);
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut child = Loaded::start(server, aof_dir, Load::Aof, &[])?;
+    let saved = child.save(max_rss);
+    let peak_rss = memory(child.0.id(), "VmHWM:").unwrap_or(0);
+    drop(child);
     saved?;
     let rdb = out.join("dump.rdb");
     std::fs::rename(aof_dir.join("dump.rdb"), &rdb)
@@ -75,6 +42,141 @@ pub fn convert(
     std::fs::remove_dir_all(aof_dir)?;
     let elapsed = started.elapsed();
     Ok((rdb, ServerRun { peak_rss, elapsed }))
+}
+
+/// What a server child loads from its directory.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// `appendonly.aof`.
+    Aof,
+    /// `dump.rdb`.
+    Rdb,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Aof => "AOF",
+            Load::Rdb => "RDB",
+        }
+    }
+}
+
+/// `DEBUG DIGEST` of the data that `server` loads from `dir` (the server is stopped after).
+pub fn digest(server: &Path, dir: &Path, load: Load) -> Result<String> {
+    let debug: &[&str] = if major_version(server)? >= 7 {
+        &["--enable-debug-command", "local"]
+    } else {
+        &[]
+    };
+    let mut child = Loaded::start(server, dir, load, debug)?;
+    child.wait_loaded(None)?;
+    let reply = request(&dir.join("redis.sock"), &["DEBUG", "DIGEST"])?;
+    reply
+        .strip_prefix('+')
+        .map(str::to_string)
+        .with_context(|| format!("DEBUG DIGEST answered {reply}"))
+}
+
+/// The major version of a server binary, from `--version`.
+fn major_version(server: &Path) -> Result<u32> {
+    let out = Command::new(server)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", server.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .with_context(|| format!("{} --version said {text:?}", server.display()))
+}
+
+/// A server child with no TCP port, listening on `dir/redis.sock`, persisting nothing of its
+/// own but what it was started to load; killed when dropped.
+struct Loaded(Child, PathBuf, Load);
+
+impl Loaded {
+    fn start(server: &Path, dir: &Path, load: Load, extra: &[&str]) -> Result<Loaded> {
+        let socket = dir.join("redis.sock");
+        let mut command = Command::new(server);
+        command
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir)
+            .args(["--save", "", "--dbfilename", "dump.rdb"])
+            .args(match load {
+                Load::Aof => ["--appendonly", "yes"],
+                Load::Rdb => ["--appendonly", "no"],
+            })
+            .args(["--logfile", "server.log"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // The server goes when this process goes, however it goes: the relay's compactor kills
+        // a run it gives up on, and the server must not outlive it holding the dataset in
+        // memory.
+        // SAFETY: prctl(2) is async-signal-safe, as a pre_exec hook must be.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().with_context(|| {
+            format!(
+                "starting {} (give another with --redis-server)",
+                server.display()
+            )
+        })?;
+        Ok(Loaded(child, dir.to_path_buf(), load))
+    }
+
+    /// Waits for the server to answer PING (it answers -LOADING while it loads). With `max_rss`,
+    /// fails once its RSS passes it.
+    fn wait_loaded(&mut self, max_rss: Option<u64>) -> Result<()> {
+        let started = Instant::now();
+        let socket = self.1.join("redis.sock");
+        let mut last = String::new();
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                let log = std::fs::read_to_string(self.1.join("server.log")).unwrap_or_default();
+                bail!(
+                    "the server exited ({status}) before loading the {}:\n{log}",
+                    self.2.name()
+                );
+            }
+            if let Ok(reply) = request(&socket, &["PING"]) {
+                if reply.starts_with("+PONG") {
+                    return Ok(());
+                }
+                last = reply;
+            }
+            too_big(&self.0, max_rss)?;
+            if started.elapsed() > LOAD_TIMEOUT {
+                bail!("the server did not load its data within {LOAD_TIMEOUT:?} (last: {last})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the load, then SAVE.
+    fn save(&mut self, max_rss: Option<u64>) -> Result<()> {
+        self.wait_loaded(max_rss)?;
+        too_big(&self.0, max_rss)?;
+        let reply = request(&self.1.join("redis.sock"), &["SAVE"])?;
+        if !reply.starts_with("+OK") {
+            bail!("SAVE failed: {reply}");
+        }
+        too_big(&self.0, max_rss)
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A field of /proc/PID/status in bytes (`VmRSS:`, `VmHWM:`); `None` where there is none.
@@ -108,35 +210,6 @@ pub fn set_identity(rdb: &Path, replid: &str, offset: u64, db: u32) -> Result<()
     Ok(())
 }
 
-/// Waits for the server to answer PING (it answers -LOADING while it loads), then SAVE.
-fn save(child: &mut Child, socket: &Path, dir: &Path, max_rss: Option<u64>) -> Result<()> {
-    let started = Instant::now();
-    let mut last = String::new();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-            bail!("the server exited ({status}) before loading the AOF:\n{log}");
-        }
-        if let Ok(reply) = request(socket, "PING") {
-            if reply.starts_with("+PONG") {
-                break;
-            }
-            last = reply;
-        }
-        too_big(child, max_rss)?;
-        if started.elapsed() > LOAD_TIMEOUT {
-            bail!("the server did not load the AOF within {LOAD_TIMEOUT:?} (last: {last})");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    too_big(child, max_rss)?;
-    let reply = request(socket, "SAVE")?;
-    if !reply.starts_with("+OK") {
-        bail!("SAVE failed: {reply}");
-    }
-    too_big(child, max_rss)
-}
-
 /// An error once the server's peak RSS (VmHWM) has passed `max_rss`: checked while it loads,
 /// and after, since a load may finish between two checks.
 fn too_big(child: &Child, max_rss: Option<u64>) -> Result<()> {
@@ -150,10 +223,14 @@ fn too_big(child: &Child, max_rss: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-fn request(socket: &Path, command: &str) -> Result<String> {
+fn request(socket: &Path, args: &[&str]) -> Result<String> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-    stream.write_all(format!("*1\r\n${}\r\n{command}\r\n", command.len()).as_bytes())?;
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(out.as_bytes())?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
     Ok(line.trim_end().to_string())
