@@ -294,10 +294,7 @@ async fn install(up: &Upstream, rdb: &Path, start: &Start, report: &Report) -> R
         );
     }
     crate::hold::reached("compactor-install").await;
-    // Checked and copied through one open file: what is checked is what is served.
-    let mut file =
-        std::fs::File::open(rdb).with_context(|| format!("opening {}", rdb.display()))?;
-    file = check_identity(up, file, start, report).await?;
+    let file = check_identity(up, rdb, start, report).await?;
     let writer = &up.writer;
     writer
         .begin_snapshot(Slot::Refresh, start.replid.clone(), report.offset)
@@ -324,20 +321,22 @@ async fn install(up: &Upstream, rdb: &Path, start: &Start, report: &Report) -> R
 /// snapshot it started from and its own log: upstream's replid, the offset of the cut, and the
 /// database the stream is in there. A replica loads the stream after the snapshot into that
 /// database: a wrong one puts a run of writes in another database at the right offset, with
-/// nothing to show it but the data. Such a snapshot is never served. The file, rewound.
+/// nothing to show it but the data. Such a snapshot is never served. The file, opened once and
+/// rewound, so that what is checked is what is copied.
 async fn check_identity(
     up: &Upstream,
-    mut file: std::fs::File,
+    rdb: &Path,
     start: &Start,
     report: &Report,
 ) -> Result<std::fs::File> {
     let (dir, from, offset) = (up.config.dir.clone(), start.path.clone(), start.offset);
-    let end = report.offset + 1;
-    let (mut file, said, db) = tokio::task::spawn_blocking(move || -> Result<_> {
-        use std::io::Seek;
+    let (rdb, end) = (rdb.to_path_buf(), report.offset + 1);
+    let (file, said, db) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut file =
+            std::fs::File::open(&rdb).with_context(|| format!("opening {}", rdb.display()))?;
         let said = crate::decode::identity_of(&file)
             .context("reading the identity of the compactor's snapshot")?;
-        file.rewind()?;
+        std::io::Seek::rewind(&mut file)?;
         let db = crate::store::stream_db_at(&dir, &from, offset, end)
             .context("working out the stream's database at the compactor's cut")?;
         Ok((file, said, db))
@@ -358,8 +357,6 @@ async fn check_identity(
             describe(&expected)
         );
     }
-    use std::io::Seek;
-    file.rewind()?;
     Ok(file)
 }
 
