@@ -1,0 +1,96 @@
+# replica-relay in the chain of Redis' own replication tests (scripts/redis-suite).
+#
+# Every REPLICAOF/SLAVEOF <host> <port> a test sends is pointed at a relay attached to that
+# master instead: one relay per master server, started on first use with its store in the
+# suite's temporary directory, stopped when the test block that started the master ends.
+# REPLICAOF NO ONE, and a REPLICAOF that names a relay, go through as they are. Nothing of the
+# suite is edited: this file is sourced by every tclsh the suite starts (scripts/redis-suite
+# points TCL_LIBRARY at a directory whose init.tcl sources Tcl's own and then this), and it
+# wraps the suite's procedures once the suite has defined them.
+
+namespace eval ::relay {
+    # master "host:port" -> {relay port, pid}
+    variable relays
+    array set relays {}
+    variable wrapped 0
+}
+
+# The relay for the master at host:port, started if there is none yet.
+proc ::relay::port_for {host port} {
+    variable relays
+    set key "$host:$port"
+    if {[info exists relays($key)]} {
+        return [lindex $relays($key) 0]
+    }
+    set rport [find_available_port $::baseport $::portcount]
+    set mport [find_available_port $::baseport $::portcount]
+    set dir [file join $::env(RELAY_SUITE_DIR) "relay-$rport"]
+    file mkdir $dir
+    set pid [exec $::env(RELAY_BIN) --bind 127.0.0.1 --port $rport --metrics-port $mport \
+        --dir [file join $dir data] --replicaof $host $port --log-level info \
+        >> [file join $dir relay.log] 2>@1 &]
+    set fd [open [file join $::env(RELAY_SUITE_DIR) pids] a]
+    puts $fd $pid
+    close $fd
+    set relays($key) [list $rport $pid]
+    for {set i 0} {$i < 100} {incr i} {
+        if {![catch {set s [socket 127.0.0.1 $rport]}]} {
+            close $s
+            return $rport
+        }
+        after 50
+    }
+    error "replica-relay for $key did not start: see [file join $dir relay.log]"
+}
+
+proc ::relay::is_relay {port} {
+    variable relays
+    foreach {key value} [array get relays] {
+        if {[lindex $value 0] == $port} { return 1 }
+    }
+    return 0
+}
+
+# Stops the relays whose master is no longer one of the suite's servers.
+proc ::relay::reap {} {
+    variable relays
+    set live {}
+    foreach srv $::servers {
+        lappend live "[dict get $srv host]:[dict get $srv port]"
+    }
+    foreach key [array names relays] {
+        if {[lsearch -exact $live $key] < 0} {
+            catch {exec kill -9 [lindex $relays($key) 1]}
+            unset relays($key)
+        }
+    }
+}
+
+proc ::relay::wrap {} {
+    variable wrapped
+    if {$wrapped || [info commands ::redis::__dispatch__raw__] eq {} ||
+        [info commands ::start_server] eq {}} {
+        return
+    }
+    set wrapped 1
+    rename ::redis::__dispatch__raw__ ::relay::dispatch_raw
+    proc ::redis::__dispatch__raw__ {id method argv} {
+        if {[string tolower $method] in {replicaof slaveof} && [llength $argv] == 2 &&
+            [string tolower [lindex $argv 0]] ne "no" && ![::relay::is_relay [lindex $argv 1]]} {
+            lassign $argv host port
+            set argv [list 127.0.0.1 [::relay::port_for $host $port]]
+        }
+        ::relay::dispatch_raw $id $method $argv
+    }
+    rename ::start_server ::relay::start_server
+    proc ::start_server {options {code undefined}} {
+        try {
+            uplevel 1 [list ::relay::start_server $options $code]
+        } finally {
+            ::relay::reap
+        }
+    }
+}
+
+# The suite sources its support files one by one: wrap once the last of ours is in.
+trace add execution source leave {apply {args { ::relay::wrap }}}
