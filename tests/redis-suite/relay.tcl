@@ -19,28 +19,50 @@ namespace eval ::relay {
 proc ::relay::port_for {host port} {
     variable relays
     set key "$host:$port"
-    if {[info exists relays($key)]} {
-        return [lindex $relays($key) 0]
+    if {![info exists relays($key)]} {
+        # A port found free can be taken by another process before the relay binds it: then
+        # the relay says so and exits, and another port is tried.
+        for {set try 0} {$try < 5} {incr try} {
+            set started [::relay::start $host $port]
+            if {$started ne {}} {
+                set relays($key) $started
+                break
+            }
+        }
+        if {![info exists relays($key)]} {
+            error "replica-relay for $key did not start: see $::env(RELAY_SUITE_DIR)"
+        }
     }
+    return [lindex $relays($key) 0]
+}
+
+# Starts a relay for host:port; {port pid} once it says it is ready, {} if its port was taken.
+proc ::relay::start {host port} {
     set rport [find_available_port $::baseport $::portcount]
     set mport [find_available_port $::baseport $::portcount]
     set dir [file join $::env(RELAY_SUITE_DIR) "relay-$rport"]
     file mkdir $dir
+    set log [file join $dir relay.log]
     set pid [exec $::env(RELAY_BIN) --bind 127.0.0.1 --port $rport --metrics-port $mport \
-        --dir [file join $dir data] --replicaof $host $port --log-level info \
-        >> [file join $dir relay.log] 2>@1 &]
+        --dir [file join $dir data] --replicaof $host $port --log-level info >> $log 2>@1 &]
     set fd [open [file join $::env(RELAY_SUITE_DIR) pids] a]
     puts $fd $pid
     close $fd
-    set relays($key) [list $rport $pid]
-    for {set i 0} {$i < 100} {incr i} {
-        if {![catch {set s [socket 127.0.0.1 $rport]}]} {
-            close $s
-            return $rport
+    for {set i 0} {$i < 200} {incr i} {
+        set text [exec cat $log]
+        if {[string match "*ready to accept replicas*" $text]} {
+            return [list $rport $pid]
+        }
+        if {[string match "*Address already in use*" $text]} {
+            catch {exec kill -9 $pid}
+            return {}
+        }
+        if {[string match "*Fatal*" $text]} {
+            error "replica-relay for $host:$port failed: $text"
         }
         after 50
     }
-    error "replica-relay for $key did not start: see [file join $dir relay.log]"
+    error "replica-relay for $host:$port did not start in 10 s: see $log"
 }
 
 proc ::relay::is_relay {port} {
