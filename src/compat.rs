@@ -3,6 +3,15 @@
 //! family for formats only one family reads, cannot sync from it: it drops the connection after
 //! the snapshot and retries forever. This names the format's requirement for the operator.
 
+/// `Redis server v=7.2.4 sha=...` or `Valkey server v=8.1.8 ...` (what `<server> --version`
+/// prints): the family and the version.
+pub fn server_version(text: &str) -> Option<(String, String)> {
+    let mut words = text.split_whitespace();
+    let family = words.next()?.to_string();
+    let version = words.find_map(|w| w.strip_prefix("v="))?.to_string();
+    Some((family, version))
+}
+
 /// What a snapshot's signature needs of the server loading it.
 pub fn requirement(signature: &str) -> &'static str {
     match signature {
@@ -40,6 +49,19 @@ pub fn valkey_loads(signature: &str, version: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_name_the_family() {
+        assert_eq!(
+            server_version("Redis server v=7.2.4 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64"),
+            Some(("Redis".into(), "7.2.4".into()))
+        );
+        assert_eq!(
+            server_version("Valkey server v=8.1.8 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64"),
+            Some(("Valkey".into(), "8.1.8".into()))
+        );
+        assert_eq!(server_version("nonsense"), None);
+    }
 
     #[test]
     fn valkey_versions_and_formats() {

@@ -34,6 +34,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         "upstream",
         3,
         &[
+            "compat",
             "config",
             "decode",
             "duplex",
@@ -100,7 +101,9 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
     (
         "restore",
         6,
-        &["decode", "feed", "hold", "progress", "resp", "store"],
+        &[
+            "compat", "decode", "feed", "hold", "progress", "resp", "store",
+        ],
     ),
     ("tail", 6, &["config", "resp", "tls", "upstream"]),
     (

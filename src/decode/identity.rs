@@ -53,14 +53,18 @@ pub fn identity_of(r: impl Read) -> Result<Option<ReplIdentity>, FunctionsError>
 /// An AUX field: its name and value.
 type Aux = (Vec<u8>, Vec<u8>);
 
-/// The AUX fields at the start of a snapshot, in order.
+/// The identity's AUX fields (`FIELDS`) at the start of a snapshot: only those are kept, so a
+/// file of endless other AUX fields costs no memory.
 fn aux_fields(r: impl Read) -> Result<Vec<Aux>, FunctionsError> {
     let mut r = std::io::BufReader::new(r);
     let mut header = [0u8; 9];
     r.read_exact(&mut header)?;
     let mut fields = Vec::new();
     while byte(&mut r)? == AUX {
-        fields.push((string(&mut r)?, string(&mut r)?));
+        let (k, v) = (string(&mut r)?, string(&mut r)?);
+        if FIELDS.contains(&k.as_slice()) && fields.len() < FIELDS.len() {
+            fields.push((k, v));
+        }
     }
     Ok(fields)
 }

@@ -85,9 +85,8 @@ fn major_version(server: &Path) -> Result<u32> {
         .output()
         .with_context(|| format!("running {} --version", server.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix("v="))
-        .and_then(|v| v.split('.').next()?.parse().ok())
+    crate::compat::server_version(&text)
+        .and_then(|(_, v)| v.split('.').next()?.parse().ok())
         .with_context(|| format!("{} --version said {text:?}", server.display()))
 }
 

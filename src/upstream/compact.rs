@@ -180,7 +180,7 @@ async fn checked_server(up: &Upstream) -> Result<PathBuf> {
     .with_context(|| format!("{} --version did not answer", server.display()))?
     .with_context(|| format!("running {}", server.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let (family, version) = parse_version(&text)
+    let (family, version) = crate::compat::server_version(&text)
         .with_context(|| format!("{} --version said {text:?}", server.display()))?;
     let wanted = if valkey { "Valkey" } else { "Redis" };
     let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
@@ -195,14 +195,6 @@ async fn checked_server(up: &Upstream) -> Result<PathBuf> {
     info!("Compactor: making a fresh snapshot with {said}, without the master");
     up.link.update(|l| l.compactor.server = Some(said));
     Ok(server)
-}
-
-/// `Redis server v=7.2.4 sha=...` or `Valkey server v=8.1.8 ...`: the family and the version.
-fn parse_version(text: &str) -> Option<(String, String)> {
-    let mut words = text.split_whitespace();
-    let family = words.next()?.to_string();
-    let version = words.find_map(|w| w.strip_prefix("v="))?.to_string();
-    Some((family, version))
 }
 
 /// What the restore tool made (its `--report`).
@@ -398,22 +390,4 @@ pub(super) fn failed(e: &anyhow::Error) {
     warn!(
         "Compactor failed: {e:#}; the snapshot in service stays, and the master is asked for a fresh one instead"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_name_the_family() {
-        assert_eq!(
-            parse_version("Redis server v=7.2.4 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64"),
-            Some(("Redis".into(), "7.2.4".into()))
-        );
-        assert_eq!(
-            parse_version("Valkey server v=8.1.8 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64"),
-            Some(("Valkey".into(), "8.1.8".into()))
-        );
-        assert_eq!(parse_version("nonsense"), None);
-    }
 }
