@@ -502,7 +502,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// The relay's configuration from flags, environment, the `--config` file and defaults,
+    /// checked as a whole.
     pub fn resolve(args: RelayArgs) -> Result<Config> {
+        let config = Config::read(args)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The same values without the checks across options, for a tool that needs a few of them
+    /// (`healthcheck`: where the admin server listens).
+    pub fn read(args: RelayArgs) -> Result<Config> {
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -685,7 +695,6 @@ impl Config {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
         };
-        config.validate()?;
         Ok(config)
     }
 

@@ -164,6 +164,15 @@ impl LinkStatus {
             .is_some_and(|(at, max)| at.elapsed() <= max);
         self.master_offset.filter(|_| fresh)
     }
+
+    /// How long since the last byte from the master, while the link is up; `None` while it is
+    /// down (Redis' `master_last_io_seconds_ago`, -1 then; the time down is `down_since`).
+    /// INFO, `/status` and `/metrics` all show this one value.
+    pub fn last_io_age(&self) -> Option<std::time::Duration> {
+        self.last_io
+            .filter(|_| self.state == LinkState::Connected)
+            .map(|t| t.elapsed())
+    }
 }
 
 /// The sending side of the link's status: the upstream room's alone.

@@ -31,8 +31,8 @@ pub struct RestoreArgs {
     /// Restore to this replication offset (the last command ending at or before it).
     #[arg(long, conflicts_with = "at")]
     offset: Option<u64>,
-    /// Restore to this moment: "now" (the default), an RFC 3339 UTC time such as
-    /// 2026-12-01T10:42:00Z (fractions of a second allowed), or @<unix seconds>.
+    /// Restore to this moment: "now" (the default), an RFC 3339 time such as
+    /// 2026-12-01T10:42:00Z or 2026-12-01T11:42:00.5+01:00, or @<unix seconds>.
     #[arg(long)]
     at: Option<String>,
     /// Restore to just before the first of these commands (e.g. FLUSHALL,FLUSHDB) after
@@ -323,39 +323,31 @@ fn offset_at(marks: &[TimeMark], unix_ms: u64, snapshot: u64) -> Result<u64> {
     }
 }
 
-/// `now`, `@<unix seconds>` or `YYYY-MM-DDTHH:MM:SS[.fff]Z`, in milliseconds since the epoch.
+/// `@<unix seconds>` or an RFC 3339 time (`2026-12-01T10:42:00Z`, `2026-12-01T11:42:00.5+01:00`),
+/// in milliseconds since the epoch. A date or time that does not exist (month 13, hour 25,
+/// February 30) is an error, not another moment.
 fn parse_time(s: &str) -> Result<u64> {
-    if let Some(secs) = s.strip_prefix('@') {
-        let secs: f64 = secs.parse().with_context(|| format!("bad time {s:?}"))?;
-        return Ok((secs * 1000.0) as u64);
-    }
-    let bad =
-        || anyhow::anyhow!("bad time {s:?}: use 2026-12-01T10:42:00Z, @<unix seconds> or now");
-    let t = s.strip_suffix('Z').ok_or_else(bad)?;
-    let (date, time) = t.split_once('T').ok_or_else(bad)?;
-    let num = |p: &str| p.parse::<i64>().map_err(|_| bad());
-    let d: Vec<&str> = date.split('-').collect();
-    let (time, frac) = time.split_once('.').unwrap_or((time, "0"));
-    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let h: Vec<&str> = time.split(':').collect();
-    let ([y, mo, da], [hh, mi, ss]) = (&d[..], &h[..]) else {
-        return Err(bad());
+    use time::format_description::well_known::Rfc3339;
+    let bad = || {
+        anyhow::anyhow!(
+            "bad time {s:?}: use 2026-12-01T10:42:00Z (RFC 3339, any offset), @<unix seconds> or now"
+        )
     };
-    let (y, mo, da) = (num(y)?, num(mo)?, num(da)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86400 + num(hh)? * 3600 + num(mi)? * 60 + num(ss)?;
-    let ms = format!("{frac:0<3}")[..3]
-        .parse::<i64>()
-        .map_err(|_| bad())?;
-    u64::try_from(secs * 1000 + ms).map_err(|_| bad())
+    let ms = match s.strip_prefix('@') {
+        Some(secs) => {
+            let secs: f64 = secs.parse().map_err(|_| bad())?;
+            if !secs.is_finite() || secs < 0.0 {
+                return Err(bad());
+            }
+            (secs * 1000.0).round() as i128
+        }
+        None => {
+            let t = time::OffsetDateTime::parse(s, &Rfc3339)
+                .map_err(|e| bad().context(e.to_string()))?;
+            t.unix_timestamp_nanos() / 1_000_000
+        }
+    };
+    u64::try_from(ms).map_err(|_| bad())
 }
 
 /// What `--before` looks for: commands the scanner knows, each maybe with a key, after an
@@ -777,11 +769,25 @@ mod tests {
             1_764_576_003_250
         );
         assert_eq!(parse_time("@1764576003").unwrap(), 1_764_576_003_000);
+        assert_eq!(
+            parse_time("2025-12-01T09:00:03+01:00").unwrap(),
+            1_764_576_003_000
+        );
         assert!(parse_time("2025-12-01 08:00:03").is_err());
         assert!(
             parse_time("2025-12-01T08:00:03.1€Z").is_err(),
             "not a panic"
         );
+        for impossible in [
+            "2025-13-01T08:00:03Z",
+            "2025-12-01T25:00:03Z",
+            "2025-02-30T08:00:03Z",
+            "2025-12-01T08:61:03Z",
+            "@-1",
+            "@nan",
+        ] {
+            assert!(parse_time(impossible).is_err(), "{impossible}");
+        }
     }
 
     #[test]

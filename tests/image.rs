@@ -89,6 +89,51 @@ fn the_image_command_line_relays_with_a_password_and_reports_healthy() {
     wait_for_sync(&master, &replica);
 }
 
+/// The image's health check reads the relay's configuration file (REPLICA_RELAY_CONFIG), so
+/// an admin port set only there is the one it checks (it checked the default port, 9480, and
+/// failed on a healthy relay).
+#[test]
+fn the_health_check_reads_the_config_file() {
+    let (env, entrypoint, healthcheck) = dockerfile();
+    let master = Server::master(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let metrics = support::free_port();
+    let file = data.path().join("relay.toml");
+    let toml = format!(
+        "port = {}\nmetrics-port = {metrics}\nreplicaof = \"127.0.0.1 {}\"\ndir = \"{}\"\n",
+        support::free_port(),
+        master.port,
+        data.path().join("store").display()
+    );
+    std::fs::write(&file, toml).unwrap();
+    let only_file = |c: &mut Command| {
+        c.env_remove("REPLICA_RELAY_DIR")
+            .env("REPLICA_RELAY_CONFIG", &file)
+            .envs(
+                env.iter()
+                    .filter(|(k, _)| k.as_str() != "REPLICA_RELAY_DIR"),
+            );
+    };
+    let mut relay = Command::new(binary(&entrypoint[0]));
+    only_file(relay.args(&entrypoint[1..]));
+    let _relay = Killed(
+        relay
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the health check to pass", || {
+        let mut check = Command::new(binary(&healthcheck[0]));
+        only_file(check.args(&healthcheck[1..]));
+        let out = check.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    });
+}
+
 /// A process killed when the test ends, passed or not.
 struct Killed(std::process::Child);
 

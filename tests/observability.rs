@@ -314,3 +314,36 @@ fn the_lag_is_absent_while_the_masters_offset_cannot_be_read() {
         (s.get("replica_relay_upstream_lag_known") == Some(&1.0), ())
     });
 }
+
+/// The time since the master's last byte is one fact in INFO, /status and /metrics: an age while
+/// the link is up, unknown while it is down (INFO said -1 while the other two kept counting).
+#[test]
+fn the_masters_last_io_agrees_in_info_status_and_metrics() {
+    let master = Server::master(&[]);
+    let relay = Relay::of(master.port, &[]);
+    write_mixed(&mut master.client(), "a", 5);
+    relay.stored(&master);
+    let shown = |relay: &Relay| {
+        let info = relay
+            .client()
+            .info_num("replication", "master_last_io_seconds_ago");
+        let (_, status) = relay.http_get("/status");
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let status = status["master"]["last_io_seconds_ago"]
+            .as_i64()
+            .unwrap_or(-1);
+        let metric = metric(&scrape(relay), "replica_relay_upstream_last_io_seconds");
+        (info, status, metric)
+    };
+    let (info, status, metric) = shown(&relay);
+    assert!(
+        info >= 0 && status >= 0 && metric >= 0.0,
+        "{info} {status} {metric}"
+    );
+    drop(master);
+    wait_for("the link to be down", || {
+        let link = relay.client().info("replication", "master_link_status");
+        (link.as_deref() == Some("down"), link)
+    });
+    assert_eq!(shown(&relay), (-1, -1, -1.0));
+}

@@ -92,6 +92,42 @@ fn restores_to_recorded_offsets_and_moments_load_with_their_digests() {
     assert!(String::from_utf8_lossy(&outside.stderr).contains("outside the restorable window"));
 }
 
+/// A moment after the snapshot and before the first write the relay stored after it restores
+/// the snapshot: the data at that moment is known (it was refused as "before the first time the
+/// log knows" when the time index began with the first write).
+#[test]
+fn a_moment_between_the_snapshot_and_the_first_write_restores_the_snapshot() {
+    let master = Server::master(&[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "before", 5);
+    let relay = Relay::of(master.port, &[]);
+    wait_for("the relay's snapshot in service", || {
+        let link = relay.client().info("replication", "master_link_status");
+        (link.as_deref() == Some("up"), link)
+    });
+    relay.stored(&master);
+    let digest = m.digest();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let at = format!("@{}.{:03}", now / 1000, now % 1000);
+    write_mixed(&mut m, "after", 5);
+    relay.stored(&master);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = restore(
+        &relay.dir,
+        &["--at", &at, "--out", out_dir.path().to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        loaded_digest(out_dir.path()),
+        digest,
+        "restored to {at}: {stderr}"
+    );
+}
+
 /// A cut inside MULTI … EXEC falls before the MULTI: a restore never holds half a transaction.
 #[test]
 fn a_cut_inside_a_transaction_falls_before_it() {

@@ -177,39 +177,33 @@ fn respond(code: StatusCode, kind: &'static str, body: String) -> Response<Full<
 }
 
 /// `replica-relay healthcheck`: GETs a path of the admin server on this host and succeeds on
-/// 200, so container images need no curl.
+/// 200, so container images need no curl. Where the admin server listens, and whether it speaks
+/// TLS, come from the relay's own configuration, read as the relay reads it (flags,
+/// `REPLICA_RELAY_*`, the `--config` file, defaults).
 #[derive(Debug, clap::Args)]
 pub struct HealthcheckArgs {
-    /// The admin server's port.
-    #[arg(long, env = "REPLICA_RELAY_METRICS_PORT", default_value_t = 9480)]
-    metrics_port: u16,
-    /// The admin server's address; a wildcard address is reached on loopback.
-    #[arg(long, env = "REPLICA_RELAY_METRICS_BIND", default_value = "127.0.0.1")]
-    metrics_bind: String,
     /// What to check: /healthz (the process runs) or /readyz (ready for replicas).
     #[arg(long, default_value = "/healthz")]
     path: String,
-    /// The admin server speaks HTTPS (the relay's --metrics-tls).
-    #[arg(long, env = "REPLICA_RELAY_METRICS_TLS", default_value = "no")]
-    metrics_tls: crate::config::YesNo,
-    /// The CA the admin server's certificate must chain to, with --metrics-tls.
-    #[arg(long, env = "REPLICA_RELAY_TLS_CA_CERT_FILE", value_name = "FILE")]
-    tls_ca_cert_file: Option<std::path::PathBuf>,
     /// The name the admin server's certificate must be valid for, with --metrics-tls.
     #[arg(long, default_value = "localhost")]
     server_name: String,
+    #[command(flatten)]
+    relay: Box<crate::config::RelayArgs>,
 }
 
 pub fn healthcheck(args: HealthcheckArgs) -> Result<()> {
     use std::io::{Read, Write};
+    let config = crate::config::Config::read(*args.relay)?;
     let timeout = Duration::from_secs(3);
-    let addr = admin_addr(&args.metrics_bind, args.metrics_port)?;
+    let addr = admin_addr(&config.metrics_bind, config.metrics_port)?;
     let sock = std::net::TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to the admin server on {addr}"))?;
     sock.set_read_timeout(Some(timeout))?;
-    let mut stream: Box<dyn ReadWrite> = if args.metrics_tls == crate::config::YesNo::Yes {
-        let ca = args
-            .tls_ca_cert_file
+    let mut stream: Box<dyn ReadWrite> = if config.tls.metrics {
+        let ca = config
+            .tls
+            .ca_cert_file
             .as_deref()
             .context("--metrics-tls needs --tls-ca-cert-file")?;
         Box::new(crate::tls::probe(sock, ca, &args.server_name)?)

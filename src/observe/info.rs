@@ -136,9 +136,7 @@ fn replication(relay: &RelayView, out: &mut String) {
                 master.host,
                 master.port,
                 if up { "up" } else { "down" },
-                link.last_io
-                    .filter(|_| up)
-                    .map_or(-1, |t| t.elapsed().as_secs() as i64),
+                link.last_io_age().map_or(-1, |t| t.as_secs() as i64),
                 u8::from(state.receiving.is_some()),
             );
             if let Some(r) = &state.receiving {

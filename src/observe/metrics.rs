@@ -132,7 +132,7 @@ impl Metrics {
             ),
             upstream_last_io: b.fgauge(
                 "upstream_last_io_seconds",
-                "Seconds since the last byte from the master.",
+                "Seconds since the last byte from the master while the link is up; -1 while it is down (see upstream_link_down_since_seconds).",
             ),
             upstream_link_down_since: b.fgauge(
                 "upstream_link_down_since_seconds",
@@ -313,7 +313,8 @@ impl Metrics {
             }
         }
         let secs = |t: Option<std::time::Instant>| t.map_or(-1.0, |t| t.elapsed().as_secs_f64());
-        self.upstream_last_io.set(secs(link.last_io));
+        self.upstream_last_io
+            .set(link.last_io_age().map_or(-1.0, |t| t.as_secs_f64()));
         let down = if link.state == LinkState::Connected {
             0.0
         } else {

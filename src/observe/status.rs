@@ -196,7 +196,7 @@ fn master(relay: &RelayView, offset: u64) -> Option<Master> {
         port: addr.port,
         link_status: if up { "up" } else { "down" },
         state: link.state.role_name(),
-        last_io_seconds_ago: link.last_io.map(|t| t.elapsed().as_secs()),
+        last_io_seconds_ago: link.last_io_age().map(|t| t.as_secs()),
         link_down_since_seconds: link
             .down_since
             .filter(|_| !up)

@@ -1,8 +1,10 @@
-//! The time index: `<start>.time` beside each segment, one 20-byte record per checkpoint that
-//! added bytes (each second, each fsync, each roll): the segment's length then, the wall-clock
-//! time in milliseconds, and the record's CRC32C. So the offset of any moment is known to
-//! within a second, for restoring to a point in time; a time means when the relay stored the
-//! bytes, within the link's lag of the master's own clock.
+//! The time index: `<start>.time` beside each segment, one 20-byte record when the segment
+//! starts (length 0: everything before it was stored by then, the snapshot for the first
+//! segment of a history) and one per checkpoint that added bytes (each second, each fsync, each
+//! roll): the segment's length then, the wall-clock time in milliseconds, and the record's
+//! CRC32C. So the offset of any moment is known to within a second, for restoring to a point in
+//! time; a time means when the relay stored the bytes, within the link's lag of the master's
+//! own clock.
 //!
 //! Kept and recovered like the checksum index: records past a cut segment's length are dropped
 //! on reopen, a torn or damaged record ends the file's trusted part, and a segment without a
@@ -29,11 +31,18 @@ pub(super) struct Times {
 }
 
 impl Times {
-    pub(super) fn create(segment: &Path) -> io::Result<Times> {
+    fn create(segment: &Path) -> io::Result<Times> {
         Ok(Times {
             file: File::create(times_path(segment))?,
             marked: 0,
         })
+    }
+
+    /// The time file of a new segment, with the record of its start.
+    pub(super) fn start(segment: &Path) -> io::Result<Times> {
+        let mut times = Times::create(segment)?;
+        times.file.write_all(&record(0, now_ms()))?;
+        Ok(times)
     }
 
     /// The time file of a segment cut to `len`: the records up to `len` are kept.
@@ -67,26 +76,14 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `2026-12-01T08:00:03Z` for milliseconds since the epoch (the civil calendar, UTC).
+/// `2026-12-01T08:00:03Z` for milliseconds since the epoch (UTC, to the second).
 pub fn utc(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp((unix_ms / 1000) as i64)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("@{}", unix_ms / 1000))
 }
 
 fn record(len: u64, ms: u64) -> [u8; RECORD] {
@@ -143,17 +140,20 @@ mod tests {
     fn records_survive_a_cut_and_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let seg = dir.path().join("100.seg");
-        let mut t = Times::create(&seg).unwrap();
+        let mut t = Times::start(&seg).unwrap();
         t.mark(10).unwrap();
         t.mark(10).unwrap();
         t.mark(25).unwrap();
         t.mark(40).unwrap();
         let all = read(&seg);
-        assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), [10, 25, 40]);
+        assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 10, 25, 40]);
         assert!(all.windows(2).all(|w| w[0].1 <= w[1].1));
         drop(t);
         let mut t = Times::reopen(&seg, 30).unwrap();
-        assert_eq!(read(&seg).iter().map(|r| r.0).collect::<Vec<_>>(), [10, 25]);
+        assert_eq!(
+            read(&seg).iter().map(|r| r.0).collect::<Vec<_>>(),
+            [0, 10, 25]
+        );
         t.mark(35).unwrap();
         let mut f = OpenOptions::new()
             .append(true)
@@ -162,7 +162,7 @@ mod tests {
         f.write_all(&[1, 2, 3]).unwrap();
         assert_eq!(
             read(&seg).iter().map(|r| r.0).collect::<Vec<_>>(),
-            [10, 25, 35]
+            [0, 10, 25, 35]
         );
         assert!(read(&dir.path().join("0.seg")).is_empty());
     }

@@ -675,7 +675,7 @@ pub(super) fn create_segment(cfg: &StoreConfig, start: u64) -> Result<Segment> {
     file.set_len(0)?;
     let index = Index::create(&path)
         .with_context(|| format!("creating the index of {}", path.display()))?;
-    let times = Times::create(&path)
+    let times = Times::start(&path)
         .with_context(|| format!("creating the time index of {}", path.display()))?;
     sync_dir(&cfg.dir.join("log"))?;
     Ok(Segment {
