@@ -4,6 +4,7 @@
 mod check;
 mod follow;
 mod functions;
+mod hash2;
 mod identity;
 mod stats;
 mod stream;

@@ -13,6 +13,8 @@ use std::rc::Rc;
 use rdb::{Filter, RdbDecoder, RdbValue};
 use serde::Serialize;
 
+use super::hash2::{HASH_2, Hash2};
+
 /// How many of the largest keys are kept.
 pub const TOP_KEYS: usize = 10;
 /// Longest key name or AUX value kept for display.
@@ -123,6 +125,8 @@ impl Tally {
 struct Observer {
     pos: Rc<Cell<u64>>,
     tally: Rc<RefCell<Tally>>,
+    /// In a Valkey file: arms the reader that rewrites a type-22 value (`hash2`).
+    valkey_hash2: Option<Rc<Cell<bool>>>,
 }
 
 impl Filter for Observer {
@@ -132,6 +136,9 @@ impl Filter for Observer {
     }
 
     fn matches_type(&self, enc_type: u8) -> bool {
+        if let Some(armed) = &self.valkey_hash2 {
+            armed.set(enc_type == HASH_2);
+        }
         let mut t = self.tally.borrow_mut();
         t.close(self.pos.get(), false);
         let (db, kind) = (t.db, type_name(enc_type));
@@ -187,8 +194,9 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// The decoder knows only the `REDIS` signature. A Valkey 9 header (`VALKEY080`) is presented
-/// as `REDIS0011`: the encodings are the same up to Valkey's own types, which make the decoder
-/// stop with an error that the stats report.
+/// as `REDIS0011`: the encodings are the same up to Valkey's own types. Its hash with field
+/// expiry (type 22) is rewritten for the decoder (`hash2`); a newer type makes the decoder stop
+/// with an error that the stats report.
 fn redis_signature<R: Read>(mut reader: R) -> io::Result<(String, impl Read)> {
     let mut header = [0u8; 9];
     reader.read_exact(&mut header)?;
@@ -230,11 +238,13 @@ pub fn analyze<R: Read>(reader: R) -> SnapshotStats {
         inner: buffered,
         pos: pos.clone(),
     };
+    let armed = Rc::new(Cell::new(false));
     let observer = Observer {
         pos: pos.clone(),
         tally: tally.clone(),
+        valkey_hash2: stats.signature.starts_with("VALKEY").then(|| armed.clone()),
     };
-    match RdbDecoder::new(counting, observer) {
+    match RdbDecoder::new(Hash2::new(counting, armed), observer) {
         Err(e) => stats.error = Some(format!("at byte {}: {e}", pos.get())),
         Ok(decoder) => {
             stats.rdb_version = decoder.version();
