@@ -155,8 +155,7 @@ impl Session {
     /// relay's tail) waits a few seconds for the relay to refetch the missing bytes.
     async fn wait_until_servable(&mut self) -> Result<View> {
         let mut changes = self.cx.store.subscribe();
-        let mut keepalive = tokio::time::interval(Duration::from_secs(1));
-        keepalive.tick().await;
+        let mut keepalive = keepalive();
         let catch_up_until = Instant::now() + CATCH_UP_WAIT;
         let mut logged = false;
         loop {
@@ -185,11 +184,9 @@ impl Session {
                     state.next
                 );
             }
-            tokio::select! {
-                r = changes.changed() => r.context("store closed")?,
-                _ = keepalive.tick() => self.write(b"\n").await?,
-                _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
-            }
+            self.waiting(&mut keepalive, changes.changed())
+                .await?
+                .context("store closed")?;
         }
     }
 
@@ -261,7 +258,7 @@ impl Session {
         self.cx.control.request_snapshot();
         let asked = Instant::now();
         let mut changes = self.cx.store.subscribe();
-        let mut keepalive = tokio::time::interval(Duration::from_secs(1));
+        let mut keepalive = keepalive();
         let mut started = false;
         loop {
             changes.borrow_and_update();
@@ -284,11 +281,9 @@ impl Session {
             if !started && asked.elapsed() > REFRESH_START_WAIT {
                 return Ok(Err("ERR the master is not asked for a fresh snapshot now: a snapshot refresh failed less than a minute ago, or the link went down; try again later, or accept the stored snapshot with --rdb-only-max-age".into()));
             }
-            tokio::select! {
-                r = changes.changed() => r.context("store closed")?,
-                _ = keepalive.tick() => self.write(b"\n").await?,
-                _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
-            }
+            self.waiting(&mut keepalive, changes.changed())
+                .await?
+                .context("store closed")?;
         }
     }
 
@@ -351,15 +346,8 @@ impl Session {
             self.name,
             wait.as_secs_f64().ceil()
         );
-        let until = tokio::time::Instant::now() + wait;
-        let mut keepalive = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => return Ok(()),
-                _ = keepalive.tick() => self.write(b"\n").await?,
-                _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
-            }
-        }
+        self.waiting(&mut keepalive(), tokio::time::sleep(wait))
+            .await
     }
 
     /// Whom the drop-after-snapshot evidence is recorded against: the peer's own IP address and
@@ -620,21 +608,30 @@ impl Session {
             admission.waiting()
         );
         let started = Instant::now();
-        let mut keepalive = tokio::time::interval(Duration::from_secs(1));
-        keepalive.tick().await;
-        let admit = admission.admit();
-        tokio::pin!(admit);
+        let slot = self.waiting(&mut keepalive(), admission.admit()).await?;
+        info!(
+            "Full sync of {} starts after waiting {:.1} s for a slot",
+            self.name,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(slot)
+    }
+
+    /// What `until` gives, while the replica gets a newline a second (as a master keeps a
+    /// replica waiting for its snapshot), or an error when the relay shuts down first. One
+    /// `keepalive` serves a whole wait made of several calls, so the newlines keep their pace
+    /// however often the awaited thing wakes.
+    async fn waiting<T>(
+        &mut self,
+        keepalive: &mut tokio::time::Interval,
+        until: impl std::future::Future<Output = T>,
+    ) -> Result<T> {
+        tokio::pin!(until);
         loop {
             tokio::select! {
-                slot = &mut admit => {
-                    info!(
-                        "Full sync of {} starts after waiting {:.1} s for a slot",
-                        self.name,
-                        started.elapsed().as_secs_f64()
-                    );
-                    return Ok(slot);
-                }
+                done = &mut until => return Ok(done),
                 _ = keepalive.tick() => self.write(b"\n").await?,
+                _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
             }
         }
     }
@@ -646,6 +643,14 @@ impl Session {
             .context("timeout writing to the replica")?
             .context("writing to the replica")
     }
+}
+
+/// The pace of the newlines a waiting replica gets: one a second, the first after a second.
+fn keepalive() -> tokio::time::Interval {
+    let second = Duration::from_secs(1);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every
 }
 
 /// How much of the snapshot to read at `pos`: a full piece, except that the checksum (the
