@@ -8,7 +8,17 @@ RUN mkdir src \
  && cargo build --release --locked \
  && rm -rf src target/release/replica-relay target/release/deps/replica_relay-*
 COPY src ./src
-RUN cargo build --release --locked
+# The image's binary carries no debug information (most of its size); the symbols stay in the
+# build stage, and the next stage exports them.
+WORKDIR /src/target/release
+RUN cargo build --release --locked \
+ && objcopy --only-keep-debug replica-relay replica-relay.debug \
+ && objcopy --strip-debug --add-gnu-debuglink=replica-relay.debug replica-relay
+
+# The binary's debug symbols, for a debugger or a backtrace with file and line:
+#   docker build --target symbols --output type=local,dest=symbols .
+FROM scratch AS symbols
+COPY --from=build /src/target/release/replica-relay.debug /
 
 # Runtime stage: a small Debian, a non-root user, the store on a volume.
 FROM debian:bookworm-slim
@@ -18,6 +28,7 @@ FROM debian:bookworm-slim
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libssl3 \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 relay \
  && useradd --system --uid 10001 --gid relay --home-dir /data --shell /usr/sbin/nologin relay \

@@ -221,3 +221,121 @@ fn the_document_names_every_room() {
         );
     }
 }
+
+/// The sibling files a file of a room names through `super::` (`use super::{a, b::C}`,
+/// `super::a::f()`), outside comments. `super::` items of the room's own root (mod.rs) are not
+/// edges: the root declares the files and holds what they share.
+fn sibling_uses(text: &str, siblings: &[String]) -> Vec<String> {
+    let code: String = text
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = Vec::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("super::") {
+        rest = &rest[at + "super::".len()..];
+        let names: Vec<String> = if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let end = group
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '{' => 1,
+                        '}' => -1,
+                        _ => 0,
+                    };
+                    depth < 0
+                })
+                .map_or(group.len(), |(i, _)| i);
+            let mut depth = 0;
+            let mut names = vec![String::new()];
+            for c in group[..end].chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => names.push(String::new()),
+                    _ if depth == 0 => names.last_mut().unwrap().push(c),
+                    _ => {}
+                }
+            }
+            names
+        } else {
+            vec![rest.to_string()]
+        };
+        for name in names {
+            let first: String = name
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if siblings.contains(&first) {
+                out.push(first);
+            }
+        }
+    }
+    out
+}
+
+/// A path through `graph` from `from` back to itself, if there is one.
+fn cycle_from(graph: &BTreeMap<String, Vec<String>>, from: &str) -> Option<Vec<String>> {
+    let mut stack = vec![(from.to_string(), vec![from.to_string()])];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((node, path)) = stack.pop() {
+        for next in graph.get(&node).into_iter().flatten() {
+            if next == from {
+                let mut cycle = path.clone();
+                cycle.push(next.clone());
+                return Some(cycle);
+            }
+            if seen.insert(next.clone()) {
+                let mut longer = path.clone();
+                longer.push(next.clone());
+                stack.push((next.clone(), longer));
+            }
+        }
+    }
+    None
+}
+
+/// Inside a room, its files import one way (as raft-engine's: format, file, pipe, builder): no
+/// file reaches itself through the others.
+#[test]
+fn no_room_has_a_circle_between_its_files() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut circles = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut siblings = Vec::new();
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().to_string();
+            if name != "mod" && (path.is_dir() || path.extension().is_some_and(|e| e == "rs")) {
+                siblings.push(name);
+            }
+        }
+        siblings.sort();
+        siblings.dedup();
+        let mut graph = BTreeMap::new();
+        for name in &siblings {
+            let path = dir.join(format!("{name}.rs"));
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let mut deps = sibling_uses(&text, &siblings);
+            deps.retain(|d| d != name);
+            deps.sort();
+            deps.dedup();
+            graph.insert(name.clone(), deps);
+        }
+        for name in &siblings {
+            if let Some(cycle) = cycle_from(&graph, name) {
+                circles.push(format!("{}: {}", dir.display(), cycle.join(" -> ")));
+            }
+        }
+    }
+    assert!(circles.is_empty(), "circles:\n{}", circles.join("\n"));
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use super::index::trusted_len;
-use super::{segment_path, writer};
+use super::{segment, segment_path};
 
 /// A tool's pin: while it is held, the relay keeps the log from `offset` on.
 pub struct Pin {
@@ -60,7 +60,7 @@ pub(super) fn file_pins(dir: &Path) -> Option<u64> {
 
 /// Start offsets of the log's segments, in order.
 pub fn segments(dir: &Path) -> Result<Vec<u64>> {
-    Ok(writer::list_segments(dir)?
+    Ok(segment::list_segments(dir)?
         .into_iter()
         .map(|(start, _)| start)
         .collect())

@@ -25,6 +25,7 @@ mod intake;
 mod lock;
 mod recover;
 mod retention;
+mod segment;
 mod snapshot;
 mod tail;
 mod times;
@@ -612,7 +613,7 @@ pub fn describe(dir: &Path) -> Result<StoreSummary> {
             dir.display()
         )
     })?;
-    let segs = writer::list_segments(dir)?;
+    let segs = segment::list_segments(dir)?;
     let mut log_damage = Vec::new();
     for &(start, _) in &segs {
         let path = segment_path(dir, start);

@@ -12,7 +12,7 @@
 //! log reaches its offset, and `+CONTINUE <new id>` shifts the replication IDs. Recovery
 //! (`recover`) hands it what the directory held.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,13 +23,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::history;
-use super::identity::{Identity, sync_dir};
-use super::index::{Index, index_path};
+use super::identity::Identity;
+use super::index::Index;
 use super::intake::Scanned;
 use super::recover::{Reopened, recover};
 use super::retention::{RestorePoint, Retention};
+use super::segment::{Segment, create_segment, remove_segment, remove_segments};
 use super::snapshot::{Incoming, Incomings, Slot};
-use super::times::{self, Times};
+use super::times;
 use super::{
     Fsync, Receiving, Shared, State, StoreConfig, TAIL_BYTES, Verification, segment_path,
     snapshot_path,
@@ -64,29 +65,6 @@ pub struct WriterStatus {
     pub getacks: u64,
     /// Set when the stream could not be stored; cleared by the next flush.
     pub failed: Option<String>,
-}
-
-pub(super) struct Segment {
-    pub(super) start: u64,
-    pub(super) file: File,
-    pub(super) len: u64,
-    pub(super) index: Index,
-    pub(super) times: Times,
-}
-
-impl Segment {
-    /// A checkpoint in the segment's index; a failure only leaves more of the tail unchecked.
-    fn checkpoint(&mut self) {
-        if let Err(e) = self.index.mark(self.len) {
-            warn!(
-                "Writing the checksum index of log segment {}: {e}",
-                self.start
-            );
-        }
-        if let Err(e) = self.times.mark(self.len) {
-            warn!("Writing the time index of log segment {}: {e}", self.start);
-        }
-    }
 }
 
 pub(super) struct Writer {
@@ -663,69 +641,4 @@ impl Writer {
             st.view.epoch += 1;
         });
     }
-}
-
-pub(super) fn create_segment(cfg: &StoreConfig, start: u64) -> Result<Segment> {
-    let path = segment_path(&cfg.dir, start);
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.set_len(0)?;
-    let index = Index::create(&path)
-        .with_context(|| format!("creating the index of {}", path.display()))?;
-    let times = Times::start(&path)
-        .with_context(|| format!("creating the time index of {}", path.display()))?;
-    sync_dir(&cfg.dir.join("log"))?;
-    Ok(Segment {
-        start,
-        file,
-        len: 0,
-        index,
-        times,
-    })
-}
-
-/// Segment files in the log directory, by start offset, with their lengths.
-pub(super) fn list_segments(dir: &std::path::Path) -> Result<Vec<(u64, u64)>> {
-    let mut segs = Vec::new();
-    for entry in fs::read_dir(dir.join("log"))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let start = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".seg"))
-            .and_then(|n| n.parse().ok());
-        if let Some(start) = start {
-            segs.push((start, entry.metadata()?.len()));
-        }
-    }
-    segs.sort_unstable();
-    Ok(segs)
-}
-
-/// Removes every segment and index file of the log.
-pub(super) fn remove_segments(cfg: &StoreConfig) -> Result<()> {
-    for entry in fs::read_dir(cfg.dir.join("log"))? {
-        let path = entry?.path();
-        if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("seg" | "idx" | "time")
-        ) {
-            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
-    }
-    sync_dir(&cfg.dir.join("log"))
-}
-
-/// Removes one segment and its index.
-pub(super) fn remove_segment(cfg: &StoreConfig, start: u64) -> std::io::Result<()> {
-    let path = segment_path(&cfg.dir, start);
-    match fs::remove_file(index_path(&path)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    times::remove(&path)?;
-    fs::remove_file(path)
 }
