@@ -138,3 +138,23 @@ fn the_replica_rate_paces_each_full_sync() {
         "{bytes} bytes in {took:?}, under {floor} s"
     );
 }
+
+/// A replica that asks while the relay's own first snapshot is on its way is served once that
+/// snapshot is in service, with nothing else happening after it (no write, no PING from the
+/// master): the wait checks again each second, not only when the store changes. Seen in Redis'
+/// replication-buffer test through the relay: the replica waited until the next store change.
+#[test]
+fn a_replica_waiting_for_the_first_snapshot_is_served_with_nothing_else_happening() {
+    let master = Server::master(&[
+        "--repl-diskless-sync",
+        "yes",
+        "--repl-diskless-sync-delay",
+        "1",
+        "--repl-ping-replica-period",
+        "3600",
+    ]);
+    write_mixed(&mut master.client(), "a", 5);
+    let relay = Relay::of(master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+}

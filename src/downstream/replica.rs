@@ -4,6 +4,8 @@
 //! The writing half only reads the store: from the shared memory tail when the replica keeps up,
 //! from segment files when it lags. The reading half takes the replica's `REPLCONF ACK`s.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ use crate::duplex::{Reader, Writer};
 use crate::instruments::Phase;
 use crate::progress::Progress;
 use crate::resp;
-use crate::store::{TAIL_BYTES, Verification, View, read_at_then};
+use crate::store::{Gone, TAIL_BYTES, Verification, View, read_at_then};
 
 /// How long a replica ahead of the store waits for the relay to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
@@ -69,6 +71,40 @@ pub async fn serve(
     }
 }
 
+/// How a replica session ended without an error, for its log line.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("refused with -NOMASTERLINK: {0}")]
+    NoMasterLink(&'static str),
+    /// Refused with the error the replica was sent.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("snapshot delivered (rdb-only)")]
+    BackupDelivered,
+    #[error("functions-only snapshot delivered ({bytes} bytes, libraries: {libraries})")]
+    FunctionsDelivered { bytes: usize, libraries: String },
+    /// The store cannot go on from the replica's place.
+    #[error("disconnecting it: {0}")]
+    Gone(Gone),
+    #[error("{0}")]
+    Replica(AckEnd),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// Why the replica's side of the link stopped.
+#[derive(Debug, thiserror::Error)]
+enum AckEnd {
+    #[error("connection closed")]
+    Closed,
+    #[error("protocol error from the replica: {0}")]
+    Protocol(String),
+    #[error("query buffer too big")]
+    QueryBuffer,
+    #[error("{0}")]
+    Io(String),
+}
+
 struct Session {
     cx: Arc<super::Context>,
     /// The replica's entry in the registry, removed when the session ends.
@@ -89,7 +125,7 @@ impl Drop for Session {
 }
 
 impl Session {
-    async fn run(&mut self, rd: Reader, leftover: BytesMut) -> Result<String> {
+    async fn run(&mut self, rd: Reader, leftover: BytesMut) -> Result<End> {
         self.format_delay().await?;
         let state = self.wait_until_servable().await?;
         let request = self
@@ -107,7 +143,7 @@ impl Session {
                 Ok(state) => state,
                 Err(refusal) => {
                     self.write(format!("-{refusal}\r\n").as_bytes()).await?;
-                    return Ok(format!("refused: {refusal}"));
+                    return Ok(End::Refused(refusal));
                 }
             },
             (false, state) => state,
@@ -117,21 +153,21 @@ impl Session {
                 self.cx.metrics.rejected.inc(Rejection::NoMasterLink);
                 self.write(b"-NOMASTERLINK Can't SYNC while not connected with my master\r\n")
                     .await?;
-                return Ok("refused with -NOMASTERLINK: no snapshot in service yet".into());
+                return Ok(End::NoMasterLink("no snapshot in service yet"));
             }
             Decision::Continue => self.partial(&state).await?,
             Decision::Full(_) if state.verification != Verification::Verified => {
                 self.cx.metrics.rejected.inc(Rejection::NoMasterLink);
                 self.write(b"-NOMASTERLINK the stored snapshot failed verification and no master is configured to replace it\r\n")
                     .await?;
-                return Ok("refused with -NOMASTERLINK: the stored snapshot is damaged".into());
+                return Ok(End::NoMasterLink("the stored snapshot is damaged"));
             }
             Decision::Full(reason) => {
                 let signature = self.snapshot_signature(&state).await;
                 if let Some(refusal) = self.format_refusal(&signature) {
                     self.cx.metrics.rejected.inc(Rejection::RdbFormat);
                     self.write(format!("-{refusal}\r\n").as_bytes()).await?;
-                    return Ok(format!("refused: {refusal}"));
+                    return Ok(End::Refused(refusal));
                 }
                 let cursor = self.full(&state, &reason).await?;
                 self.sent_snapshot = Some((Instant::now(), signature));
@@ -139,7 +175,7 @@ impl Session {
             }
         };
         if self.client.rdb_only {
-            return Ok("snapshot delivered (rdb-only)".into());
+            return Ok(End::BackupDelivered);
         }
         self.set_state(ReplicaState::Online);
         let mut acks = tokio::spawn(read_acks(self.cx.clone(), self.id, rd, leftover));
@@ -184,9 +220,13 @@ impl Session {
                     state.next
                 );
             }
-            self.waiting(&mut keepalive, changes.changed())
-                .await?
-                .context("store closed")?;
+            // Woken by a change of the store or by the second's newline: the conditions above
+            // also depend on the link's state and on time.
+            let changed = changes.changed();
+            tokio::pin!(changed);
+            if let Some(changed) = self.wait_step(&mut keepalive, changed).await? {
+                changed.context("store closed")?;
+            }
         }
     }
 
@@ -201,7 +241,7 @@ impl Session {
 
     /// A filtered snapshot (`rdb-filter-only`): functions only, made from the store; any other
     /// filter is refused. Never the whole dataset for a filtered request.
-    async fn filtered(&mut self, state: &View, filter: &str) -> Result<String> {
+    async fn filtered(&mut self, state: &View, filter: &str) -> Result<End> {
         let made = if filter.eq_ignore_ascii_case("functions") {
             backup::functions_rdb(&self.cx, state).await
         } else {
@@ -214,7 +254,7 @@ impl Session {
             Err(why) => {
                 self.write(format!("-ERR cannot make the filtered snapshot: {why}\r\n").as_bytes())
                     .await?;
-                return Ok(format!("refused rdb-filter-only {filter}: {why}"));
+                return Ok(End::Refused(format!("rdb-filter-only {filter}: {why}")));
             }
         };
         let ident = state.ident.as_ref().context("no identity")?;
@@ -228,10 +268,10 @@ impl Session {
         }
         self.write(format!("${}\r\n", rdb.len()).as_bytes()).await?;
         self.write(&rdb).await?;
-        Ok(format!(
-            "functions-only snapshot delivered ({} bytes, libraries: {libraries})",
-            rdb.len()
-        ))
+        Ok(End::FunctionsDelivered {
+            bytes: rdb.len(),
+            libraries,
+        })
     }
 
     /// The snapshot for a backup (`rdb-only`): the stored one if it is current enough, else a
@@ -281,9 +321,13 @@ impl Session {
             if !started && asked.elapsed() > REFRESH_START_WAIT {
                 return Ok(Err("ERR the master is not asked for a fresh snapshot now: a snapshot refresh failed less than a minute ago, or the link went down; try again later, or accept the stored snapshot with --rdb-only-max-age".into()));
             }
-            self.waiting(&mut keepalive, changes.changed())
-                .await?
-                .context("store closed")?;
+            // Woken by a change of the store or by the second's newline: the conditions above
+            // also depend on the link's state and on time.
+            let changed = changes.changed();
+            tokio::pin!(changed);
+            if let Some(changed) = self.wait_step(&mut keepalive, changed).await? {
+                changed.context("store closed")?;
+            }
         }
     }
 
@@ -530,9 +574,9 @@ impl Session {
         &mut self,
         mut cursor: u64,
         epoch: u64,
-        acks: &mut tokio::task::JoinHandle<String>,
+        acks: &mut tokio::task::JoinHandle<AckEnd>,
         mut catching_up: bool,
-    ) -> Result<String> {
+    ) -> Result<End> {
         let cx = self.cx.clone();
         let store = &cx.store;
         let timeout = self.cx.config.repl_timeout;
@@ -544,9 +588,9 @@ impl Session {
             let mut chunks = tokio::select! {
                 read = store.read(cursor, epoch, &mut changes, &mut scratch) => match read {
                     Ok(chunks) => chunks,
-                    Err(gone) => return Ok(format!("disconnecting it: {gone}")),
+                    Err(gone) => return Ok(End::Gone(gone)),
                 },
-                why = &mut *acks => return Ok(why.unwrap_or_else(|e| e.to_string())),
+                why = &mut *acks => return Ok(End::Replica(why.unwrap_or_else(|e| AckEnd::Io(e.to_string())))),
                 _ = check.tick() => {
                     self.loaded_snapshot();
                     if self.pre_psync() { continue }
@@ -556,7 +600,7 @@ impl Session {
                     }
                     continue;
                 }
-                _ = self.cx.shutdown.cancelled() => return Ok("shutting down".into()),
+                _ = self.cx.shutdown.cancelled() => return Ok(End::ShuttingDown),
             };
             let len = chunks.remaining();
             tokio::time::timeout(timeout, self.wr.write_all_buf(&mut chunks))
@@ -618,21 +662,36 @@ impl Session {
     }
 
     /// What `until` gives, while the replica gets a newline a second (as a master keeps a
-    /// replica waiting for its snapshot), or an error when the relay shuts down first. One
-    /// `keepalive` serves a whole wait made of several calls, so the newlines keep their pace
-    /// however often the awaited thing wakes.
-    async fn waiting<T>(
+    /// replica waiting for its snapshot), or an error when the relay shuts down first.
+    async fn waiting<F: Future>(
         &mut self,
         keepalive: &mut tokio::time::Interval,
-        until: impl std::future::Future<Output = T>,
-    ) -> Result<T> {
+        until: F,
+    ) -> Result<F::Output> {
         tokio::pin!(until);
         loop {
-            tokio::select! {
-                done = &mut until => return Ok(done),
-                _ = keepalive.tick() => self.write(b"\n").await?,
-                _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
+            if let Some(done) = self.wait_step(keepalive, until.as_mut()).await? {
+                return Ok(done);
             }
+        }
+    }
+
+    /// One step of a wait: what `until` gives if it is ready before the next newline is due,
+    /// else `None` once the newline is written, so that the caller checks its conditions
+    /// again; an error when the relay shuts down. The caller keeps `until` (a place in a
+    /// queue, a deadline) and one `keepalive` across the steps of a wait, so neither restarts.
+    async fn wait_step<F: Future>(
+        &mut self,
+        keepalive: &mut tokio::time::Interval,
+        until: Pin<&mut F>,
+    ) -> Result<Option<F::Output>> {
+        tokio::select! {
+            done = until => Ok(Some(done)),
+            _ = keepalive.tick() => {
+                self.write(b"\n").await?;
+                Ok(None)
+            }
+            _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
         }
     }
 
@@ -690,7 +749,7 @@ fn cut_short(e: std::io::Error) -> anyhow::Error {
 
 /// Takes `REPLCONF ACK <offset> [FACK <offset>]` and `\n` from the replica; returns why it
 /// stopped.
-async fn read_acks(cx: Arc<super::Context>, id: u64, mut rd: Reader, mut buf: BytesMut) -> String {
+async fn read_acks(cx: Arc<super::Context>, id: u64, mut rd: Reader, mut buf: BytesMut) -> AckEnd {
     let mut parser = resp::CommandParser::default();
     loop {
         loop {
@@ -707,15 +766,15 @@ async fn read_acks(cx: Arc<super::Context>, id: u64, mut rd: Reader, mut buf: By
                     }
                 }),
                 Ok(None) => break,
-                Err(e) => return format!("protocol error from the replica: {e}"),
+                Err(e) => return AckEnd::Protocol(e.to_string()),
             }
         }
         if buf.len() > resp::MAX_INLINE {
-            return "query buffer too big".into();
+            return AckEnd::QueryBuffer;
         }
         match rd.read_buf(&mut buf).await {
-            Ok(0) => return "connection closed".into(),
-            Err(e) => return e.to_string(),
+            Ok(0) => return AckEnd::Closed,
+            Err(e) => return AckEnd::Io(e.to_string()),
             Ok(_) => {}
         }
     }
