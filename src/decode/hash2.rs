@@ -5,7 +5,7 @@
 //! then the TTL as 8 little-endian bytes (-1: none). Armed once the decoder has read the key of
 //! a type-22 value in a Valkey file, this reader hands the decoder that value's entries in the
 //! layout it knows, with a TTL of 0 (the statistics use no field TTL), reading the file's bytes
-//! once and holding at most one entry.
+//! once: the strings' bytes pass straight through, only their length headers are held.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -19,8 +19,15 @@ pub struct Hash2<R> {
     inner: R,
     /// Set by the decoder's filter: the next bytes asked for are a type-22 value.
     armed: Rc<Cell<bool>>,
+    /// Bytes written for the decoder, not read by it yet: a TTL, a length header.
     out: VecDeque<u8>,
-    /// Entries of the value still to rewrite.
+    /// Bytes of the current string that pass through unchanged.
+    payload: u64,
+    /// Strings of the current entry whose header is still to copy (field, value).
+    strings: u8,
+    /// The current entry's 8 TTL bytes are still to drop.
+    ttl: bool,
+    /// Entries of the value not started yet.
     left: u64,
 }
 
@@ -30,6 +37,9 @@ impl<R: Read> Hash2<R> {
             inner,
             armed,
             out: VecDeque::new(),
+            payload: 0,
+            strings: 0,
+            ttl: false,
             left: 0,
         }
     }
@@ -64,9 +74,10 @@ impl<R: Read> Hash2<R> {
         })
     }
 
-    /// Copies one string (length and bytes, an integer, or LZF) to the output.
-    fn copy_string(&mut self) -> io::Result<()> {
-        let payload = match self.copy_length()? {
+    /// Copies a string's header (its length, or an integer's or LZF's encoding) to the output;
+    /// the bytes after it are left to pass through.
+    fn copy_string_header(&mut self) -> io::Result<()> {
+        self.payload = match self.copy_length()? {
             Ok(len) => len,
             Err(0) => 1,
             Err(1) => 2,
@@ -78,42 +89,58 @@ impl<R: Read> Hash2<R> {
             }
             Err(e) => return Err(bad(format!("unknown string encoding {e}"))),
         };
-        let copied = io::copy(&mut (&mut self.inner).take(payload), &mut self.out)?;
-        if copied != payload {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
         Ok(())
     }
 
-    /// The next entry, rewritten: TTL 0, field, value; the 8 TTL bytes are read and dropped.
-    fn next_entry(&mut self) -> io::Result<()> {
-        self.out.push_back(0);
-        self.copy_string()?;
-        self.copy_string()?;
-        let mut ttl = [0u8; 8];
-        self.inner.read_exact(&mut ttl)?;
-        self.left -= 1;
-        Ok(())
+    /// Makes the next bytes for the decoder ready: output to hand over or a payload to pass
+    /// through, taking the value's next step; false once the value is done (or none is armed).
+    fn step(&mut self) -> io::Result<bool> {
+        loop {
+            if !self.out.is_empty() || self.payload > 0 {
+                return Ok(true);
+            }
+            if self.strings > 0 {
+                self.strings -= 1;
+                self.copy_string_header()?;
+            } else if self.ttl {
+                self.ttl = false;
+                self.inner.read_exact(&mut [0u8; 8])?;
+            } else if self.armed.replace(false) {
+                self.left = self
+                    .copy_length()?
+                    .map_err(|_| bad("a hash's entry count".into()))?;
+            } else if self.left > 0 {
+                // The entry in the decoder's layout: TTL 0, then the field and the value.
+                self.left -= 1;
+                self.out.push_back(0);
+                (self.strings, self.ttl) = (2, true);
+            } else {
+                return Ok(false);
+            }
+        }
     }
 }
 
 impl<R: Read> Read for Hash2<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.out.is_empty() && self.armed.replace(false) {
-            self.left = self
-                .copy_length()?
-                .map_err(|_| bad("a hash's entry count".into()))?;
-        }
-        if self.out.is_empty() && self.left > 0 {
-            self.next_entry()?;
-        }
-        if self.out.is_empty() {
+        if !self.step()? {
             return self.inner.read(buf);
         }
-        let n = buf.len().min(self.out.len());
-        for (slot, b) in buf.iter_mut().zip(self.out.drain(..n)) {
-            *slot = b;
+        if !self.out.is_empty() {
+            let n = buf.len().min(self.out.len());
+            for (slot, b) in buf.iter_mut().zip(self.out.drain(..n)) {
+                *slot = b;
+            }
+            return Ok(n);
         }
+        let most = buf
+            .len()
+            .min(usize::try_from(self.payload).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..most])?;
+        if n == 0 && most > 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.payload -= n as u64;
         Ok(n)
     }
 }
@@ -154,6 +181,35 @@ mod tests {
         assert_eq!((db.keys, db.expires), (2, 1));
         assert_eq!(db.types["hash"], 1);
         assert_eq!(db.types["string"], 1);
+    }
+
+    /// A large field passes through as it is read: only length headers are ever held.
+    #[test]
+    fn a_large_field_is_not_held() {
+        use std::cell::Cell;
+        use std::io::Read;
+        use std::rc::Rc;
+        let big = vec![b'x'; 1 << 20];
+        let mut value = b"\x01\x80\x00\x10\x00\x00".to_vec();
+        value.extend_from_slice(&big);
+        value.extend_from_slice(b"\x01v");
+        value.extend_from_slice(&(-1i64).to_le_bytes());
+        value.extend_from_slice(b"after");
+        let armed = Rc::new(Cell::new(true));
+        let mut h = super::Hash2::new(&value[..], armed);
+        let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+        loop {
+            let n = h.read(&mut buf).unwrap();
+            assert!(h.out.len() <= 9, "held {} bytes", h.out.len());
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let mut want = b"\x01\x00\x80\x00\x10\x00\x00".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"\x01vafter");
+        assert_eq!(got, want);
     }
 
     #[test]

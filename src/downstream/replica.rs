@@ -220,13 +220,8 @@ impl Session {
                     state.next
                 );
             }
-            // Woken by a change of the store or by the second's newline: the conditions above
-            // also depend on the link's state and on time.
-            let changed = changes.changed();
-            tokio::pin!(changed);
-            if let Some(changed) = self.wait_step(&mut keepalive, changed).await? {
-                changed.context("store closed")?;
-            }
+            self.store_changed_or_newline(&mut keepalive, &mut changes)
+                .await?;
         }
     }
 
@@ -321,13 +316,8 @@ impl Session {
             if !started && asked.elapsed() > REFRESH_START_WAIT {
                 return Ok(Err("ERR the master is not asked for a fresh snapshot now: a snapshot refresh failed less than a minute ago, or the link went down; try again later, or accept the stored snapshot with --rdb-only-max-age".into()));
             }
-            // Woken by a change of the store or by the second's newline: the conditions above
-            // also depend on the link's state and on time.
-            let changed = changes.changed();
-            tokio::pin!(changed);
-            if let Some(changed) = self.wait_step(&mut keepalive, changed).await? {
-                changed.context("store closed")?;
-            }
+            self.store_changed_or_newline(&mut keepalive, &mut changes)
+                .await?;
         }
     }
 
@@ -674,6 +664,21 @@ impl Session {
                 return Ok(done);
             }
         }
+    }
+
+    /// One step of a wait on the store: returns when it changed or the second's newline went
+    /// out, for the caller's conditions depend on the link's state and on time too.
+    async fn store_changed_or_newline(
+        &mut self,
+        keepalive: &mut tokio::time::Interval,
+        changes: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> Result<()> {
+        let changed = changes.changed();
+        tokio::pin!(changed);
+        if let Some(changed) = self.wait_step(keepalive, changed).await? {
+            changed.context("store closed")?;
+        }
+        Ok(())
     }
 
     /// One step of a wait: what `until` gives if it is ready before the next newline is due,
