@@ -46,8 +46,8 @@ impl Rooms {
         let down_metrics = Arc::new(DownstreamMetrics::new());
         let admission = Arc::new(downstream::Admission::new(
             config.max_full_syncs,
-            config.full_sync_rate,
-            config.replica_rate,
+            config.full_sync_rate.map(|r| r.0),
+            config.replica_rate.map(|r| r.0),
         ));
         let view = Arc::new(RelayView {
             config: config.clone(),
@@ -79,7 +79,7 @@ impl Rooms {
             shutdown: shutdown.clone(),
         });
         let upstream = Arc::new(Upstream {
-            dialer: Dialer::for_master(tls, &config.tls),
+            dialer: Dialer::for_master(tls, &config.tls()),
             config,
             store,
             writer,
@@ -104,9 +104,9 @@ fn store_config(config: &Config, metrics: &StoreMetrics) -> StoreConfig {
         metrics: metrics.clone(),
         dir: config.dir.clone(),
         fsync: config.appendfsync,
-        segment_size: config.log_segment_size,
-        backlog_size: config.backlog_size,
-        restore: config.restore,
+        segment_size: config.log_segment_size.0,
+        backlog_size: config.backlog_size.0,
+        restore: config.restore(),
     }
 }
 
@@ -118,10 +118,10 @@ pub async fn run(config: Config) -> Result<()> {
         .await?
         .context("opening the store")?;
     let master = first_master(&config).await?;
-    let tls_config = config.tls.clone();
+    let tls_config = config.tls();
     let tls = tokio::task::spawn_blocking(move || Tls::load(&tls_config)).await??;
     let plain = listen(&config, config.port).await?;
-    let secure = listen(&config, config.tls.port).await?;
+    let secure = listen(&config, config.tls_port).await?;
     let admin_listener = admin::bind(&config).await?;
     let rooms = Rooms::wire(config, (writes, store), store_metrics, master, tls.as_ref());
     let metrics = Metrics::new(&[
@@ -133,10 +133,10 @@ pub async fn run(config: Config) -> Result<()> {
     let admin = Arc::new(Admin {
         view: rooms.view.clone(),
         metrics,
-        tls: tls.clone().filter(|_| rooms.view.config.tls.metrics),
+        tls: tls.clone().filter(|_| rooms.view.config.metrics_tls),
     });
     let cfg = &rooms.view.config;
-    let ports: Vec<String> = [(cfg.port, ""), (cfg.tls.port, " (TLS)")]
+    let ports: Vec<String> = [(cfg.port, ""), (cfg.tls_port, " (TLS)")]
         .iter()
         .filter(|(p, _)| *p != 0)
         .map(|(p, what)| format!("{}:{p}{what}", cfg.bind))

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 mod docs;
+mod table;
 mod transaction;
 
 pub use transaction::Transaction;
@@ -20,6 +21,7 @@ use crate::glob::{self, OverBudget};
 use crate::link::Repoint;
 use crate::master_file;
 use crate::resp::Reply;
+use table::{Flags, Name, Spec};
 
 /// What the connection does after a command.
 #[derive(Debug)]
@@ -56,11 +58,46 @@ fn text(b: &Bytes) -> String {
 /// for a name renamed away (unknown, as in Redis).
 fn command_name(cx: &Context, raw: &Bytes) -> Option<String> {
     let name = text(raw).to_ascii_lowercase();
-    let renamed = &cx.config.renamed;
+    let renamed = &cx.config.renamed.0;
     if let Some((original, _)) = renamed.iter().find(|(_, new)| **new == name) {
         return Some(original.clone());
     }
     (!renamed.contains_key(&name)).then_some(name)
+}
+
+/// A command line looked up once in the table.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Served(&'static Spec),
+    /// A data command, or anything else the relay does not serve (by its original name).
+    NotServed(String),
+}
+
+impl Command {
+    /// The command `args` name, or the error for a name renamed away.
+    fn parse(cx: &Context, args: &[Bytes]) -> Result<Command, Action> {
+        let Some(name) = command_name(cx, &args[0]) else {
+            return Err(err(format!("ERR unknown command '{}'", text(&args[0]))));
+        };
+        Ok(match table::find(name.as_bytes()) {
+            Some(spec) => Command::Served(spec),
+            None => Command::NotServed(name),
+        })
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Command::Served(spec) => spec.name,
+            Command::NotServed(name) => name,
+        }
+    }
+
+    fn flags(&self) -> Option<Flags> {
+        match self {
+            Command::Served(spec) => Some(spec.flags),
+            Command::NotServed(_) => None,
+        }
+    }
 }
 
 /// Whether a command was sent alone or inside `MULTI` … `EXEC`.
@@ -71,96 +108,109 @@ enum Within {
 }
 
 pub async fn dispatch(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
-    let Some(name) = command_name(cx, &args[0]) else {
-        return err(format!("ERR unknown command '{}'", text(&args[0])));
+    let command = match Command::parse(cx, args) {
+        Ok(c) => c,
+        Err(e) => return e,
     };
-    if !client.authed && !matches!(name.as_str(), "auth" | "hello" | "quit") {
+    let flags = command.flags();
+    if !client.authed && !flags.is_some_and(|f| f.noauth) {
         return err("NOAUTH Authentication required.");
     }
+    if let Command::Served(spec) = &command
+        && !spec.arity_fits(args.len())
+    {
+        return transaction::abort_if_queuing(client, wrong_args(spec.name));
+    }
     if client.subscribed() {
-        return subscribed(cx, client, &name, args);
+        return subscribed(cx, client, &command, args);
     }
     if client.multi.is_some() {
-        return transaction::queue(cx, client, &name, args).await;
+        return transaction::queue(cx, client, command, args).await;
     }
-    match name.as_str() {
-        "multi" => {
+    let spec = match command {
+        Command::Served(spec) => spec,
+        Command::NotServed(name) => return err(not_served(cx, &name)),
+    };
+    match spec.command {
+        Name::Multi => {
             client.multi = Some(transaction::Transaction::default());
             Action::Reply(Reply::ok())
         }
-        "exec" => err("ERR EXEC without MULTI"),
-        "discard" => err("ERR DISCARD without MULTI"),
-        "config" if is_rewrite(args) => Action::Reply(config_rewrite(cx).await),
-        _ => immediate(cx, client, &name, args, Within::Alone),
+        Name::Exec => err("ERR EXEC without MULTI"),
+        Name::Discard => err("ERR DISCARD without MULTI"),
+        Name::Config if is_rewrite(args) => Action::Reply(config_rewrite(cx).await),
+        name => immediate(cx, client, name, args, Within::Alone),
     }
 }
 
-/// The commands that need no waiting, alone or run by EXEC.
+/// The commands that need no waiting, alone or run by EXEC; their arity is checked.
 fn immediate(
     cx: &Context,
     client: &mut Client,
-    name: &str,
+    name: Name,
     args: &[Bytes],
     within: Within,
 ) -> Action {
     match name {
-        "ping" => match args.len() {
+        Name::Ping => match args.len() {
             1 => Action::Reply(Reply::Simple("PONG".into())),
             2 => Action::Reply(Reply::Bulk(args[1].clone())),
             _ => wrong_args("ping"),
         },
-        "echo" if args.len() == 2 => Action::Reply(Reply::Bulk(args[1].clone())),
-        "auth" => auth(cx, client, &args[1..]),
-        "hello" => hello(cx, client, &args[1..]),
-        "quit" => Action::Quit,
-        "replconf" => replconf(client, args),
-        "psync" => psync(args),
-        "sync" => Action::Sync(SyncRequest { psync: None }),
-        "info" => Action::Reply(Reply::Bulk(cx.server.info(&args[1..]).into())),
-        "role" => Action::Reply(cx.server.role()),
-        "replicaof" | "slaveof" => replicaof(cx, client, args, within),
-        "config" => config(cx, args),
-        "client" => client_command(cx, client, args),
-        "command" => docs::command(args),
-        "publish" => publish(cx, args),
-        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
-            subscribed(cx, client, name, args)
+        Name::Echo => Action::Reply(Reply::Bulk(args[1].clone())),
+        Name::Auth => auth(cx, client, &args[1..]),
+        Name::Hello => hello(cx, client, &args[1..]),
+        Name::Quit => Action::Quit,
+        Name::Replconf => replconf(client, args),
+        Name::Psync => psync(args),
+        Name::Sync => Action::Sync(SyncRequest { psync: None }),
+        Name::Info => Action::Reply(Reply::Bulk(cx.server.info(&args[1..]).into())),
+        Name::Role => Action::Reply(cx.server.role()),
+        Name::Replicaof | Name::Slaveof => replicaof(cx, client, args, within),
+        Name::Config => config(cx, args),
+        Name::Client => client_command(cx, client, args),
+        Name::Command => docs::command(args),
+        Name::Publish => publish(cx, args),
+        Name::Subscribe | Name::Psubscribe | Name::Unsubscribe | Name::Punsubscribe => {
+            subscribe(cx, client, name, args)
         }
-        _ => err(not_served(cx, name)),
+        // Never queued: `dispatch` and the transaction answer them.
+        Name::Multi | Name::Exec | Name::Discard => err("ERR not allowed inside a transaction"),
     }
 }
 
 /// RESP2's subscribed mode: only (un)subscribing, PING and QUIT.
-fn subscribed(cx: &Context, client: &mut Client, name: &str, args: &[Bytes]) -> Action {
-    let pattern = name.starts_with('p') && name != "ping";
-    let names = &args[1..];
-    match name {
-        "subscribe" | "psubscribe" if names.is_empty() => wrong_args(name),
-        "subscribe" | "psubscribe" => {
-            let sub = client.subscriber();
-            Action::Replies(cx.pubsub.subscribe(sub, names, pattern))
-        }
-        "unsubscribe" | "punsubscribe" => {
-            let sub = client.subscriber();
-            Action::Replies(cx.pubsub.unsubscribe(sub, names, pattern))
-        }
-        "ping" if args.len() <= 2 => Action::Reply(Reply::Array(vec![
-            Reply::bulk("pong"),
-            Reply::Bulk(args.get(1).cloned().unwrap_or_default()),
-        ])),
-        "ping" => wrong_args("ping"),
-        "quit" => Action::Quit,
+fn subscribed(cx: &Context, client: &mut Client, command: &Command, args: &[Bytes]) -> Action {
+    match command {
+        Command::Served(spec) if spec.flags.pubsub => match spec.command {
+            Name::Ping if args.len() <= 2 => Action::Reply(Reply::Array(vec![
+                Reply::bulk("pong"),
+                Reply::Bulk(args.get(1).cloned().unwrap_or_default()),
+            ])),
+            Name::Ping => wrong_args("ping"),
+            Name::Quit => Action::Quit,
+            name => subscribe(cx, client, name, args),
+        },
         _ => err(format!(
-            "ERR Can't execute '{name}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT are allowed in this context"
+            "ERR Can't execute '{}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT are allowed in this context",
+            command.name()
         )),
     }
 }
 
+/// (P)SUBSCRIBE and (P)UNSUBSCRIBE, in either mode.
+fn subscribe(cx: &Context, client: &mut Client, name: Name, args: &[Bytes]) -> Action {
+    let pattern = matches!(name, Name::Psubscribe | Name::Punsubscribe);
+    let sub = client.subscriber();
+    Action::Replies(if matches!(name, Name::Subscribe | Name::Psubscribe) {
+        cx.pubsub.subscribe(sub, &args[1..], pattern)
+    } else {
+        cx.pubsub.unsubscribe(sub, &args[1..], pattern)
+    })
+}
+
 fn publish(cx: &Context, args: &[Bytes]) -> Action {
-    let [_, channel, message] = args else {
-        return wrong_args("publish");
-    };
-    match cx.pubsub.publish(channel, message) {
+    match cx.pubsub.publish(&args[1], &args[2]) {
         Ok(n) => Action::Reply(Reply::Int(n)),
         Err(e) => err(e),
     }
@@ -337,10 +387,7 @@ fn psync(args: &[Bytes]) -> Action {
 }
 
 fn replicaof(cx: &Context, client: &Client, args: &[Bytes], within: Within) -> Action {
-    let [_, host, port] = args else {
-        return wrong_args("replicaof");
-    };
-    let (host, port) = (text(host), text(port));
+    let (host, port) = (text(&args[1]), text(&args[2]));
     let (reason, who) = match within {
         Within::Alone => (Repoint::Operator, format!("REPLICAOF from {}", client.peer)),
         Within::Transaction => (
@@ -390,8 +437,7 @@ const MAX_PATTERN: usize = 128;
 const CONFIG_GET_BUDGET: u64 = 4_000_000;
 
 fn config(cx: &Context, args: &[Bytes]) -> Action {
-    let sub = args.get(1).map(|s| text(s).to_ascii_lowercase());
-    if sub.as_deref() != Some("get") || args.len() < 3 {
+    if !args[1].eq_ignore_ascii_case(b"get") || args.len() < 3 {
         return err(
             "ERR replica-relay supports only CONFIG GET <pattern> [pattern ...] and CONFIG REWRITE; change settings with flags or the config file",
         );
@@ -513,32 +559,82 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 
-    /// Commands of the table, with arguments a client chooses: long, many, odd bytes, costly
-    /// patterns.
+    fn run(cx: &Context, client: &mut Client, args: &[&str]) -> Action {
+        let args: Vec<Bytes> = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+        RUNTIME.with(|rt| rt.block_on(dispatch(cx, client, &args)))
+    }
+
+    fn test_context() -> std::sync::Arc<Context> {
+        let dir = DIR.with(|d| d.path().to_path_buf());
+        CONTEXT.with(|c| {
+            c.get_or_init(|| std::sync::Arc::new(super::super::context_for_tests(&dir)))
+                .clone()
+        })
+    }
+
+    fn error_of(action: Action) -> Option<String> {
+        match action {
+            Action::Reply(Reply::Error(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Every row of the table is handled: sent with the fewest words its arity allows, no
+    /// command gets the answer for commands the relay does not serve.
+    #[test]
+    fn every_command_of_the_table_is_handled() {
+        let cx = test_context();
+        for spec in table::COMMANDS {
+            let mut args = vec![spec.name];
+            args.resize(spec.arity.unsigned_abs() as usize, "x");
+            let mut client = Client::new(1, "127.0.0.1:5000".parse().unwrap(), true);
+            let answer = error_of(run(&cx, &mut client, &args)).unwrap_or_default();
+            assert!(
+                !answer.contains("does not serve"),
+                "{}: {answer}",
+                spec.name
+            );
+            assert!(!answer.contains("wrong number"), "{}: {answer}", spec.name);
+        }
+        let mut client = Client::new(1, "127.0.0.1:5000".parse().unwrap(), true);
+        let set = error_of(run(&cx, &mut client, &["SET", "k", "v"])).unwrap();
+        assert!(set.contains("does not serve 'set'"), "{set}");
+    }
+
+    /// The table's arity is what a client that sends too few or too many words hears, alone
+    /// or inside MULTI (where it fails the transaction, as in Redis).
+    #[test]
+    fn the_table_arity_is_enforced() {
+        let cx = test_context();
+        let mut client = Client::new(1, "127.0.0.1:5000".parse().unwrap(), true);
+        for args in [
+            &["ECHO"][..],
+            &["ROLE", "x"],
+            &["PUBLISH", "c"],
+            &["REPLICAOF", "h"],
+        ] {
+            let e = error_of(run(&cx, &mut client, args)).unwrap();
+            let name = args[0].to_ascii_lowercase();
+            assert_eq!(
+                e,
+                format!("ERR wrong number of arguments for '{name}' command")
+            );
+        }
+        run(&cx, &mut client, &["MULTI"]);
+        assert!(error_of(run(&cx, &mut client, &["ECHO"])).is_some());
+        let exec = error_of(run(&cx, &mut client, &["EXEC"])).unwrap();
+        assert!(exec.starts_with("EXECABORT"), "{exec}");
+        let count = run(&cx, &mut client, &["COMMAND", "COUNT"]);
+        assert!(matches!(count, Action::Reply(Reply::Int(n)) if n == table::COMMANDS.len() as i64));
+    }
+
+    /// Commands of the table and others, with arguments a client chooses: long, many, odd
+    /// bytes, costly patterns.
     fn commands() -> impl Strategy<Value = Vec<Bytes>> {
-        let name = prop::sample::select(vec![
-            "PING",
-            "ECHO",
-            "AUTH",
-            "HELLO",
-            "REPLCONF",
-            "PSYNC",
-            "INFO",
-            "ROLE",
-            "CONFIG",
-            "CLIENT",
-            "COMMAND",
-            "SET",
-            "GET",
-            "config",
-            "replconf",
-            "MULTI",
-            "EXEC",
-            "SUBSCRIBE",
-            "PSUBSCRIBE",
-            "UNSUBSCRIBE",
-            "PUBLISH",
-        ]);
+        let mut names: Vec<String> = table::COMMANDS.iter().map(|s| s.name.to_string()).collect();
+        names.extend(names.clone().iter().map(|n| n.to_ascii_uppercase()));
+        names.extend(["SET".into(), "GET".into(), "watch".into()]);
+        let name = prop::sample::select(names);
         let arg = prop_oneof![
             prop::sample::select(vec![
                 "GET",
@@ -579,10 +675,7 @@ mod tests {
         /// building it, is a constant plus what the client sent.
         #[test]
         fn every_command_is_answered_within_bounds(args in commands()) {
-            let dir = DIR.with(|d| d.path().to_path_buf());
-            let cx = CONTEXT.with(|c| {
-                c.get_or_init(|| std::sync::Arc::new(super::super::context_for_tests(&dir))).clone()
-            });
+            let cx = test_context();
             let mut client = Client::new(1, "127.0.0.1:5000".parse().unwrap(), true);
             let sent: usize = args.iter().map(|a| a.len() + 16).sum();
             let mut out = bytes::BytesMut::new();

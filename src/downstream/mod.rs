@@ -612,18 +612,16 @@ pub(crate) fn context_for_tests(dir: &std::path::Path) -> Context {
             .collect()
         }
     }
-    let config = Config::resolve(crate::config::RelayArgs {
-        dir: Some(dir.into()),
-        ..Default::default()
-    })
-    .expect("a valid config");
+    let dir = dir.to_str().expect("a UTF-8 test directory");
+    let config =
+        Config::resolve(crate::config::RelayArgs::flags(&[("dir", dir)])).expect("a valid config");
     let (_, store, _thread) = Store::open(crate::store::StoreConfig {
         metrics: crate::store::StoreMetrics::new(),
         dir: config.dir.clone(),
         fsync: config.appendfsync,
-        segment_size: config.log_segment_size,
-        backlog_size: config.backlog_size,
-        restore: config.restore,
+        segment_size: config.log_segment_size.0,
+        backlog_size: config.backlog_size.0,
+        restore: config.restore(),
     })
     .expect("a store in a fresh directory");
     let (_, link) = crate::link::status();
@@ -651,14 +649,11 @@ mod tests {
     use super::*;
     use crate::config::RelayArgs;
 
-    fn config(bind: &str, pass: Option<&str>, protected: Option<crate::config::YesNo>) -> Config {
-        Config::resolve(RelayArgs {
-            bind: Some(bind.into()),
-            requirepass: pass.map(String::from),
-            protected_mode: protected,
-            ..Default::default()
-        })
-        .unwrap()
+    fn config(bind: &str, pass: Option<&str>, protected: Option<&str>) -> Config {
+        let mut flags = vec![("bind", bind)];
+        flags.extend(pass.map(|p| ("requirepass", p)));
+        flags.extend(protected.map(|p| ("protected-mode", p)));
+        Config::resolve(RelayArgs::flags(&flags)).unwrap()
     }
 
     #[test]
@@ -682,7 +677,7 @@ mod tests {
         assert_eq!(protected_mode_refusal(&dual, &mapped), None);
         let mapped_remote: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
         assert!(protected_mode_refusal(&dual, &mapped_remote).is_some());
-        let off = config("0.0.0.0", None, Some(crate::config::YesNo::No));
+        let off = config("0.0.0.0", None, Some("no"));
         assert_eq!(protected_mode_refusal(&off, &remote), None);
     }
 }

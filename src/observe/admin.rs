@@ -200,10 +200,9 @@ pub fn healthcheck(args: HealthcheckArgs) -> Result<()> {
     let sock = std::net::TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to the admin server on {addr}"))?;
     sock.set_read_timeout(Some(timeout))?;
-    let mut stream: Box<dyn ReadWrite> = if config.tls.metrics {
+    let mut stream: Box<dyn ReadWrite> = if config.metrics_tls {
         let ca = config
-            .tls
-            .ca_cert_file
+            .tls_ca_cert_file
             .as_deref()
             .context("--metrics-tls needs --tls-ca-cert-file")?;
         Box::new(crate::tls::probe(sock, ca, &args.server_name)?)

@@ -204,7 +204,7 @@ fn replication(relay: &RelayView, out: &mut String) {
         out,
         "master_failover_state:no-failover\r\nmaster_replid:{replid}\r\nmaster_replid2:{replid2}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n",
         u8::from(has_log),
-        relay.config.backlog_size,
+        relay.config.backlog_size.0,
         state.first,
         state.next - state.first,
     );
@@ -290,7 +290,7 @@ fn relay_section(relay: &RelayView, out: &mut String) {
 
 /// What `replica-relay restore` can restore to, and what `--restore-window` asked for.
 fn restore_window(relay: &RelayView, w: &crate::store::Window, out: &mut String) {
-    let configured = relay.config.restore.window.map_or(0, |d| d.as_secs());
+    let configured = relay.config.restore_window.map_or(0, |d| d.as_secs());
     let from = w.from_ms.map_or(String::new(), crate::store::utc);
     let _ = write!(
         out,
@@ -481,35 +481,19 @@ pub fn role(relay: &RelayView) -> Reply {
     }
 }
 
-/// The settings CONFIG GET shows; secrets are left out.
+/// What CONFIG GET answers: the options the table names for it, the master followed now (not
+/// the one configured at start), and what a relay is as a server.
 pub fn config_values(relay: &RelayView) -> Vec<(&'static str, String)> {
-    let c = &relay.config;
     let master = relay
         .master_addr()
         .map(|m| format!("{} {}", m.host, m.port))
         .unwrap_or_default();
-    vec![
-        ("port", c.port.to_string()),
-        ("bind", c.bind.clone()),
-        ("dir", c.dir.display().to_string()),
+    let mut values = relay.config.config_get();
+    values.extend([
         ("replicaof", master.clone()),
         ("slaveof", master),
-        ("masteruser", c.masteruser.clone().unwrap_or_default()),
-        ("repl-timeout", c.repl_timeout.as_secs().to_string()),
-        ("repl-backlog-size", c.backlog_size.to_string()),
-        ("appendfsync", format!("{:?}", c.appendfsync).to_lowercase()),
-        (
-            "protected-mode",
-            if c.protected_mode { "yes" } else { "no" }.into(),
-        ),
-        ("maxclients", c.maxclients.to_string()),
-        ("replica-priority", c.replica_priority.to_string()),
-        ("slave-priority", c.replica_priority.to_string()),
-        (
-            "replica-announced",
-            if c.replica_announced { "yes" } else { "no" }.into(),
-        ),
         ("repl-diskless-sync", "no".into()),
         ("databases", "16".into()),
-    ]
+    ]);
+    values
 }

@@ -376,7 +376,7 @@ impl Metrics {
         self.restore_window
             .set(super::info::window_seconds(w) as i64);
         self.restore_window_configured
-            .set(relay.config.restore.window.map_or(0, |d| d.as_secs()) as i64);
+            .set(relay.config.restore_window.map_or(0, |d| d.as_secs()) as i64);
         self.restore_window_shrunk.set(i64::from(w.shrunk));
         self.restore_points.set(w.kept as i64);
         if let Some((free, total)) = disk_space(&relay.config.dir) {

@@ -173,7 +173,7 @@ impl Status {
                     from_offset: state.restore.from_offset,
                     from: state.restore.from_ms.map(crate::store::utc),
                     window_seconds: super::info::window_seconds(&state.restore),
-                    configured_seconds: relay.config.restore.window.map_or(0, |d| d.as_secs()),
+                    configured_seconds: relay.config.restore_window.map_or(0, |d| d.as_secs()),
                     points: state.restore.kept,
                     disk_bytes: state.restore.disk_bytes,
                     shrunk: state.restore.shrunk,

@@ -221,7 +221,7 @@ async fn rebuild(up: &Upstream, server: &Path, replid: &str, work: &Path) -> Res
         .args(["--repl-id", replid, "--report"])
         .arg(work.join("report.json"));
     if let Some(max) = up.config.compactor_maxmemory {
-        cmd.args(["--max-rss", &max.to_string()]);
+        cmd.args(["--max-rss", &max.0.to_string()]);
     }
     // The compactor dies with the relay, however the relay dies (kill -9, the OOM killer):
     // the kernel kills it when the thread that started it goes, and the runtime's worker

@@ -5,7 +5,8 @@
 
 use bytes::Bytes;
 
-use super::{Action, Within, config_rewrite, err, immediate, is_rewrite, not_served};
+use super::table::Name;
+use super::{Action, Command, Within, config_rewrite, err, immediate, is_rewrite, not_served};
 use crate::downstream::{Client, Context};
 use crate::resp::Reply;
 
@@ -15,34 +16,44 @@ const MAX_QUEUED_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 pub struct Transaction {
-    queued: Vec<(String, Vec<Bytes>)>,
+    queued: Vec<(Name, Vec<Bytes>)>,
     bytes: usize,
     /// A command failed to queue: EXEC answers EXECABORT.
     aborted: bool,
 }
 
-/// A command sent after MULTI.
-pub async fn queue(cx: &Context, client: &mut Client, name: &str, args: &[Bytes]) -> Action {
-    match name {
-        "exec" => exec(cx, client).await,
-        "discard" => {
+/// A command sent after MULTI: queued when its row says so, else refused (which fails EXEC).
+pub async fn queue(cx: &Context, client: &mut Client, command: Command, args: &[Bytes]) -> Action {
+    let spec = match command {
+        Command::Served(spec) => spec,
+        Command::NotServed(name) => return abort(client, not_served(cx, &name)),
+    };
+    match spec.command {
+        Name::Exec => exec(cx, client).await,
+        Name::Discard => {
             client.multi = None;
             Action::Reply(Reply::ok())
         }
-        "multi" => err("ERR MULTI calls can not be nested"),
-        "quit" => Action::Quit,
-        "replicaof" | "slaveof" | "config" | "client" | "ping" | "echo" | "info" | "role"
-        | "publish" | "command" => push(client, name, args),
-        "psync" | "sync" | "replconf" | "auth" | "hello" | "watch" | "subscribe" | "psubscribe"
-        | "unsubscribe" | "punsubscribe" => abort(
+        Name::Multi => err("ERR MULTI calls can not be nested"),
+        Name::Quit => Action::Quit,
+        name if spec.flags.queued => push(client, name, args),
+        _ => abort(
             client,
             "ERR Command not allowed inside a transaction".into(),
         ),
-        _ => abort(client, not_served(cx, name)),
     }
 }
 
-fn push(client: &mut Client, name: &str, args: &[Bytes]) -> Action {
+/// An error for a command that could not be queued fails the transaction, as in Redis; outside
+/// one it is just the error.
+pub fn abort_if_queuing(client: &mut Client, error: Action) -> Action {
+    if let Some(tx) = client.multi.as_mut() {
+        tx.aborted = true;
+    }
+    error
+}
+
+fn push(client: &mut Client, name: Name, args: &[Bytes]) -> Action {
     let size: usize = args.iter().map(Bytes::len).sum();
     let Some(tx) = client.multi.as_mut() else {
         return err("ERR EXEC without MULTI");
@@ -56,15 +67,12 @@ fn push(client: &mut Client, name: &str, args: &[Bytes]) -> Action {
         );
     }
     tx.bytes += size;
-    tx.queued.push((name.to_string(), args.to_vec()));
+    tx.queued.push((name, args.to_vec()));
     Action::Reply(Reply::Simple("QUEUED".into()))
 }
 
 fn abort(client: &mut Client, why: String) -> Action {
-    if let Some(tx) = client.multi.as_mut() {
-        tx.aborted = true;
-    }
-    err(why)
+    abort_if_queuing(client, err(why))
 }
 
 async fn exec(cx: &Context, client: &mut Client) -> Action {
@@ -76,10 +84,10 @@ async fn exec(cx: &Context, client: &mut Client) -> Action {
     }
     let mut replies = Vec::with_capacity(tx.queued.len());
     for (name, args) in &tx.queued {
-        let reply = if name == "config" && is_rewrite(args) {
+        let reply = if *name == Name::Config && is_rewrite(args) {
             config_rewrite(cx).await
         } else {
-            match immediate(cx, client, name, args, Within::Transaction) {
+            match immediate(cx, client, *name, args, Within::Transaction) {
                 Action::Reply(r) => r,
                 Action::Replies(_) | Action::NoReply | Action::Quit | Action::Sync(_) => {
                     Reply::err("ERR not allowed inside a transaction")
