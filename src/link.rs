@@ -76,60 +76,6 @@ pub struct LinkStatus {
     /// The master's keyspace is empty while its history is not the relay's: the relay keeps
     /// what it serves (`--empty-master-guard`).
     pub empty_master_held: bool,
-    pub sentinel: SentinelView,
-    pub compactor: CompactorView,
-}
-
-/// Where fresh snapshots come from, and the compactor's last run (`--snapshot-source`).
-#[derive(Debug, Clone, Default)]
-pub struct CompactorView {
-    /// As decided at start; `None` before.
-    pub source: Option<crate::config::SnapshotSource>,
-    pub origin: SnapshotOrigin,
-    /// The server binary of the last run, and its version (`Redis 7.2.4`).
-    pub server: Option<String>,
-    pub last: Option<CompactorRun>,
-}
-
-/// What made the snapshot in service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SnapshotOrigin {
-    /// It was in service when the relay started.
-    #[default]
-    Disk,
-    Master,
-    Compactor,
-}
-
-impl SnapshotOrigin {
-    pub fn name(self) -> &'static str {
-        match self {
-            SnapshotOrigin::Disk => "disk",
-            SnapshotOrigin::Master => "master",
-            SnapshotOrigin::Compactor => "compactor",
-        }
-    }
-}
-
-/// One run of the compactor.
-#[derive(Debug, Clone)]
-pub struct CompactorRun {
-    /// Why it failed; `None` when its snapshot went into service.
-    pub error: Option<String>,
-    pub duration: std::time::Duration,
-    pub bytes: u64,
-    pub peak_rss: u64,
-}
-
-/// What the Sentinels (`--sentinel`) told the relay.
-#[derive(Debug, Clone, Default)]
-pub struct SentinelView {
-    /// The Sentinel the relay listens to now, when one answers.
-    pub watching: Option<MasterAddr>,
-    /// The master the Sentinels named last.
-    pub named: Option<MasterAddr>,
-    /// Sentinels that did not answer on the last attempt.
-    pub unreachable: usize,
 }
 
 impl Default for LinkStatus {
@@ -147,8 +93,6 @@ impl Default for LinkStatus {
             master_valkey: None,
             master_is_replica: false,
             empty_master_held: false,
-            sentinel: SentinelView::default(),
-            compactor: CompactorView::default(),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::observe::admin::{self, Admin};
 use crate::observe::metrics::Metrics;
 use crate::store::{Store, StoreConfig, StoreMetrics, StoreWriter};
 use crate::tls::{self, Dialer, Tls};
-use crate::upstream::{self, Upstream, UpstreamMetrics};
+use crate::upstream::{self, Shown, Upstream, UpstreamMetrics};
 
 /// The handles of every room, made once.
 struct Rooms {
@@ -44,6 +44,7 @@ impl Rooms {
         let clients = Arc::new(downstream::Clients::default());
         let up_metrics = Arc::new(UpstreamMetrics::new());
         let down_metrics = Arc::new(DownstreamMetrics::new());
+        let (compactor, sentinel) = (Shown::default(), Shown::default());
         let admission = Arc::new(downstream::Admission::new(
             config.max_full_syncs,
             config.full_sync_rate.map(|r| r.0),
@@ -59,6 +60,8 @@ impl Rooms {
             admission: admission.clone(),
             upstream: up_metrics.clone(),
             downstream: down_metrics.clone(),
+            compactor: compactor.clone(),
+            sentinel: sentinel.clone(),
             started: Instant::now(),
             run_id: random_hex(40),
             ops: Default::default(),
@@ -86,6 +89,8 @@ impl Rooms {
             link: reporter,
             control,
             metrics: up_metrics,
+            compactor,
+            sentinel,
             shutdown,
         });
         // Before anything answers INFO: where fresh snapshots come from is part of it.

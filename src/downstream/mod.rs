@@ -303,10 +303,6 @@ impl Replicas {
         self.lock().values().cloned().collect()
     }
 
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ReplicaInfo>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::RelayView;
+use super::facts::Facts;
 use super::metrics::Metrics;
 use super::status::Status;
 use crate::config::Config;
@@ -152,7 +153,7 @@ fn answer(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             respond(StatusCode::OK, "application/json", body)
         }
         "/healthz" | "/live" => respond(StatusCode::OK, PLAIN, "ok\n".into()),
-        "/readyz" | "/ready" => match admin.view.not_ready() {
+        "/readyz" | "/ready" => match Facts::gather(&admin.view).not_ready() {
             None => respond(StatusCode::OK, PLAIN, "ready\n".into()),
             Some(why) => respond(
                 StatusCode::SERVICE_UNAVAILABLE,

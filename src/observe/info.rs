@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::RelayView;
+use super::facts::Facts;
 use crate::decode::{SnapshotStats, counts};
 use crate::downstream::ReplicaState;
 use crate::instruments::Label;
-use crate::link::LinkState;
 use crate::resp::Reply;
 use crate::store::NULL_REPLID;
 
@@ -24,6 +24,11 @@ const SECTIONS: [&str; 7] = [
 ];
 
 pub fn info(relay: &RelayView, args: &[bytes::Bytes]) -> String {
+    render(relay, &Facts::gather(relay), args)
+}
+
+/// INFO of the facts of one moment.
+pub fn render(relay: &RelayView, facts: &Facts, args: &[bytes::Bytes]) -> String {
     let wanted: Vec<String> = args
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_lowercase())
@@ -41,13 +46,13 @@ pub fn info(relay: &RelayView, args: &[bytes::Bytes]) -> String {
             out.push_str("\r\n");
         }
         match section {
-            "server" => server(relay, &mut out),
-            "clients" => clients(relay, &mut out),
+            "server" => server(relay, facts, &mut out),
+            "clients" => clients(relay, facts, &mut out),
             "memory" => memory(&mut out),
-            "replication" => replication(relay, &mut out),
+            "replication" => replication(relay, facts, &mut out),
             "stats" => stats(relay, &mut out),
-            "keyspace" => keyspace(relay, &mut out),
-            _ => relay_section(relay, &mut out),
+            "keyspace" => keyspace(facts, &mut out),
+            _ => relay_section(relay, facts, &mut out),
         }
     }
     out
@@ -56,10 +61,10 @@ pub fn info(relay: &RelayView, args: &[bytes::Bytes]) -> String {
 /// `redis_version` is the master's: the snapshot and the stream the relay serves are in the
 /// master's formats, and tools choose what to send by it. The relay's own is `relay_version`.
 /// Absent until the relay has reached its master once.
-fn server(relay: &RelayView, out: &mut String) {
+fn server(relay: &RelayView, facts: &Facts, out: &mut String) {
     let up = relay.started.elapsed().as_secs();
     out.push_str("# Server\r\n");
-    if let Some(v) = relay.link.status().master_version {
+    if let Some(v) = &facts.link.master_version {
         let _ = write!(out, "redis_version:{v}\r\n");
     }
     let _ = write!(
@@ -84,12 +89,12 @@ fn server(relay: &RelayView, out: &mut String) {
 }
 
 /// Redis counts replicas among its connected clients, as the registry of connections does.
-fn clients(relay: &RelayView, out: &mut String) {
+fn clients(relay: &RelayView, facts: &Facts, out: &mut String) {
     let _ = write!(
         out,
         "# Clients\r\nconnected_clients:{}\r\nconnected_slaves:{}\r\nblocked_clients:0\r\nmaxclients:{}\r\n",
         relay.clients.count(),
-        relay.replicas.count(),
+        facts.replicas.len(),
         relay.config.maxclients
     );
 }
@@ -123,20 +128,19 @@ fn page_size() -> u64 {
     u64::try_from(size).unwrap_or(4096)
 }
 
-fn replication(relay: &RelayView, out: &mut String) {
-    let state = relay.store.view();
-    let link = relay.link.status();
-    let offset = state.master_repl_offset();
-    match relay.master_addr() {
+fn replication(relay: &RelayView, facts: &Facts, out: &mut String) {
+    let (state, link) = (&facts.store, &facts.link);
+    let offset = facts.offset();
+    match &facts.master {
         Some(master) => {
-            let up = link.state == LinkState::Connected;
+            let up = facts.link_up();
             let _ = write!(
                 out,
                 "# Replication\r\nrole:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{offset}\r\nslave_repl_offset:{offset}\r\n",
                 master.host,
                 master.port,
                 if up { "up" } else { "down" },
-                link.last_io_age().map_or(-1, |t| t.as_secs() as i64),
+                facts.last_io_seconds().map_or(-1, |t| t as i64),
                 u8::from(state.receiving.is_some()),
             );
             if let Some(r) = &state.receiving {
@@ -158,7 +162,7 @@ fn replication(relay: &RelayView, out: &mut String) {
                 );
             }
             if !up {
-                let down = link.down_since.map_or(-1, |t| t.elapsed().as_secs() as i64);
+                let down = facts.down_seconds().map_or(-1, |t| t as i64);
                 let _ = write!(out, "master_link_down_since_seconds:{down}\r\n");
             }
             // Priority 0: Sentinel never promotes the relay, which holds no keys; not announced:
@@ -172,9 +176,8 @@ fn replication(relay: &RelayView, out: &mut String) {
         }
         None => out.push_str("# Replication\r\nrole:master\r\n"),
     }
-    let replicas = relay.replicas.list();
-    let _ = write!(out, "connected_slaves:{}\r\n", replicas.len());
-    for (i, r) in replicas.iter().enumerate() {
+    let _ = write!(out, "connected_slaves:{}\r\n", facts.replicas.len());
+    for (i, r) in facts.replicas.iter().enumerate() {
         let lag = if r.state == ReplicaState::Online {
             r.ack_time.elapsed().as_secs()
         } else {
@@ -233,9 +236,9 @@ fn stats(relay: &RelayView, out: &mut String) {
 
 /// Keys per db as the snapshot in service holds them (at its offset, not live: the relay
 /// applies no commands).
-fn keyspace(relay: &RelayView, out: &mut String) {
+fn keyspace(facts: &Facts, out: &mut String) {
     out.push_str("# Keyspace\r\n");
-    if let Some(stats) = relay.store.snapshot_stats() {
+    if let Some(stats) = &facts.snapshot {
         for (db, d) in &stats.dbs {
             let _ = write!(
                 out,
@@ -247,8 +250,8 @@ fn keyspace(relay: &RelayView, out: &mut String) {
 }
 
 /// The store: the snapshot in service, what decoding learned of it, and the log.
-fn relay_section(relay: &RelayView, out: &mut String) {
-    let state = relay.store.view();
+fn relay_section(relay: &RelayView, facts: &Facts, out: &mut String) {
+    let state = &facts.store;
     out.push_str("# Relay\r\n");
     if let Some(id) = &state.ident {
         let _ = write!(
@@ -260,22 +263,22 @@ fn relay_section(relay: &RelayView, out: &mut String) {
             state.verification.name()
         );
     }
-    match relay.store.snapshot_stats() {
-        Some(s) => snapshot_facts(&s, out),
+    match &facts.snapshot {
+        Some(s) => snapshot_facts(s, out),
         None if state.ident.is_some() => out.push_str("relay_snapshot_decoded:pending\r\n"),
         None => {}
     }
-    stream_facts(&relay.store.stream_stats(), out);
+    stream_facts(&facts.stream, out);
     incompatible(relay, out);
     master_change(relay, out);
-    compactor(relay, out);
-    sentinel(relay, out);
-    restore_window(relay, &state.restore, out);
+    compactor(relay, facts, out);
+    sentinel(relay, facts, out);
+    restore_window(relay, facts, out);
     let _ = write!(
         out,
         "relay_full_syncs_running:{}\r\nrelay_full_syncs_waiting:{}\r\nrelay_max_full_syncs:{}\r\n",
-        relay.admission.running(),
-        relay.admission.waiting(),
+        facts.full_syncs_running,
+        facts.full_syncs_waiting,
         relay.admission.max()
     );
     let _ = write!(
@@ -283,30 +286,25 @@ fn relay_section(relay: &RelayView, out: &mut String) {
         "relay_log_first_offset:{}\r\nrelay_log_next_offset:{}\r\nrelay_log_disk_bytes:{}\r\nrelay_snapshot_refreshing:{}\r\n",
         state.first,
         state.next,
-        relay.store.log_disk_bytes(),
-        u8::from(relay.refreshing(&state))
+        facts.log_disk_bytes,
+        u8::from(facts.refreshing())
     );
 }
 
 /// What `replica-relay restore` can restore to, and what `--restore-window` asked for.
-fn restore_window(relay: &RelayView, w: &crate::store::Window, out: &mut String) {
+fn restore_window(relay: &RelayView, facts: &Facts, out: &mut String) {
+    let w = &facts.store.restore;
     let configured = relay.config.restore_window.map_or(0, |d| d.as_secs());
     let from = w.from_ms.map_or(String::new(), crate::store::utc);
     let _ = write!(
         out,
         "relay_restore_from:{from}\r\nrelay_restore_from_offset:{}\r\nrelay_restore_window_seconds:{}\r\nrelay_restore_window_configured_seconds:{configured}\r\nrelay_restore_points:{}\r\nrelay_restore_disk_bytes:{}\r\nrelay_restore_window_shrunk:{}\r\n",
         w.from_offset,
-        window_seconds(w),
+        facts.restore_window_seconds(),
         w.kept,
         w.disk_bytes,
         u8::from(w.shrunk)
     );
-}
-
-/// Seconds from the start of the restorable window to now; 0 before any time is known.
-pub(super) fn window_seconds(w: &crate::store::Window) -> u64 {
-    w.from_ms
-        .map_or(0, |t| crate::store::now_ms().saturating_sub(t) / 1000)
 }
 
 /// A master address for INFO, `none` without one.
@@ -315,13 +313,13 @@ fn show(m: Option<crate::config::MasterAddr>) -> String {
 }
 
 /// What the Sentinels said (`--sentinel`), and the guard against an empty master.
-fn sentinel(relay: &RelayView, out: &mut String) {
-    let link = relay.link.status();
+fn sentinel(relay: &RelayView, facts: &Facts, out: &mut String) {
+    let (link, view) = (&facts.link, &facts.sentinel);
     let _ = write!(
         out,
         "relay_empty_master_held:{}\r\nrelay_master_is_replica:{}\r\n",
         u8::from(link.empty_master_held),
-        u8::from(link.master_is_replica)
+        u8::from(facts.master_is_replica())
     );
     if relay.config.sentinels.is_empty() {
         return;
@@ -337,9 +335,9 @@ fn sentinel(relay: &RelayView, out: &mut String) {
         "relay_sentinels:{}\r\nrelay_sentinel_master_name:{}\r\nrelay_sentinel_watching:{}\r\nrelay_sentinel_unreachable:{}\r\nrelay_sentinel_named_master:{}\r\n",
         list.join(","),
         relay.config.sentinel_master.as_deref().unwrap_or(""),
-        show(link.sentinel.watching),
-        link.sentinel.unreachable,
-        show(link.sentinel.named)
+        show(view.watching.clone()),
+        view.unreachable,
+        show(view.named.clone())
     );
 }
 
@@ -360,8 +358,8 @@ fn master_change(relay: &RelayView, out: &mut String) {
 
 /// Where fresh snapshots come from, what made the one in service, the compactor's last run and
 /// the forks the relay caused on its master.
-fn compactor(relay: &RelayView, out: &mut String) {
-    let c = relay.link.status().compactor;
+fn compactor(relay: &RelayView, facts: &Facts, out: &mut String) {
+    let c = &facts.compactor;
     let _ = write!(
         out,
         "relay_snapshot_source:{}\r\nrelay_snapshot_made_by:{}\r\nrelay_master_forks:{}\r\nrelay_compactor_runs:{}\r\nrelay_compactor_failures:{}\r\nrelay_compactor_mismatches:{}\r\n",

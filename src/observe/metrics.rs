@@ -12,9 +12,11 @@ use prometheus::{
 };
 
 use super::RelayView;
+use super::facts::Facts;
 use crate::downstream::ReplicaState;
 use crate::instruments::{Collectors, PREFIX};
-use crate::link::{LinkState, SnapshotOrigin};
+use crate::link::LinkState;
+use crate::upstream::SnapshotOrigin;
 
 pub struct Metrics {
     registry: Registry,
@@ -265,7 +267,12 @@ impl Metrics {
 
     /// The text exposition, with state gauges brought up to date first.
     pub fn render(&self, relay: &RelayView) -> String {
-        self.refresh(relay);
+        self.render_facts(relay, &Facts::gather(relay))
+    }
+
+    /// The exposition of the facts of one moment.
+    pub fn render_facts(&self, relay: &RelayView, facts: &Facts) -> String {
+        self.refresh(relay, facts);
         let mut out = Vec::new();
         let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
@@ -274,61 +281,53 @@ impl Metrics {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    fn refresh(&self, relay: &RelayView) {
-        self.refresh_upstream(relay);
-        self.refresh_store(relay);
-        self.refresh_feed(relay);
-        self.refresh_replicas(relay);
+    fn refresh(&self, relay: &RelayView, facts: &Facts) {
+        self.refresh_upstream(facts);
+        self.refresh_store(relay, facts);
+        self.refresh_feed(facts);
+        self.refresh_replicas(relay, facts);
     }
 
-    fn refresh_upstream(&self, relay: &RelayView) {
-        let link = relay.link.status();
-        let state = relay.store.view();
-        self.upstream_link_up
-            .set(i64::from(link.state == LinkState::Connected));
+    fn refresh_upstream(&self, facts: &Facts) {
+        let link = &facts.link;
+        self.upstream_link_up.set(i64::from(facts.link_up()));
         for s in LinkState::ALL {
             self.upstream_state
                 .with_label_values(&[s.role_name()])
                 .set(i64::from(s == link.state));
         }
-        let offset = state.master_repl_offset() as i64;
-        self.upstream_offset.set(offset);
-        let known = relay
-            .master_offset()
-            .filter(|_| relay.master_addr().is_some());
+        self.upstream_offset.set(facts.offset() as i64);
+        let known = facts.master_offset.filter(|_| facts.master.is_some());
         self.upstream_lag_known.set(i64::from(known.is_some()));
-        match known {
-            Some(master) => {
-                let master = master as i64;
+        match known.zip(facts.lag_bytes()) {
+            Some((master, lag)) => {
                 self.upstream_master_offset
                     .with_label_values::<&str>(&[])
-                    .set(master);
+                    .set(master as i64);
                 self.upstream_lag
                     .with_label_values::<&str>(&[])
-                    .set((master - offset).max(0));
+                    .set(lag as i64);
             }
             None => {
                 self.upstream_master_offset.reset();
                 self.upstream_lag.reset();
             }
         }
-        let secs = |t: Option<std::time::Instant>| t.map_or(-1.0, |t| t.elapsed().as_secs_f64());
         self.upstream_last_io
-            .set(link.last_io_age().map_or(-1.0, |t| t.as_secs_f64()));
-        let down = if link.state == LinkState::Connected {
-            0.0
-        } else {
-            secs(link.down_since)
+            .set(facts.last_io_seconds().map_or(-1.0, |t| t as f64));
+        let down = match facts.down_seconds() {
+            Some(t) => t as f64,
+            None if facts.link_up() => 0.0,
+            None => -1.0,
         };
         self.upstream_link_down_since.set(down);
-        self.master_is_replica.set(i64::from(
-            link.master_is_replica && relay.master_addr().is_some(),
-        ));
+        self.master_is_replica
+            .set(i64::from(facts.master_is_replica()));
         self.empty_master_held
             .set(i64::from(link.empty_master_held));
         self.sentinel_watching
-            .set(i64::from(link.sentinel.watching.is_some()));
-        let compactor = &link.compactor;
+            .set(i64::from(facts.sentinel.watching.is_some()));
+        let compactor = &facts.compactor;
         self.snapshot_from_compactor
             .set(i64::from(compactor.origin == SnapshotOrigin::Compactor));
         let last = compactor.last.as_ref();
@@ -338,19 +337,23 @@ impl Metrics {
             .set(last.map_or(0, |r| r.bytes as i64));
         self.compactor_last_peak_rss
             .set(last.map_or(0, |r| r.peak_rss as i64));
-        let received = state.receiving.as_ref().map_or(0, |r| r.received as i64);
+        let received = facts
+            .store
+            .receiving
+            .as_ref()
+            .map_or(0, |r| r.received as i64);
         self.upstream_sync_received.set(received);
         self.upstream_sync_total
             .set(link.sync_total.map_or(-1, |t| t as i64));
     }
 
-    fn refresh_store(&self, relay: &RelayView) {
-        let state = relay.store.view();
+    fn refresh_store(&self, relay: &RelayView, facts: &Facts) {
+        let state = &facts.store;
         if let Some(id) = &state.ident {
             self.snapshot_bytes.set(id.snapshot_size as i64);
             self.snapshot_offset.set(id.snapshot_offset as i64);
         }
-        let stats = relay.store.snapshot_stats();
+        let stats = &facts.snapshot;
         let ctime = stats
             .as_ref()
             .and_then(|s| s.aux.get("ctime")?.parse::<u64>().ok());
@@ -368,13 +371,11 @@ impl Metrics {
                 .set(d.keys as i64);
         }
         self.backlog_first_offset.set(state.first as i64);
-        self.backlog_last_offset
-            .set(state.master_repl_offset() as i64);
-        self.backlog_disk_bytes
-            .set(relay.store.log_disk_bytes() as i64);
+        self.backlog_last_offset.set(facts.offset() as i64);
+        self.backlog_disk_bytes.set(facts.log_disk_bytes as i64);
         let w = &state.restore;
         self.restore_window
-            .set(super::info::window_seconds(w) as i64);
+            .set(facts.restore_window_seconds() as i64);
         self.restore_window_configured
             .set(relay.config.restore_window.map_or(0, |d| d.as_secs()) as i64);
         self.restore_window_shrunk.set(i64::from(w.shrunk));
@@ -386,8 +387,8 @@ impl Metrics {
     }
 
     /// The stream counters live in the store; counters here catch up with them.
-    fn refresh_feed(&self, relay: &RelayView) {
-        let feed = relay.store.stream_stats();
+    fn refresh_feed(&self, facts: &Facts) {
+        let feed = &facts.stream;
         for (name, n) in &feed.commands {
             let c = self.commands.with_label_values(&[name]);
             c.inc_by(n.saturating_sub(c.get()));
@@ -396,24 +397,20 @@ impl Metrics {
             .inc_by(feed.bytes.saturating_sub(self.stream_bytes.get()));
     }
 
-    fn refresh_replicas(&self, relay: &RelayView) {
-        let replicas = relay.replicas.list();
-        let offset = relay.store.view().master_repl_offset();
-        self.replicas_connected.set(replicas.len() as i64);
-        self.full_syncs_running
-            .set(relay.admission.running() as i64);
-        self.full_syncs_waiting
-            .set(relay.admission.waiting() as i64);
+    fn refresh_replicas(&self, relay: &RelayView, facts: &Facts) {
+        self.replicas_connected.set(facts.replicas.len() as i64);
+        self.full_syncs_running.set(facts.full_syncs_running as i64);
+        self.full_syncs_waiting.set(facts.full_syncs_waiting as i64);
         self.incompatible_replicas
             .set(relay.replicas.formats.flagged().len() as i64);
         self.replica_lag.reset();
         self.replica_ack_age.reset();
         self.replica_state.reset();
-        for r in replicas {
+        for r in &facts.replicas {
             let name = format!("{}:{}", r.ip, r.port);
             self.replica_lag
                 .with_label_values(&[&name])
-                .set(offset.saturating_sub(r.ack_offset) as i64);
+                .set(facts.replica_lag_bytes(r) as i64);
             self.replica_ack_age
                 .with_label_values(&[&name])
                 .set(r.ack_time.elapsed().as_secs_f64());

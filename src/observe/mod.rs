@@ -4,6 +4,7 @@
 //! through the `ServerInfo` trait, so the imports still point one way.
 
 pub mod admin;
+mod facts;
 mod info;
 pub mod metrics;
 mod status;
@@ -15,10 +16,10 @@ use bytes::Bytes;
 
 use crate::config::{Config, MasterAddr};
 use crate::downstream::{Admission, Clients, DownstreamMetrics, Replicas, ServerInfo};
-use crate::link::{LinkControl, LinkState, LinkWatch};
+use crate::link::{LinkControl, LinkWatch};
 use crate::resp::Reply;
-use crate::store::{Store, Verification, View};
-use crate::upstream::UpstreamMetrics;
+use crate::store::Store;
+use crate::upstream::{CompactorView, SentinelView, Shown, UpstreamMetrics};
 
 /// Read-only handles on every room.
 pub struct RelayView {
@@ -31,6 +32,9 @@ pub struct RelayView {
     pub admission: Arc<Admission>,
     pub upstream: Arc<UpstreamMetrics>,
     pub downstream: Arc<DownstreamMetrics>,
+    /// The upstream room's compactor and Sentinel watcher, as it shows them.
+    pub compactor: Shown<CompactorView>,
+    pub sentinel: Shown<SentinelView>,
     pub started: Instant,
     pub run_id: String,
     /// The commands count at the last INFO a second or more ago, for `instantaneous_ops_per_sec`.
@@ -73,44 +77,6 @@ impl RelayView {
 impl RelayView {
     pub fn master_addr(&self) -> Option<MasterAddr> {
         self.control.master()
-    }
-
-    /// A snapshot refresh is under way: asked of the master (the link's word), arriving, or
-    /// waiting for the log to reach its offset (the store's).
-    pub fn refreshing(&self, state: &View) -> bool {
-        state.refreshing || self.link.status().refresh_requested
-    }
-
-    /// The master's offset, when it was read recently enough to say how far behind the relay
-    /// is: within three polls (`--master-info-interval`), at least 3 s.
-    pub fn master_offset(&self) -> Option<u64> {
-        let max_age = self
-            .config
-            .master_info_interval
-            .map(|every| (every * 3).max(std::time::Duration::from_secs(3)));
-        self.link.status().known_master_offset(max_age)
-    }
-
-    /// Why the relay should not receive replicas yet, if it should not.
-    pub fn not_ready(&self) -> Option<String> {
-        let state = self.store.view();
-        if state.ident.is_none() {
-            return Some("no verified snapshot in service yet".into());
-        }
-        match &state.verification {
-            Verification::Verified => {}
-            Verification::Verifying => return Some("the stored snapshot is being verified".into()),
-            Verification::Corrupt(why) => {
-                return Some(format!(
-                    "the stored snapshot failed verification ({why}); waiting for a fresh one from the master"
-                ));
-            }
-        }
-        match (self.master_addr(), self.link.status().state) {
-            (None, _) => Some("no master configured (REPLICAOF NO ONE)".into()),
-            (Some(_), LinkState::Connected) => None,
-            (Some(m), state) => Some(format!("link with master {m} is {}", state.role_name())),
-        }
     }
 }
 

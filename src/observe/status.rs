@@ -3,10 +3,9 @@
 use serde::Serialize;
 
 use super::RelayView;
+use super::facts::Facts;
 use crate::decode::{SnapshotStats, StreamStats};
-use crate::downstream::ReplicaState;
 use crate::instruments::Label;
-use crate::link::LinkState;
 
 #[derive(Serialize)]
 pub struct Status {
@@ -121,20 +120,24 @@ struct Replica {
 
 impl Status {
     pub fn of(relay: &RelayView) -> Status {
-        let state = relay.store.view();
-        let offset = state.master_repl_offset();
+        Status::from_facts(relay, &Facts::gather(relay))
+    }
+
+    pub fn from_facts(relay: &RelayView, facts: &Facts) -> Status {
+        let state = &facts.store;
+        let offset = facts.offset();
         let ident = state.ident.as_ref();
-        let not_ready = relay.not_ready();
-        let link = relay.link.status();
+        let not_ready = facts.not_ready();
+        let compactor = &facts.compactor;
         Status {
-            role: if relay.master_addr().is_some() {
+            role: if facts.master.is_some() {
                 "slave"
             } else {
                 "master"
             },
             ready: not_ready.is_none(),
             not_ready,
-            master: master(relay, offset),
+            master: master(facts),
             replid: ident.map(|i| i.replid.clone()),
             replid2: ident.map(|i| i.replid2.clone()),
             second_repl_offset: ident.map(|i| i.second_replid_offset),
@@ -145,21 +148,21 @@ impl Status {
                 reason: c.reason.value(),
                 seconds_ago: c.at.elapsed().as_secs(),
             }),
-            sentinel: sentinel(relay),
-            empty_master_held: relay.link.status().empty_master_held,
+            sentinel: sentinel(relay, facts),
+            empty_master_held: facts.link.empty_master_held,
             store: Store {
                 dir: relay.config.dir.display().to_string(),
                 snapshot: ident.map(|i| i.snapshot.clone()),
                 snapshot_offset: ident.map(|i| i.snapshot_offset),
                 snapshot_bytes: ident.map(|i| i.snapshot_size),
-                snapshot_contents: relay.store.snapshot_stats().map(|s| (*s).clone()),
-                refreshing: relay.refreshing(&state),
-                snapshot_source: link.compactor.source.map_or("", |s| s.name()),
-                snapshot_made_by: link.compactor.origin.name(),
+                snapshot_contents: facts.snapshot.as_ref().map(|s| (**s).clone()),
+                refreshing: facts.refreshing(),
+                snapshot_source: compactor.source.map_or("", |s| s.name()),
+                snapshot_made_by: compactor.origin.name(),
                 master_forks: relay.upstream.master_forks.get(),
                 compactor_mismatches: relay.upstream.compactor_mismatches.get(),
-                compactor: link.compactor.last.as_ref().map(|r| CompactorLast {
-                    server: link.compactor.server.clone(),
+                compactor: compactor.last.as_ref().map(|r| CompactorLast {
+                    server: compactor.server.clone(),
                     ok: r.error.is_none(),
                     error: r.error.clone(),
                     duration_seconds: r.duration.as_secs_f64(),
@@ -168,50 +171,44 @@ impl Status {
                 }),
                 backlog_first_offset: state.first,
                 backlog_next_offset: state.next,
-                backlog_disk_bytes: relay.store.log_disk_bytes(),
+                backlog_disk_bytes: facts.log_disk_bytes,
                 restore: Restore {
                     from_offset: state.restore.from_offset,
                     from: state.restore.from_ms.map(crate::store::utc),
-                    window_seconds: super::info::window_seconds(&state.restore),
+                    window_seconds: facts.restore_window_seconds(),
                     configured_seconds: relay.config.restore_window.map_or(0, |d| d.as_secs()),
                     points: state.restore.kept,
                     disk_bytes: state.restore.disk_bytes,
                     shrunk: state.restore.shrunk,
                 },
             },
-            stream: relay.store.stream_stats(),
-            replicas: replicas(relay, offset),
+            stream: facts.stream.clone(),
+            replicas: replicas(facts),
         }
     }
 }
 
-fn master(relay: &RelayView, offset: u64) -> Option<Master> {
-    let addr = relay.master_addr()?;
-    let link = relay.link.status();
-    let up = link.state == LinkState::Connected;
-    let receiving = relay.store.view().receiving;
-    let master_offset = relay.master_offset();
+fn master(facts: &Facts) -> Option<Master> {
+    let addr = facts.master.clone()?;
+    let receiving = facts.store.receiving.as_ref();
     Some(Master {
         host: addr.host,
         port: addr.port,
-        link_status: if up { "up" } else { "down" },
-        state: link.state.role_name(),
-        last_io_seconds_ago: link.last_io_age().map(|t| t.as_secs()),
-        link_down_since_seconds: link
-            .down_since
-            .filter(|_| !up)
-            .map(|t| t.elapsed().as_secs()),
+        link_status: if facts.link_up() { "up" } else { "down" },
+        state: facts.link.state.role_name(),
+        last_io_seconds_ago: facts.last_io_seconds(),
+        link_down_since_seconds: facts.down_seconds(),
         sync_in_progress: receiving.is_some(),
         sync_received_bytes: receiving.map(|r| r.received),
-        sync_total_bytes: link.sync_total,
-        master_offset,
-        lag_bytes: master_offset.map(|m| m.saturating_sub(offset)),
+        sync_total_bytes: facts.link.sync_total,
+        master_offset: facts.master_offset,
+        lag_bytes: facts.lag_bytes(),
     })
 }
 
-fn sentinel(relay: &RelayView) -> Option<Sentinel> {
+fn sentinel(relay: &RelayView, facts: &Facts) -> Option<Sentinel> {
     let name = relay.config.sentinel_master.clone()?;
-    let view = relay.link.status().sentinel;
+    let view = &facts.sentinel;
     Some(Sentinel {
         sentinels: relay
             .config
@@ -220,24 +217,20 @@ fn sentinel(relay: &RelayView) -> Option<Sentinel> {
             .map(|s| s.to_string())
             .collect(),
         master_name: name,
-        watching: view.watching.map(|m| m.to_string()),
+        watching: view.watching.as_ref().map(|m| m.to_string()),
         unreachable: view.unreachable,
-        named_master: view.named.map(|m| m.to_string()),
+        named_master: view.named.as_ref().map(|m| m.to_string()),
     })
 }
 
-fn replicas(relay: &RelayView, offset: u64) -> Vec<Replica> {
-    let all = relay.replicas.list().into_iter();
+fn replicas(facts: &Facts) -> Vec<Replica> {
+    let all = facts.replicas.iter();
     all.map(|r| Replica {
-        ip: r.ip,
+        ip: r.ip.clone(),
         port: r.port,
         state: r.state.name(),
         ack_offset: r.ack_offset,
-        lag_bytes: if r.state == ReplicaState::Online {
-            offset.saturating_sub(r.ack_offset)
-        } else {
-            0
-        },
+        lag_bytes: facts.replica_lag_bytes(r),
         ack_age_seconds: r.ack_time.elapsed().as_secs_f64(),
     })
     .collect()

@@ -21,10 +21,9 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tracing::{info, warn};
 
-use super::Upstream;
+use super::{CompactorRun, SnapshotOrigin, Upstream};
 use crate::config::{Config, SnapshotSource};
 use crate::decode::ReplIdentity;
-use crate::link::{CompactorRun, SnapshotOrigin};
 use crate::store::Slot;
 
 /// The compactor's CPU priority (nice): below the relay's, which keeps the stream first.
@@ -53,7 +52,7 @@ pub fn decide(up: &Upstream) {
             SnapshotSource::Master
         }
     };
-    up.link.update(|l| l.compactor.source = Some(source));
+    up.compactor.update(|c| c.source = Some(source));
 }
 
 /// The server binary for a master that is Valkey (`Some(true)`), Redis (`Some(false)`) or not
@@ -96,11 +95,11 @@ pub(super) async fn run(up: &Arc<Upstream>) -> Result<()> {
             }
         }
     };
-    up.link.update(|l| {
+    up.compactor.update(|c| {
         if run.error.is_none() {
-            l.compactor.origin = SnapshotOrigin::Compactor;
+            c.origin = SnapshotOrigin::Compactor;
         }
-        l.compactor.last = Some(run);
+        c.last = Some(run);
     });
     result.map(|_| ())
 }
@@ -193,7 +192,7 @@ async fn checked_server(up: &Upstream) -> Result<PathBuf> {
     }
     let said = format!("{} ({family} {version})", server.display());
     info!("Compactor: making a fresh snapshot with {said}, without the master");
-    up.link.update(|l| l.compactor.server = Some(said));
+    up.compactor.update(|c| c.server = Some(said));
     Ok(server)
 }
 

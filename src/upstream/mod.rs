@@ -11,6 +11,7 @@ pub use compact::decide as decide_snapshot_source;
 pub mod master_info;
 mod refresh;
 pub mod sentinel;
+mod state;
 pub mod wire;
 
 use std::sync::Arc;
@@ -24,10 +25,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, MasterAddr};
 use crate::decode::SnapshotFacts;
 use crate::instruments::{self, Collectors, Label, Labelled, Phase};
-use crate::link::{LinkControl, LinkReporter, LinkState, SnapshotOrigin};
+use crate::link::{LinkControl, LinkReporter, LinkState};
 use crate::progress::Progress;
 use crate::store::{Slot, Store, StoreWriter};
 use crate::tls::Dialer;
+pub use state::{CompactorRun, CompactorView, SentinelView, Shown, SnapshotOrigin};
 use wire::{Auth, Framing, MasterConn, PsyncReply};
 
 /// What the upstream room works with: the store (its reading side, and the writing side, which
@@ -42,6 +44,10 @@ pub struct Upstream {
     /// TCP, or TLS with `--tls-replication yes`.
     pub dialer: Dialer,
     pub metrics: Arc<UpstreamMetrics>,
+    /// Where fresh snapshots come from and the compactor's last run, for observe.
+    pub compactor: Shown<CompactorView>,
+    /// What the Sentinels said, for observe.
+    pub sentinel: Shown<SentinelView>,
     pub shutdown: CancellationToken,
 }
 
@@ -339,8 +345,7 @@ impl<'a> Link<'a> {
             link.full_sync(replid, offset)
                 .await
                 .map_err(during(FailureReason::FullSync))?;
-            up.link
-                .update(|l| l.compactor.origin = SnapshotOrigin::Master);
+            up.compactor.update(|c| c.origin = SnapshotOrigin::Master);
         }
         link.stream().await.map_err(during(FailureReason::Link))
     }

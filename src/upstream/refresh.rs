@@ -14,10 +14,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
 use super::Link;
-use super::Upstream;
 use super::wire::PsyncReply;
+use super::{SnapshotOrigin, Upstream};
 use crate::config::{MasterAddr, SnapshotRefresh, SnapshotSource};
-use crate::link::SnapshotOrigin;
 use crate::store::{Slot, Verification};
 
 /// With `auto`, refresh when the log since the snapshot exceeds the snapshot's size, but not
@@ -101,7 +100,7 @@ fn due(up: &Upstream) -> bool {
 /// from the master.
 async fn refresh(up: &Arc<Upstream>, master: &MasterAddr) -> Result<()> {
     up.metrics.snapshot_refreshes.inc();
-    let local = up.link.status().compactor.source == Some(SnapshotSource::Local);
+    let local = up.compactor.get().source == Some(SnapshotSource::Local);
     if local && !matches!(up.store.view().verification, Verification::Corrupt(_)) {
         match super::compact::run(up).await {
             Ok(()) => return Ok(()),
@@ -109,8 +108,7 @@ async fn refresh(up: &Arc<Upstream>, master: &MasterAddr) -> Result<()> {
         }
     }
     fetch(up, master).await?;
-    up.link
-        .update(|l| l.compactor.origin = SnapshotOrigin::Master);
+    up.compactor.update(|c| c.origin = SnapshotOrigin::Master);
     Ok(())
 }
 

@@ -53,9 +53,9 @@ pub async fn run(up: Arc<Upstream>) {
             warn!("Sentinel {sentinel}: {e:#}");
             listened |= watcher.listened;
             unreachable += usize::from(!watcher.listened);
-            up.link.update(|l| {
-                l.sentinel.watching = None;
-                l.sentinel.unreachable = unreachable;
+            up.sentinel.update(|s| {
+                s.watching = None;
+                s.unreachable = unreachable;
             });
         }
         if listened {
@@ -107,9 +107,9 @@ impl Watcher<'_> {
             "Watching Sentinel {sentinel} for failovers of master '{}'",
             self.name
         );
-        self.up.link.update(|l| {
-            l.sentinel.watching = Some(sentinel.clone());
-            l.sentinel.unreachable = 0;
+        self.up.sentinel.update(|s| {
+            s.watching = Some(sentinel.clone());
+            s.unreachable = 0;
         });
         self.listened = true;
         let mut recheck = tokio::time::interval(RECHECK);
@@ -206,9 +206,7 @@ impl Watcher<'_> {
                 "Sentinel names {master} the master of '{}'; following {configured} as configured until the Sentinels announce a failover",
                 self.name
             );
-            self.up
-                .link
-                .update(|l| l.sentinel.named = Some(master.clone()));
+            self.up.sentinel.update(|s| s.named = Some(master.clone()));
             self.named = Some(master);
             return;
         }
@@ -223,9 +221,7 @@ impl Watcher<'_> {
             _ => format!("the Sentinels name it the master of '{}'", self.name),
         };
         self.up.control.set(Some(master.clone()), reason, &why);
-        self.up
-            .link
-            .update(|l| l.sentinel.named = Some(master.clone()));
+        self.up.sentinel.update(|s| s.named = Some(master.clone()));
         self.named = Some(master);
     }
 
