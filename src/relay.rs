@@ -26,6 +26,7 @@ struct Rooms {
     downstream: Arc<downstream::Context>,
     view: Arc<RelayView>,
     store_metrics: StoreMetrics,
+    downstream_metrics: Arc<DownstreamMetrics>,
 }
 
 impl Rooms {
@@ -66,21 +67,20 @@ impl Rooms {
             run_id: random_hex(40),
             ops: Default::default(),
         });
-        let downstream = Arc::new(downstream::Context {
-            config: config.clone(),
-            store: store.clone(),
-            link,
-            control: control.clone(),
-            replicas,
-            clients,
-            pubsub: Arc::default(),
-            accepting: downstream::Accepting::new(config.maxclients),
-            backups: Default::default(),
-            admission,
-            metrics: down_metrics,
-            server: view.clone(),
-            shutdown: shutdown.clone(),
-        });
+        let downstream = Arc::new(downstream::Context::new(
+            &config,
+            downstream::Handles {
+                store: store.clone(),
+                link,
+                control: control.clone(),
+                replicas,
+                clients,
+                admission,
+                metrics: down_metrics.clone(),
+                server: view.clone(),
+                shutdown: shutdown.clone(),
+            },
+        ));
         let upstream = Arc::new(Upstream {
             dialer: Dialer::for_master(tls, &config.tls()),
             config,
@@ -100,6 +100,7 @@ impl Rooms {
             downstream,
             view,
             store_metrics,
+            downstream_metrics: down_metrics,
         }
     }
 }
@@ -133,7 +134,7 @@ pub async fn run(config: Config) -> Result<()> {
         &rooms.store_metrics,
         &rooms.view.control,
         rooms.upstream.metrics.as_ref(),
-        rooms.downstream.metrics.as_ref(),
+        rooms.downstream_metrics.as_ref(),
     ]);
     let admin = Arc::new(Admin {
         view: rooms.view.clone(),

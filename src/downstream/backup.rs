@@ -86,7 +86,7 @@ pub fn choose(cx: &Context, state: &View) -> Choice {
             MIN_FETCH_INTERVAL.as_secs()
         ));
     }
-    if let (Some(max), Some(age)) = (cx.config.rdb_only_max_age, age)
+    if let (Some(max), Some(age)) = (cx.settings.rdb_only_max_age, age)
         && age <= max
     {
         return Choice::Serve(format!("it is {shown}, within --rdb-only-max-age"));

@@ -58,7 +58,7 @@ fn text(b: &Bytes) -> String {
 /// for a name renamed away (unknown, as in Redis).
 fn command_name(cx: &Context, raw: &Bytes) -> Option<String> {
     let name = text(raw).to_ascii_lowercase();
-    let renamed = &cx.config.renamed.0;
+    let renamed = &cx.settings.renamed.0;
     if let Some((original, _)) = renamed.iter().find(|(_, new)| **new == name) {
         return Some(original.clone());
     }
@@ -224,9 +224,9 @@ fn is_rewrite(args: &[Bytes]) -> bool {
 async fn config_rewrite(cx: &Context) -> Reply {
     let rewritten = master_file::Rewritten {
         followed: cx.control.master(),
-        configured: cx.config.replicaof.clone(),
+        configured: cx.settings.replicaof.clone(),
     };
-    let dir = cx.config.dir.clone();
+    let dir = cx.settings.dir.clone();
     let written = tokio::task::spawn_blocking(move || master_file::write(&dir, &rewritten)).await;
     match written {
         Ok(Ok(())) => Reply::ok(),
@@ -268,7 +268,7 @@ fn auth(cx: &Context, client: &mut Client, args: &[Bytes]) -> Action {
 /// Without requirepass every AUTH succeeds: a replica configured with a masterauth must still
 /// be able to attach (PROTOCOL §4.1, the auth trap).
 fn check_password(cx: &Context, user: &str, pass: &[u8]) -> Result<(), Action> {
-    let Some(expected) = &cx.config.requirepass else {
+    let Some(expected) = &cx.settings.requirepass else {
         return Ok(());
     };
     if user == "default" && constant_time_eq(expected.as_bytes(), pass) {

@@ -42,23 +42,89 @@ pub use clients::Clients;
 pub use psync::{Decision, ahead_of_store, decide};
 pub use pubsub::PubSub;
 
-/// What the downstream room works with: the store's reading side, the link's status, the
-/// master to follow (REPLICAOF), the replicas attached, its counters, and what INFO says of the
-/// relay, which the observe room writes.
+/// What the downstream room works with: its slice of the configuration, the handles the relay
+/// gives it (`Handles`), and what only it uses (pub/sub, the client slots, backups in
+/// progress). Its fields are the room's own.
 pub struct Context {
-    pub config: Arc<Config>,
+    settings: Settings,
+    store: Store,
+    link: LinkWatch,
+    control: LinkControl,
+    replicas: Arc<Replicas>,
+    clients: Arc<Clients>,
+    pubsub: PubSub,
+    accepting: Accepting,
+    backups: backup::Backups,
+    admission: Arc<Admission>,
+    metrics: Arc<DownstreamMetrics>,
+    server: Arc<dyn ServerInfo>,
+    shutdown: CancellationToken,
+}
+
+/// The handles the downstream room shares with the others.
+pub struct Handles {
     pub store: Store,
     pub link: LinkWatch,
     pub control: LinkControl,
     pub replicas: Arc<Replicas>,
     pub clients: Arc<Clients>,
-    pub pubsub: Arc<PubSub>,
-    pub accepting: Accepting,
-    pub backups: backup::Backups,
     pub admission: Arc<Admission>,
     pub metrics: Arc<DownstreamMetrics>,
+    /// What INFO, ROLE and CONFIG GET say of the relay, which the observe room writes.
     pub server: Arc<dyn ServerInfo>,
     pub shutdown: CancellationToken,
+}
+
+/// What the downstream room reads of the configuration.
+#[derive(Debug, Clone)]
+struct Settings {
+    bind: String,
+    protected_mode: bool,
+    requirepass: Option<String>,
+    renamed: crate::config::Renames,
+    repl_timeout: std::time::Duration,
+    rdb_only_max_age: Option<std::time::Duration>,
+    maxclients: usize,
+    /// Where CONFIG REWRITE records the master followed, beside the one configured.
+    dir: std::path::PathBuf,
+    replicaof: Option<crate::config::MasterAddr>,
+}
+
+impl Settings {
+    fn of(config: &Config) -> Settings {
+        Settings {
+            bind: config.bind.clone(),
+            protected_mode: config.protected_mode,
+            requirepass: config.requirepass.clone(),
+            renamed: config.renamed.clone(),
+            repl_timeout: config.repl_timeout,
+            rdb_only_max_age: config.rdb_only_max_age,
+            maxclients: config.maxclients,
+            dir: config.dir.clone(),
+            replicaof: config.replicaof.clone(),
+        }
+    }
+}
+
+impl Context {
+    pub fn new(config: &Config, h: Handles) -> Context {
+        let settings = Settings::of(config);
+        Context {
+            accepting: Accepting::new(settings.maxclients),
+            settings,
+            store: h.store,
+            link: h.link,
+            control: h.control,
+            replicas: h.replicas,
+            clients: h.clients,
+            pubsub: PubSub::default(),
+            backups: Default::default(),
+            admission: h.admission,
+            metrics: h.metrics,
+            server: h.server,
+            shutdown: h.shutdown,
+        }
+    }
 }
 
 /// What INFO, ROLE and CONFIG GET answer: written by the observe room, which sees every room.
@@ -372,7 +438,7 @@ pub async fn serve(cx: Arc<Context>, listener: TcpListener, tls: Option<Arc<Tls>
                 Rejection::Maxclients,
                 "ERR max number of clients reached".to_string(),
             ),
-            Ok(slot) => match protected_mode_refusal(&cx.config, &peer) {
+            Ok(slot) => match protected_mode_refusal(&cx.settings, &peer) {
                 Some(denied) => (Rejection::ProtectedMode, denied),
                 None => {
                     let id = cx.accepting.next_id.fetch_add(1, Ordering::Relaxed);
@@ -427,7 +493,7 @@ async fn handshake(
 }
 
 /// Redis' protected mode: without a password, only loopback clients may connect.
-fn protected_mode_refusal(cfg: &Config, peer: &SocketAddr) -> Option<String> {
+fn protected_mode_refusal(cfg: &Settings, peer: &SocketAddr) -> Option<String> {
     let loopback_bind = cfg.bind == "localhost"
         || cfg
             .bind
@@ -450,7 +516,7 @@ async fn connection(
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let id = registered.id();
-    let mut client = Client::new(id, peer, cx.config.requirepass.is_none());
+    let mut client = Client::new(id, peer, cx.settings.requirepass.is_none());
     client.close = registered.close.clone();
     debug!("Accepted {peer}");
     let mut buf = BytesMut::with_capacity(1024);
@@ -621,23 +687,21 @@ pub(crate) fn context_for_tests(dir: &std::path::Path) -> Context {
     })
     .expect("a store in a fresh directory");
     let (_, link) = crate::link::status();
-    Context {
-        control: LinkControl::new(Some(
-            crate::config::MasterAddr::parse("127.0.0.1", "1").unwrap(),
-        )),
-        config: Arc::new(config),
-        store,
-        link,
-        replicas: Arc::new(Replicas::default()),
-        clients: Arc::default(),
-        pubsub: Arc::default(),
-        accepting: Accepting::new(16),
-        backups: Default::default(),
-        admission: Arc::new(Admission::new(4, None, None)),
-        metrics: Arc::new(DownstreamMetrics::new()),
-        server: Arc::new(Fixed),
-        shutdown: CancellationToken::new(),
-    }
+    let master = crate::config::MasterAddr::parse("127.0.0.1", "1").unwrap();
+    Context::new(
+        &config,
+        Handles {
+            control: LinkControl::new(Some(master)),
+            store,
+            link,
+            replicas: Arc::new(Replicas::default()),
+            clients: Arc::default(),
+            admission: Arc::new(Admission::new(4, None, None)),
+            metrics: Arc::new(DownstreamMetrics::new()),
+            server: Arc::new(Fixed),
+            shutdown: CancellationToken::new(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -645,11 +709,11 @@ mod tests {
     use super::*;
     use crate::config::RelayArgs;
 
-    fn config(bind: &str, pass: Option<&str>, protected: Option<&str>) -> Config {
+    fn config(bind: &str, pass: Option<&str>, protected: Option<&str>) -> Settings {
         let mut flags = vec![("bind", bind)];
         flags.extend(pass.map(|p| ("requirepass", p)));
         flags.extend(protected.map(|p| ("protected-mode", p)));
-        Config::resolve(RelayArgs::flags(&flags)).unwrap()
+        Settings::of(&Config::resolve(RelayArgs::flags(&flags)).unwrap())
     }
 
     #[test]

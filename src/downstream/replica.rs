@@ -503,7 +503,7 @@ impl Session {
         let counter = self.cx.metrics.sent.get(Phase::Snapshot);
         let what = format!("Full sync of {}: sent", self.name);
         let mut progress = Progress::new(what, Some(size));
-        let timeout = self.cx.config.repl_timeout;
+        let timeout = self.cx.settings.repl_timeout;
         let piece = |pos: u64, buf: BytesMut, check: SnapshotCheck| {
             let file = file.clone();
             read_checked(file, pos, piece_len(pos, size), buf, check)
@@ -569,7 +569,7 @@ impl Session {
     ) -> Result<End> {
         let cx = self.cx.clone();
         let store = &cx.store;
-        let timeout = self.cx.config.repl_timeout;
+        let timeout = self.cx.settings.repl_timeout;
         let mut changes = store.subscribe();
         let sent = cx.metrics.sent.get(Phase::Stream);
         let mut check = tokio::time::interval(Duration::from_secs(1));
@@ -701,7 +701,7 @@ impl Session {
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<()> {
-        let timeout = self.cx.config.repl_timeout;
+        let timeout = self.cx.settings.repl_timeout;
         tokio::time::timeout(timeout, self.wr.write_all(data))
             .await
             .context("timeout writing to the replica")?

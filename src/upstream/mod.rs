@@ -7,6 +7,7 @@
 //! connection fetches a fresh snapshot now and then (`refresh`) so the log can be trimmed.
 
 mod compact;
+mod failure;
 pub use compact::decide as decide_snapshot_source;
 pub mod master_info;
 mod refresh;
@@ -17,18 +18,20 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use tracing::{debug, info, warn};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MasterAddr};
 use crate::decode::SnapshotFacts;
-use crate::instruments::{self, Collectors, Label, Labelled, Phase};
+use crate::instruments::{self, Collectors, Labelled, Phase};
 use crate::link::{LinkControl, LinkReporter, LinkState};
 use crate::progress::Progress;
 use crate::store::{Slot, Store, StoreWriter};
 use crate::tls::Dialer;
+pub use failure::FailureReason;
+use failure::{Failure, LinkError, during};
 pub use state::{CompactorRun, CompactorView, SentinelView, Shown, SnapshotOrigin};
 use wire::{Auth, Framing, MasterConn, PsyncReply};
 
@@ -49,50 +52,6 @@ pub struct Upstream {
     /// What the Sentinels said, for observe.
     pub sentinel: Shown<SentinelView>,
     pub shutdown: CancellationToken,
-}
-
-/// Why the upstream link failed, for `upstream_sync_failures_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureReason {
-    Connect,
-    Auth,
-    Psync,
-    FullSync,
-    SnapshotRejected,
-    Timeout,
-    Store,
-    Link,
-    /// Not a failure of the link: the empty-master guard held the relay back.
-    EmptyMaster,
-}
-
-impl Label for FailureReason {
-    const NAME: &'static str = "reason";
-    const ALL: &'static [FailureReason] = &[
-        FailureReason::Connect,
-        FailureReason::Auth,
-        FailureReason::Psync,
-        FailureReason::FullSync,
-        FailureReason::SnapshotRejected,
-        FailureReason::Timeout,
-        FailureReason::Store,
-        FailureReason::Link,
-        FailureReason::EmptyMaster,
-    ];
-
-    fn value(self) -> &'static str {
-        match self {
-            FailureReason::Connect => "connect",
-            FailureReason::Auth => "auth",
-            FailureReason::Psync => "psync",
-            FailureReason::FullSync => "full_sync",
-            FailureReason::SnapshotRejected => "snapshot_rejected",
-            FailureReason::Timeout => "timeout",
-            FailureReason::Store => "store",
-            FailureReason::Link => "link",
-            FailureReason::EmptyMaster => "empty_master",
-        }
-    }
 }
 
 /// The upstream room's counters.
@@ -170,91 +129,6 @@ impl Collectors for UpstreamMetrics {
 /// Longest wait between full syncs that failed: on the master's side, or whose snapshot was
 /// rejected (corrupt, or the disk is full).
 const MAX_SYNC_BACKOFF: Duration = Duration::from_secs(60);
-
-/// A full sync whose snapshot failed verification or could not be stored.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-struct SnapshotRejected(anyhow::Error);
-
-/// The master timed out: no data nor PING within `repl-timeout`.
-#[derive(Debug, thiserror::Error)]
-#[error("MASTER timeout: no data nor PING received...")]
-struct TimedOut;
-
-/// The empty-master guard: the master holds no keys and has another history than the one the
-/// relay serves.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct EmptyMasterHeld(String);
-
-/// The store could not keep what the master sent.
-#[derive(Debug, thiserror::Error)]
-#[error("Dropping the link with master: the store could not keep the stream ({0})")]
-struct StoreFailed(String);
-
-/// Why the link ended: the reason, for the metrics and the back-off, and the error in the
-/// master's or the system's own words.
-#[derive(Debug, thiserror::Error)]
-#[error("{}{error:#}{}", prefix(*.reason), hint(*.reason, .error))]
-pub struct LinkError {
-    pub reason: FailureReason,
-    error: anyhow::Error,
-}
-
-impl LinkError {
-    /// Full syncs that failed wait longer and longer before the next attempt: each attempt is
-    /// a fork on the master.
-    fn backs_off(&self) -> bool {
-        matches!(
-            self.reason,
-            FailureReason::FullSync | FailureReason::SnapshotRejected
-        )
-    }
-}
-
-/// Sorts an error of one phase of the link into its reason; the typed errors the wire and the
-/// store raise say more than the phase does, except that whatever ends a full sync the master
-/// started (a timeout too: its BGSAVE may be slow) is a failed full sync, which backs off.
-fn during(phase: FailureReason) -> impl FnOnce(anyhow::Error) -> LinkError {
-    move |error| {
-        let reason = if error.is::<EmptyMasterHeld>() {
-            FailureReason::EmptyMaster
-        } else if error.is::<SnapshotRejected>() {
-            FailureReason::SnapshotRejected
-        } else if phase == FailureReason::FullSync {
-            FailureReason::FullSync
-        } else if error.is::<wire::AuthRefused>() {
-            FailureReason::Auth
-        } else if error.is::<TimedOut>() || error.is::<wire::TimedOut>() {
-            FailureReason::Timeout
-        } else if error.is::<StoreFailed>() {
-            FailureReason::Store
-        } else {
-            phase
-        };
-        LinkError { reason, error }
-    }
-}
-
-fn prefix(reason: FailureReason) -> &'static str {
-    match reason {
-        FailureReason::FullSync => "Full sync failed on the master's side: ",
-        _ => "",
-    }
-}
-
-/// The master gives no reason on the wire when its BGSAVE fails: it just closes the link.
-fn hint(reason: FailureReason, e: &anyhow::Error) -> &'static str {
-    let closed = e
-        .root_cause()
-        .to_string()
-        .starts_with("Connection with master lost");
-    if reason == FailureReason::FullSync && closed {
-        " (a master closes the link this way when its BGSAVE for the replica fails; its log says why)"
-    } else {
-        ""
-    }
-}
 
 /// Follows `relay.master` until shutdown.
 pub async fn run(up: Arc<Upstream>) {
@@ -338,7 +212,7 @@ impl<'a> Link<'a> {
             .await
             .map_err(during(FailureReason::Link))?;
         link.guard(&server)
-            .map_err(|e| during(FailureReason::EmptyMaster)(e.into()))?;
+            .map_err(during(FailureReason::EmptyMaster))?;
         up.link.update(|l| l.empty_master_held = false);
         let reply = link.psync().await.map_err(during(FailureReason::Psync))?;
         if let PsyncReply::Full { replid, offset } = reply {
@@ -354,7 +228,11 @@ impl<'a> Link<'a> {
         self.slot == Slot::Main
     }
 
-    async fn connect(up: &'a Arc<Upstream>, master: &MasterAddr, slot: Slot) -> Result<Link<'a>> {
+    async fn connect(
+        up: &'a Arc<Upstream>,
+        master: &MasterAddr,
+        slot: Slot,
+    ) -> Result<Link<'a>, Failure> {
         if slot == Slot::Main {
             up.link.set_state(LinkState::Connecting);
             info!("Connecting to MASTER {master}");
@@ -377,7 +255,7 @@ impl<'a> Link<'a> {
     /// without persistence restarted empty. Its full sync would empty every replica behind
     /// the relay; the relay waits instead (retrying every second) until it holds data, the
     /// operator runs REPLICAOF for it again, or the relay is moved to another master.
-    fn guard(&self, server: &wire::MasterServer) -> Result<(), EmptyMasterHeld> {
+    fn guard(&self, server: &wire::MasterServer) -> Result<(), Failure> {
         let up = self.up;
         let Some(history) = server.history.as_ref().filter(|h| h.keys == 0) else {
             return Ok(());
@@ -393,13 +271,13 @@ impl<'a> Link<'a> {
         {
             return Ok(());
         }
-        Err(EmptyMasterHeld(format!(
+        Err(Failure::EmptyMaster(format!(
             "Master {} holds no keys and has another history (replid {}) than the relay's ({}): keeping the stored data and the replicas behind the relay as they are (--empty-master-guard). The relay takes its history once it holds data, or when REPLICAOF {} {} is run again",
             self.master, history.replid, ident.replid, self.master.host, self.master.port
         )))
     }
 
-    async fn handshake(&mut self) -> Result<wire::MasterServer> {
+    async fn handshake(&mut self) -> Result<wire::MasterServer, Failure> {
         let cfg = &self.up.config;
         let auth = Auth {
             user: cfg.masteruser.as_deref(),
@@ -430,7 +308,7 @@ impl<'a> Link<'a> {
         Ok(server)
     }
 
-    async fn psync(&mut self) -> Result<PsyncReply> {
+    async fn psync(&mut self) -> Result<PsyncReply, Failure> {
         let (replid, offset) = self.psync_request().await?;
         if self.is_main() {
             let pending = replid == "?";
@@ -447,7 +325,8 @@ impl<'a> Link<'a> {
             }
             PsyncReply::Full { .. } => {}
             PsyncReply::Continue(_) if !self.is_main() => {
-                bail!("the master continued a snapshot refresh instead of sending a snapshot")
+                let why = "the master continued a snapshot refresh instead of sending a snapshot";
+                return Err(anyhow!(why).into());
             }
             PsyncReply::Continue(new_id) => {
                 info!("Successful partial resynchronization with master.");
@@ -483,7 +362,7 @@ impl<'a> Link<'a> {
         })
     }
 
-    async fn full_sync(&mut self, replid: String, offset: u64) -> Result<()> {
+    async fn full_sync(&mut self, replid: String, offset: u64) -> Result<(), Failure> {
         let up = self.up;
         up.link.set_state(LinkState::Transfer);
         up.metrics.full_syncs.inc();
@@ -506,7 +385,7 @@ impl<'a> Link<'a> {
         &mut self,
         replid: String,
         offset: u64,
-    ) -> Result<(u64, SnapshotFacts)> {
+    ) -> Result<(u64, SnapshotFacts), Failure> {
         let store = &self.up.writer;
         store.begin_snapshot(self.slot, replid, offset).await?;
         let mut framing = self.conn.payload_header().await?;
@@ -537,11 +416,13 @@ impl<'a> Link<'a> {
         }
         match store.finish_snapshot(self.slot).await {
             Ok(facts) => Ok((received, facts)),
-            Err(e) => Err(SnapshotRejected(e.context("the snapshot was rejected")).into()),
+            Err(e) => Err(Failure::SnapshotRejected(
+                e.context("the snapshot was rejected"),
+            )),
         }
     }
 
-    async fn stream(&mut self) -> Result<()> {
+    async fn stream(&mut self) -> Result<(), Failure> {
         let up = self.up;
         up.link.update(|l| {
             l.state = LinkState::Connected;
@@ -555,7 +436,7 @@ impl<'a> Link<'a> {
             (s.getacks, s.failed.clone())
         };
         if let Some(why) = failed {
-            return Err(StoreFailed(why).into());
+            return Err(Failure::Store(why));
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut refresh = refresh::Refresher::default();
@@ -578,7 +459,7 @@ impl<'a> Link<'a> {
                     changed.context("the store writer has stopped")?;
                     let s = status.borrow_and_update().clone();
                     if let Some(why) = s.failed {
-                        return Err(StoreFailed(why).into());
+                        return Err(Failure::Store(why));
                     }
                     if s.getacks != getacks {
                         getacks = s.getacks;
@@ -589,18 +470,18 @@ impl<'a> Link<'a> {
         }
     }
 
-    fn check_timeout(&self) -> Result<()> {
+    fn check_timeout(&self) -> Result<(), Failure> {
         if self.conn.last_io().elapsed() > self.up.config.repl_timeout {
-            return Err(TimedOut.into());
+            return Err(Failure::Timeout);
         }
         Ok(())
     }
 
     /// `REPLCONF ACK <offset>`: what the store holds per the fsync policy.
-    async fn send_ack(&mut self) -> Result<()> {
+    async fn send_ack(&mut self) -> Result<(), Failure> {
         let ack = self.up.writer.writer_status().borrow().ack;
         match ack {
-            Some(offset) => self.conn.send_ack(offset).await,
+            Some(offset) => Ok(self.conn.send_ack(offset).await?),
             None => Ok(()),
         }
     }
@@ -610,45 +491,5 @@ impl<'a> Link<'a> {
             let last = self.conn.last_io();
             self.up.link.update(|l| l.last_io = Some(last));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_are_sorted_by_type_then_by_phase() {
-        let sorted = |phase, e: anyhow::Error| during(phase)(e).reason;
-        let auth = wire::AuthRefused("-WRONGPASS".into()).into();
-        assert_eq!(sorted(FailureReason::Link, auth), FailureReason::Auth);
-        assert_eq!(
-            sorted(FailureReason::Link, TimedOut.into()),
-            FailureReason::Timeout
-        );
-        assert_eq!(
-            sorted(FailureReason::Link, StoreFailed("ENOSPC".into()).into()),
-            FailureReason::Store
-        );
-        let rejected = SnapshotRejected(anyhow::anyhow!("bad CRC")).into();
-        let e = during(FailureReason::FullSync)(rejected);
-        assert_eq!(e.reason, FailureReason::SnapshotRejected);
-        assert!(e.backs_off());
-        let slow = during(FailureReason::FullSync)(wire::TimedOut.into());
-        assert_eq!(
-            slow.reason,
-            FailureReason::FullSync,
-            "a slow BGSAVE backs off"
-        );
-        let closed = anyhow::anyhow!("Connection with master lost.");
-        let text = during(FailureReason::FullSync)(closed).to_string();
-        assert!(
-            text.starts_with("Full sync failed on the master's side: Connection with master lost.")
-                && text.contains("its log says why"),
-            "{text}"
-        );
-        let refused = anyhow::anyhow!("Error condition on socket for SYNC: Connection refused");
-        let e = during(FailureReason::Connect)(refused);
-        assert_eq!((e.reason, e.backs_off()), (FailureReason::Connect, false));
     }
 }

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::info;
@@ -23,15 +22,61 @@ const READ_CHUNK: usize = 64 * 1024;
 const MIN_READ: usize = 8 * 1024;
 const EOF_MARK_LEN: usize = 40;
 
-/// The master refused the relay's AUTH; its reply says why.
+/// What went wrong on a connection to a master, typed where it happens so the link sorts its
+/// failures by what they are; the words are redis-server's own where it has them.
 #[derive(Debug, thiserror::Error)]
-#[error("Unable to AUTH to MASTER: {0}")]
-pub struct AuthRefused(pub String);
+pub enum WireError {
+    /// Reaching the master: the TCP connect or the TLS handshake.
+    #[error(transparent)]
+    Connect(anyhow::Error),
+    /// The master refused the relay's AUTH; its reply says why.
+    #[error("Unable to AUTH to MASTER: {0}")]
+    Auth(String),
+    /// Nothing came from the master within `repl-timeout`.
+    #[error("Timeout receiving data from the MASTER...")]
+    TimedOut,
+    /// The master closed the connection.
+    #[error("Connection with master lost.")]
+    Closed,
+    #[error("{0}")]
+    Io(String),
+    /// A reply the protocol does not allow here, or the master's error reply.
+    #[error("{0}")]
+    Protocol(String),
+    /// The snapshot payload ended early, for the reason after it.
+    #[error("{what}: {cause}")]
+    Truncated { what: String, cause: Box<WireError> },
+}
 
-/// Nothing came from the master within `repl-timeout`.
-#[derive(Debug, thiserror::Error)]
-#[error("Timeout receiving data from the MASTER...")]
-pub struct TimedOut;
+impl WireError {
+    pub fn truncating(self, what: String) -> WireError {
+        WireError::Truncated {
+            what,
+            cause: Box::new(self),
+        }
+    }
+
+    /// The master closed the link, maybe in the middle of a payload.
+    pub fn closed(&self) -> bool {
+        match self {
+            WireError::Closed => true,
+            WireError::Truncated { cause, .. } => cause.closed(),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = WireError> = std::result::Result<T, E>;
+
+macro_rules! protocol {
+    ($($arg:tt)*) => {
+        return Err(WireError::Protocol(format!($($arg)*)))
+    };
+}
+
+fn writing(e: std::io::Error) -> WireError {
+    WireError::Io(format!("Error writing to MASTER: {e}"))
+}
 
 /// Longest bulk reply accepted during the handshake (`INFO server` is about 1 KiB).
 const MAX_BULK: usize = 1 << 20;
@@ -148,7 +193,10 @@ impl MasterConn {
         master: &MasterAddr,
         timeout: Duration,
     ) -> Result<MasterConn> {
-        let (rd, wr) = dialer.dial(master, timeout).await?;
+        let (rd, wr) = dialer
+            .dial(master, timeout)
+            .await
+            .map_err(WireError::Connect)?;
         Ok(MasterConn::over(rd, wr, timeout))
     }
 
@@ -182,7 +230,7 @@ impl MasterConn {
         let pong = self.read_line().await?;
         let accepted = ["+", "-NOAUTH", "-NOPERM", "-ERR operation not permitted"];
         if !accepted.iter().any(|p| pong.starts_with(p)) {
-            bail!("Error reply to PING from master: '{pong}'");
+            protocol!("Error reply to PING from master: '{pong}'");
         }
         // The default sections: the server (Valkey's version), its replication history and
         // keyspace (the empty-master guard); one multi-section form every version knows.
@@ -218,10 +266,7 @@ impl MasterConn {
             out.extend(resp::command(&[b"REPLCONF", b"rdb-only", b"1"]));
             sent.push("REPLCONF rdb-only");
         }
-        self.wr
-            .write_all(&out)
-            .await
-            .context("Error writing to MASTER")?;
+        self.wr.write_all(&out).await.map_err(writing)?;
         for what in sent {
             let reply = self.read_line().await?;
             if reply.starts_with('-') {
@@ -238,9 +283,8 @@ impl MasterConn {
     /// master's offset for the lag metric, on a connection of its own.
     pub async fn info(&mut self, auth: Auth<'_>, section: &[u8]) -> Result<String> {
         let section_name = String::from_utf8_lossy(section).into_owned();
-        self.authenticate(auth, section)
-            .await?
-            .with_context(|| format!("the master refused INFO {section_name}"))
+        let info = self.authenticate(auth, section).await?;
+        info.ok_or_else(|| WireError::Protocol(format!("the master refused INFO {section_name}")))
     }
 
     /// AUTH when a password is set, pipelined with `INFO <section>`; `None` when the master
@@ -255,14 +299,11 @@ impl MasterConn {
             _ => {}
         }
         out.extend(resp::command(&[b"INFO", section]));
-        self.wr
-            .write_all(&out)
-            .await
-            .context("Error writing to MASTER")?;
+        self.wr.write_all(&out).await.map_err(writing)?;
         if auth.pass.is_some() {
             let reply = self.read_line().await?;
             if reply.starts_with('-') {
-                return Err(AuthRefused(reply).into());
+                return Err(WireError::Auth(reply));
             }
         }
         self.read_bulk().await
@@ -274,13 +315,14 @@ impl MasterConn {
             .await?;
         let reply = self.read_nonempty_line().await?;
         if let Some(rest) = reply.strip_prefix("+FULLRESYNC ") {
-            let (replid, offset) = rest.split_once(' ').context("malformed +FULLRESYNC")?;
-            let offset: u64 = offset
-                .trim()
-                .parse()
-                .context("malformed +FULLRESYNC offset")?;
+            let Some((replid, offset)) = rest.split_once(' ') else {
+                protocol!("malformed +FULLRESYNC: {reply}");
+            };
+            let Ok(offset) = offset.trim().parse::<u64>() else {
+                protocol!("malformed +FULLRESYNC offset: {reply}");
+            };
             if !is_replid(replid) {
-                bail!("Master sent an invalid replication ID in +FULLRESYNC: '{replid}'");
+                protocol!("Master sent an invalid replication ID in +FULLRESYNC: '{replid}'");
             }
             return Ok(PsyncReply::Full {
                 replid: replid.to_string(),
@@ -297,27 +339,26 @@ impl MasterConn {
             .iter()
             .any(|p| reply.starts_with(p))
         {
-            bail!("Master is currently unable to PSYNC but should be in the future: {reply}");
+            protocol!("Master is currently unable to PSYNC but should be in the future: {reply}");
         }
-        bail!("Unexpected reply to PSYNC from master: {reply}")
+        protocol!("Unexpected reply to PSYNC from master: {reply}")
     }
 
     /// Reads the `$EOF:<mark>` or `$<len>` line that opens the snapshot payload.
     pub async fn payload_header(&mut self) -> Result<Framing> {
         let header = self.read_nonempty_line().await?;
         if header.starts_with('-') {
-            bail!("MASTER aborted replication with an error: {header}");
+            protocol!("MASTER aborted replication with an error: {header}");
         }
         if let Some(mark) = header.strip_prefix("$EOF:") {
-            let mark = mark
-                .as_bytes()
-                .get(..EOF_MARK_LEN)
-                .context("EOF mark too short")?;
+            let Some(mark) = mark.as_bytes().get(..EOF_MARK_LEN) else {
+                protocol!("EOF mark too short: {header}");
+            };
             return Ok(Framing::Mark(mark.to_vec()));
         }
         match header.strip_prefix('$').and_then(|l| l.parse::<u64>().ok()) {
             Some(len) => Ok(Framing::Len(len)),
-            None => bail!(
+            None => protocol!(
                 "Bad protocol from MASTER, the first byte is not '$' (we received '{header}'), are you sure the host and port are right?"
             ),
         }
@@ -348,15 +389,14 @@ impl MasterConn {
                     return Ok(Some(self.buf.split_to(n).freeze()));
                 }
                 Framing::Len(left) => {
-                    let left = *left;
-                    self.read_more().await.with_context(|| {
-                        format!("the snapshot ended with {left} of its announced bytes missing")
-                    })?
+                    let what =
+                        format!("the snapshot ended with {left} of its announced bytes missing");
+                    self.read_more().await.map_err(|e| e.truncating(what))?
                 }
-                Framing::Mark(_) => self
-                    .read_more()
-                    .await
-                    .context("the snapshot ended before its EOF mark")?,
+                Framing::Mark(_) => {
+                    let what = "the snapshot ended before its EOF mark".to_string();
+                    self.read_more().await.map_err(|e| e.truncating(what))?
+                }
             }
         }
     }
@@ -366,14 +406,10 @@ impl MasterConn {
     pub async fn stream_chunk(&mut self) -> Result<Bytes> {
         if self.buf.is_empty() {
             make_room(&mut self.buf);
-            if self
-                .rd
-                .read_buf(&mut self.buf)
-                .await
-                .context("Error reading from MASTER")?
-                == 0
-            {
-                bail!("Connection with master lost.");
+            let read = self.rd.read_buf(&mut self.buf).await;
+            let n = read.map_err(|e| WireError::Io(format!("Error reading from MASTER: {e}")))?;
+            if n == 0 {
+                return Err(WireError::Closed);
             }
             self.last_io = Instant::now();
         }
@@ -389,7 +425,7 @@ impl MasterConn {
         self.wr
             .write_all(&resp::command(args))
             .await
-            .context("Error writing to MASTER")
+            .map_err(writing)
     }
 
     /// A bulk reply of at most `MAX_BULK` bytes; `None` for an error or any other reply.
@@ -416,7 +452,7 @@ impl MasterConn {
                 return Ok(reply);
             }
             if self.buf.len() > MAX_BULK + MAX_LINE {
-                bail!("Bad protocol: a reply longer than {MAX_BULK} bytes");
+                protocol!("Bad protocol: a reply longer than {MAX_BULK} bytes");
             }
             self.read_more().await?;
         }
@@ -426,10 +462,13 @@ impl MasterConn {
         make_room(&mut self.buf);
         let read = tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf));
         match read.await {
-            Err(_) => Err(TimedOut.into()),
+            Err(_) => Err(WireError::TimedOut),
             // Over TLS the master's refusal of our certificate arrives as the first read fails.
-            Ok(Err(e)) => bail!("I/O error reading from MASTER: {}", crate::tls::explain(&e)),
-            Ok(Ok(0)) => bail!("Connection with master lost."),
+            Ok(Err(e)) => Err(WireError::Io(format!(
+                "I/O error reading from MASTER: {}",
+                crate::tls::explain(&e)
+            ))),
+            Ok(Ok(0)) => Err(WireError::Closed),
             Ok(Ok(_)) => {
                 self.last_io = Instant::now();
                 Ok(())
@@ -446,7 +485,7 @@ impl MasterConn {
                 return Ok(String::from_utf8_lossy(line).into_owned());
             }
             if self.buf.len() > MAX_LINE {
-                bail!("Bad protocol from MASTER: reply line longer than {MAX_LINE} bytes");
+                protocol!("Bad protocol from MASTER: reply line longer than {MAX_LINE} bytes");
             }
             self.read_more().await?;
         }
@@ -471,12 +510,14 @@ fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>> {
     let Some(n) = line.strip_prefix('*') else {
         return scalar(&line, buf, used);
     };
-    let n: i64 = n.parse().context("Bad protocol: malformed array length")?;
+    let Ok(n) = n.parse::<i64>() else {
+        protocol!("Bad protocol: malformed array length {line:?}");
+    };
     if n < 0 {
         return Ok(Some((Reply::Nil, used)));
     }
     if n as usize > MAX_ITEMS {
-        bail!("Bad protocol: an array of {n} items");
+        protocol!("Bad protocol: an array of {n} items");
     }
     let mut items = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -499,7 +540,9 @@ fn next_line(buf: &[u8]) -> Result<Option<(String, usize)>> {
             let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
             Ok(Some((String::from_utf8_lossy(line).into_owned(), nl + 1)))
         }
-        None if buf.len() > MAX_LINE => bail!("Bad protocol: a line longer than {MAX_LINE} bytes"),
+        None if buf.len() > MAX_LINE => {
+            protocol!("Bad protocol: a line longer than {MAX_LINE} bytes")
+        }
         None => Ok(None),
     }
 }
@@ -510,14 +553,17 @@ fn scalar(line: &str, buf: &[u8], at: usize) -> Result<Option<(Reply, usize)>> {
     let reply = match kind {
         "+" => Reply::Simple(rest.to_string()),
         "-" => Reply::Error(rest.to_string()),
-        ":" => Reply::Int(rest.parse().context("Bad protocol: malformed integer")?),
+        ":" => match rest.parse() {
+            Ok(n) => Reply::Int(n),
+            Err(_) => protocol!("Bad protocol: malformed integer {line:?}"),
+        },
         "$" if rest == "-1" => Reply::Nil,
         "$" => {
-            let len: usize = rest
-                .parse()
-                .context("Bad protocol: malformed bulk length")?;
+            let Ok(len) = rest.parse::<usize>() else {
+                protocol!("Bad protocol: malformed bulk length {line:?}");
+            };
             if len > MAX_BULK {
-                bail!("Bad protocol: a reply of {len} bytes");
+                protocol!("Bad protocol: a reply of {len} bytes");
             }
             if buf.len() < at + len + 2 {
                 return Ok(None);
@@ -525,7 +571,7 @@ fn scalar(line: &str, buf: &[u8], at: usize) -> Result<Option<(Reply, usize)>> {
             let body = Bytes::copy_from_slice(&buf[at..at + len]);
             return Ok(Some((Reply::Bulk(body), at + len + 2)));
         }
-        _ => bail!("Bad protocol: unexpected reply {line:?}"),
+        _ => protocol!("Bad protocol: unexpected reply {line:?}"),
     };
     Ok(Some((reply, at)))
 }
