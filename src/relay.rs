@@ -83,7 +83,7 @@ impl Rooms {
         ));
         let upstream = Arc::new(Upstream {
             dialer: Dialer::for_master(tls, &config.tls()),
-            config,
+            settings: upstream::Settings::of(&config),
             store,
             writer,
             link: reporter,

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tracing::{info, warn};
 
-use super::{CompactorRun, SnapshotOrigin, Upstream};
-use crate::config::{Config, SnapshotSource};
+use super::{CompactorRun, Settings, SnapshotOrigin, Upstream};
+use crate::config::SnapshotSource;
 use crate::decode::ReplIdentity;
 use crate::store::Slot;
 
@@ -35,7 +35,7 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where fresh snapshots come from, decided at start and said in the log once.
 pub fn decide(up: &Upstream) {
-    let config = &up.config;
+    let config = &up.settings;
     let source = match (config.snapshot_source, binary(config, None)) {
         (Some(source), _) => source,
         (None, Some(server)) => {
@@ -57,7 +57,7 @@ pub fn decide(up: &Upstream) {
 
 /// The server binary for a master that is Valkey (`Some(true)`), Redis (`Some(false)`) or not
 /// known yet: `--compactor-server`, else the master's family's server on PATH.
-fn binary(config: &Config, valkey: Option<bool>) -> Option<PathBuf> {
+fn binary(config: &Settings, valkey: Option<bool>) -> Option<PathBuf> {
     if let Some(path) = &config.compactor_server {
         return Some(path.clone());
     }
@@ -116,7 +116,7 @@ async fn compact(up: &Arc<Upstream>) -> Result<(u64, u64)> {
         }
     };
     let server = checked_server(up).await?;
-    let work = work_dir(&up.config.dir).await?;
+    let work = work_dir(&up.settings.dir).await?;
     let result = rebuild(up, &server, &start.replid, &work).await;
     let result = match result {
         Ok(report) => install(up, &work.join("out/dump.rdb"), &start, &report)
@@ -158,7 +158,7 @@ async fn checked_server(up: &Upstream) -> Result<PathBuf> {
         (None, Some(r)) => (false, r.clone()),
         (None, None) => bail!("the master's version is not known yet"),
     };
-    let server = binary(&up.config, Some(valkey)).with_context(|| {
+    let server = binary(&up.settings, Some(valkey)).with_context(|| {
         format!(
             "no {} on PATH (give one with --compactor-server)",
             if valkey {
@@ -212,14 +212,14 @@ async fn rebuild(up: &Upstream, server: &Path, replid: &str, work: &Path) -> Res
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("restore")
         .arg("--dir")
-        .arg(&up.config.dir)
+        .arg(&up.settings.dir)
         .arg("--out")
         .arg(work.join("out"))
         .args(["--format", "rdb", "--redis-server"])
         .arg(server)
         .args(["--repl-id", replid, "--report"])
         .arg(work.join("report.json"));
-    if let Some(max) = up.config.compactor_maxmemory {
+    if let Some(max) = up.settings.compactor_maxmemory {
         cmd.args(["--max-rss", &max.0.to_string()]);
     }
     // The compactor dies with the relay, however the relay dies (kill -9, the OOM killer):
@@ -320,7 +320,7 @@ async fn check_identity(
     start: &Start,
     report: &Report,
 ) -> Result<std::fs::File> {
-    let (dir, from, offset) = (up.config.dir.clone(), start.path.clone(), start.offset);
+    let (dir, from, offset) = (up.settings.dir.clone(), start.path.clone(), start.offset);
     let (rdb, end) = (rdb.to_path_buf(), report.offset + 1);
     let (file, said, db) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut file =

@@ -17,7 +17,7 @@ use crate::config::MasterAddr;
 const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn run(up: Arc<Upstream>) {
-    let Some(every) = up.config.master_info_interval else {
+    let Some(every) = up.settings.master_info_interval else {
         return;
     };
     let mut tick = tokio::time::interval(every);
@@ -45,8 +45,8 @@ pub async fn run(up: Arc<Upstream>) {
 async fn master_offset(up: &Upstream, master: &MasterAddr) -> Result<(u64, bool)> {
     let mut conn = MasterConn::connect(&up.dialer, master, POLL_TIMEOUT).await?;
     let auth = Auth {
-        user: up.config.masteruser.as_deref(),
-        pass: up.config.masterauth.as_deref(),
+        user: up.settings.masteruser.as_deref(),
+        pass: up.settings.masterauth.as_deref(),
     };
     let info = conn.info(auth, b"replication").await?;
     let offset = info

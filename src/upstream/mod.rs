@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, MasterAddr};
+use crate::config::{AnnounceVersion, Config, MasterAddr, SnapshotRefresh, SnapshotSource};
 use crate::decode::SnapshotFacts;
 use crate::instruments::{self, Collectors, Labelled, Phase};
 use crate::link::{LinkControl, LinkReporter, LinkState};
@@ -39,7 +39,7 @@ use wire::{Auth, Framing, MasterConn, PsyncReply};
 /// it alone holds), the link's status (which it alone reports), the master to follow, its
 /// counters.
 pub struct Upstream {
-    pub config: Arc<Config>,
+    pub settings: Settings,
     pub store: Store,
     pub writer: StoreWriter,
     pub link: LinkReporter,
@@ -123,6 +123,53 @@ impl Collectors for UpstreamMetrics {
             Box::new(self.compactor_failures.clone()),
             Box::new(self.compactor_mismatches.clone()),
         ]
+    }
+}
+
+/// What the upstream room reads of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub replicaof: Option<MasterAddr>,
+    pub masterauth: Option<String>,
+    pub masteruser: Option<String>,
+    /// Where the relay's replicas connect (`REPLCONF listening-port`).
+    pub announced_port: u16,
+    pub announce_version: AnnounceVersion,
+    pub repl_timeout: Duration,
+    pub master_info_interval: Option<Duration>,
+    pub empty_master_guard: bool,
+    pub dir: std::path::PathBuf,
+    pub snapshot_refresh: SnapshotRefresh,
+    pub snapshot_source: Option<SnapshotSource>,
+    pub compactor_server: Option<std::path::PathBuf>,
+    pub compactor_maxmemory: Option<crate::config::Bytes>,
+    pub sentinels: Vec<MasterAddr>,
+    pub sentinel_master: Option<String>,
+    pub sentinel_user: Option<String>,
+    pub sentinel_password: Option<String>,
+}
+
+impl Settings {
+    pub fn of(c: &Config) -> Settings {
+        Settings {
+            replicaof: c.replicaof.clone(),
+            masterauth: c.masterauth.clone(),
+            masteruser: c.masteruser.clone(),
+            announced_port: c.announced_port(),
+            announce_version: c.announce_version.clone(),
+            repl_timeout: c.repl_timeout,
+            master_info_interval: c.master_info_interval,
+            empty_master_guard: c.empty_master_guard,
+            dir: c.dir.clone(),
+            snapshot_refresh: c.snapshot_refresh,
+            snapshot_source: c.snapshot_source,
+            compactor_server: c.compactor_server.clone(),
+            compactor_maxmemory: c.compactor_maxmemory,
+            sentinels: c.sentinels.clone(),
+            sentinel_master: c.sentinel_master.clone(),
+            sentinel_user: c.sentinel_user.clone(),
+            sentinel_password: c.sentinel_password.clone(),
+        }
     }
 }
 
@@ -237,7 +284,7 @@ impl<'a> Link<'a> {
             up.link.set_state(LinkState::Connecting);
             info!("Connecting to MASTER {master}");
         }
-        let conn = MasterConn::connect(&up.dialer, master, up.config.repl_timeout).await?;
+        let conn = MasterConn::connect(&up.dialer, master, up.settings.repl_timeout).await?;
         if slot == Slot::Main {
             info!("MASTER <-> REPLICA sync started");
             up.link.set_state(LinkState::Handshake);
@@ -264,7 +311,7 @@ impl<'a> Link<'a> {
         let Some(ident) = view.ident.as_ref() else {
             return Ok(());
         };
-        if !up.config.empty_master_guard
+        if !up.settings.empty_master_guard
             || history.continues(&ident.replid, view.next)
             || !up.store.serves_data()
             || up.control.take_accepted_history()
@@ -278,7 +325,7 @@ impl<'a> Link<'a> {
     }
 
     async fn handshake(&mut self) -> Result<wire::MasterServer, Failure> {
-        let cfg = &self.up.config;
+        let cfg = &self.up.settings;
         let auth = Auth {
             user: cfg.masteruser.as_deref(),
             pass: cfg.masterauth.as_deref(),
@@ -287,7 +334,7 @@ impl<'a> Link<'a> {
             .conn
             .handshake(
                 auth,
-                cfg.announced_port(),
+                cfg.announced_port,
                 !self.is_main(),
                 &cfg.announce_version,
             )
@@ -471,7 +518,7 @@ impl<'a> Link<'a> {
     }
 
     fn check_timeout(&self) -> Result<(), Failure> {
-        if self.conn.last_io().elapsed() > self.up.config.repl_timeout {
+        if self.conn.last_io().elapsed() > self.up.settings.repl_timeout {
             return Err(Failure::Timeout);
         }
         Ok(())

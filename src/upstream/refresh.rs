@@ -88,7 +88,7 @@ fn due(up: &Upstream) -> bool {
     if let Verification::Corrupt(_) = state.verification {
         return true;
     }
-    let threshold = match up.config.snapshot_refresh {
+    let threshold = match up.settings.snapshot_refresh {
         SnapshotRefresh::Never => return false,
         SnapshotRefresh::Auto => ident.snapshot_size.max(AUTO_MIN),
         SnapshotRefresh::After(n) => n,

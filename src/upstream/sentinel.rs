@@ -31,7 +31,10 @@ const RECHECK: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub async fn run(up: Arc<Upstream>) {
-    let (Some(name), false) = (&up.config.sentinel_master, up.config.sentinels.is_empty()) else {
+    let (Some(name), false) = (
+        &up.settings.sentinel_master,
+        up.settings.sentinels.is_empty(),
+    ) else {
         return;
     };
     let mut watcher = Watcher {
@@ -43,7 +46,7 @@ pub async fn run(up: Arc<Upstream>) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let (mut unreachable, mut listened) = (0, false);
-        for sentinel in &up.config.sentinels {
+        for sentinel in &up.settings.sentinels {
             watcher.listened = false;
             // A watch ends only when its Sentinel fails.
             let e = tokio::select! {
@@ -134,7 +137,7 @@ impl Watcher<'_> {
 
     async fn connect(&self, sentinel: &MasterAddr, timeout: Duration) -> Result<MasterConn> {
         let mut conn = MasterConn::connect(&Dialer::plain(), sentinel, timeout).await?;
-        let cfg = &self.up.config;
+        let cfg = &self.up.settings;
         let auth = match (&cfg.sentinel_user, &cfg.sentinel_password) {
             (Some(user), Some(pass)) => vec![b"AUTH".as_slice(), user.as_bytes(), pass.as_bytes()],
             (None, Some(pass)) => vec![b"AUTH".as_slice(), pass.as_bytes()],
@@ -200,7 +203,7 @@ impl Watcher<'_> {
             return;
         }
         if self.named.is_none()
-            && let Some(configured) = &self.up.config.replicaof
+            && let Some(configured) = &self.up.settings.replicaof
         {
             info!(
                 "Sentinel names {master} the master of '{}'; following {configured} as configured until the Sentinels announce a failover",
@@ -229,7 +232,7 @@ impl Watcher<'_> {
     async fn is_master(&self, master: &MasterAddr) -> Result<()> {
         let check = async {
             let mut conn = MasterConn::connect(&self.up.dialer, master, TIMEOUT).await?;
-            let cfg = &self.up.config;
+            let cfg = &self.up.settings;
             let auth = Auth {
                 user: cfg.masteruser.as_deref(),
                 pass: cfg.masterauth.as_deref(),
