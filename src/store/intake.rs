@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::{Shared, TAIL_BYTES};
+use super::Shared;
 use crate::decode::StreamStats;
 use crate::feed::{Command, Scanner};
 
@@ -107,15 +107,7 @@ impl Intake {
         let start = self.offset - chunk.data.len() as u64;
         let data = chunk.data.clone();
         let boundary = self.boundary;
-        let published = shared.quietly(|st| {
-            if st.view.ident.is_none() {
-                return false;
-            }
-            st.tail.push(start, data, TAIL_BYTES);
-            let moved = st.view.next != boundary;
-            st.view.next = boundary;
-            moved
-        });
+        let published = shared.quietly(|st| st.stream.forward(&mut st.view, start, data, boundary));
         if published {
             shared.changed.send_modify(|v| *v = v.wrapping_add(1));
         }

@@ -30,6 +30,7 @@ mod snapshot;
 mod tail;
 mod times;
 mod verify;
+mod visible;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,9 +50,9 @@ use intake::Intake;
 pub use retention::{RestorePoint, Window, restore_points};
 pub use snapshot::Slot;
 pub use tail::Chunks;
-use tail::Tail;
 pub use times::{now_ms, utc};
 pub use verify::Verification;
+use visible::{Found, Visible};
 pub use writer::WriterStatus;
 use writer::{Op, Writer};
 
@@ -155,16 +156,14 @@ impl View {
 }
 
 /// The store's state: the view, and what only the store itself uses.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     view: View,
     segments: BTreeSet<u64>,
     /// Offsets replicas catching up after a full sync still need, by session.
     pins: BTreeMap<u64, u64>,
-    tail: Tail,
-    /// Offset after the bytes written to the segment files: readers behind the memory tail
-    /// read the files up to here (the intake forwards ahead of it).
-    written: u64,
+    /// The memory tail and how far the files hold the stream; with `view`, what readers see.
+    stream: Visible,
 }
 
 /// Why a downstream reader cannot go on.
@@ -278,7 +277,12 @@ impl Store {
         let shared = Arc::new(Shared {
             dir: cfg.dir.clone(),
             metrics: cfg.metrics.clone(),
-            state: RwLock::new(State::default()),
+            state: RwLock::new(State {
+                view: View::default(),
+                segments: BTreeSet::new(),
+                pins: BTreeMap::new(),
+                stream: Visible::new(cfg.fsync),
+            }),
             changed,
             stats: Mutex::new(Vec::new()),
             feed: Mutex::new(StreamStats::default()),
@@ -286,7 +290,7 @@ impl Store {
             disk_wait: AtomicBool::new(false),
             _lock: lock,
         });
-        let forward = cfg.fsync != Fsync::Always;
+        let forward = Visible::forwards(cfg.fsync);
         let (writer, status) = Writer::open(shared.clone(), cfg)?;
         let recovered = shared.read().view.clone();
         if recovered
@@ -414,17 +418,15 @@ impl Store {
         if from < st.view.first {
             return Err(Gone::Trimmed(from));
         }
-        if from >= st.view.next {
-            return Ok(Located::Nothing);
-        }
-        if let Some(chunks) = st.tail.slice(from, st.view.next.min(from + READ_MAX)) {
-            return Ok(Located::Memory(chunks));
-        }
-        let on_disk = st.written.min(st.view.next);
-        if from >= on_disk {
-            self.shared.disk_wait.store(true, Ordering::Release);
-            return Ok(Located::Nothing);
-        }
+        let on_disk = match st.stream.find(&st.view, from, READ_MAX) {
+            Found::Nothing => return Ok(Located::Nothing),
+            Found::Memory(chunks) => return Ok(Located::Memory(chunks)),
+            Found::NotWritten => {
+                self.shared.disk_wait.store(true, Ordering::Release);
+                return Ok(Located::Nothing);
+            }
+            Found::Disk(on_disk) => on_disk,
+        };
         let start = *st
             .segments
             .range(..=from)

@@ -75,10 +75,9 @@ pub(super) fn recover(
     }
     let history = ident.is_some();
     shared.update(|st| {
-        st.view.ident = ident;
-        st.view.epoch = 1;
+        let log = recovered.as_ref().map(|r| (r.starts[0], r.next));
+        st.stream.recovered(&mut st.view, ident, log);
         if let Some(r) = &recovered {
-            (st.view.first, st.view.next, st.written) = (r.starts[0], r.next, r.next);
             st.segments = r.starts.iter().copied().collect();
         }
     });

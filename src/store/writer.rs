@@ -31,9 +31,9 @@ use super::retention::{RestorePoint, Retention};
 use super::segment::{Segment, create_segment, remove_segment, remove_segments};
 use super::snapshot::{Incoming, Incomings, Slot};
 use super::times;
+use super::visible::Visible;
 use super::{
-    Fsync, Receiving, Shared, State, StoreConfig, TAIL_BYTES, Verification, segment_path,
-    snapshot_path,
+    Fsync, Receiving, Shared, State, StoreConfig, Verification, segment_path, snapshot_path,
 };
 use crate::decode::SnapshotFacts;
 
@@ -169,7 +169,7 @@ impl Writer {
     /// Whether the writer makes the stream visible downstream, after its fsync: under
     /// `always`. Otherwise the intake forwarded it before it reached the writer.
     fn publishes(&self) -> bool {
-        self.cfg.fsync == Fsync::Always
+        !Visible::forwards(self.cfg.fsync)
     }
 
     /// Makes stored bytes acknowledgeable upstream and, under `always`, visible downstream.
@@ -181,9 +181,12 @@ impl Writer {
         self.trim();
         let visible = self.boundary;
         let has_snapshot = self.seg.is_some();
-        let changed = self.shared.read().view.next != visible;
-        if changed && has_snapshot && self.publishes() {
-            self.shared.update(|st| st.view.next = visible);
+        let published = self.publishes()
+            && self
+                .shared
+                .quietly(|st| st.stream.publish(&mut st.view, visible, has_snapshot));
+        if published {
+            self.shared.changed.send_modify(|v| *v = v.wrapping_add(1));
         } else if self.shared.disk_wait.swap(false, Ordering::AcqRel) {
             // A reader lagging behind the memory tail waits for these bytes on disk.
             self.shared.changed.send_modify(|v| *v = v.wrapping_add(1));
@@ -239,7 +242,7 @@ impl Writer {
             dropped.iter().for_each(|s| {
                 st.segments.remove(s);
             });
-            st.view.first = first;
+            Visible::trimmed(&mut st.view, first);
         });
         for start in dropped {
             match remove_segment(&self.cfg, start) {
@@ -345,13 +348,7 @@ impl Writer {
         seg.len += data.len() as u64;
         let offset = self.written;
         self.written += data.len() as u64;
-        let (written, publishes) = (self.written, self.publishes());
-        self.shared.quietly(|st| {
-            st.written = written;
-            if publishes {
-                st.tail.push(offset, data, TAIL_BYTES);
-            }
-        });
+        self.shared.quietly(|st| st.stream.stored(offset, data));
         Ok(())
     }
 
@@ -422,13 +419,8 @@ impl Writer {
     /// the boundary. A replica that already has them waits until they come again.
     fn resume_here(&mut self) {
         let (boundary, written) = (self.boundary, self.written);
-        self.shared.update(|st| {
-            st.tail.truncate(boundary);
-            st.written = written;
-            if st.view.ident.is_some() {
-                st.view.next = boundary;
-            }
-        });
+        self.shared
+            .update(|st| st.stream.take_back(&mut st.view, boundary, written));
     }
 }
 
@@ -529,14 +521,12 @@ impl Writer {
             let same =
                 st.view.ident.as_ref().map(|i| &i.snapshot) == ident.as_ref().map(|i| &i.snapshot);
             st.view.ident = ident;
-            (st.view.first, st.view.next, st.written) = (next, next, next);
+            st.stream.new_history(&mut st.view, next);
             st.segments = if open {
                 [next].into()
             } else {
                 Default::default()
             };
-            st.tail.clear();
-            st.view.epoch += 1;
             st.view.refreshing = false;
             st.view.verification = if same { keep } else { Verification::Verified };
         });
@@ -636,9 +626,7 @@ impl Writer {
             self.fail(format!("saving the identity failed: {e:#}"));
         }
         self.drop_refreshed();
-        self.shared.update(|st| {
-            st.view.ident = Some(ident);
-            st.view.epoch += 1;
-        });
+        self.shared
+            .update(|st| Visible::new_id(&mut st.view, ident));
     }
 }
