@@ -172,6 +172,8 @@ pub enum Repoint {
     /// A Sentinel named the master (`SENTINEL get-master-addr-by-name`) at start or after a
     /// change the relay did not see announced.
     Sentinel,
+    /// The cluster shard the relay follows has another primary (a failover).
+    Cluster,
 }
 
 impl Label for Repoint {
@@ -181,6 +183,7 @@ impl Label for Repoint {
         Repoint::Transaction,
         Repoint::SwitchMaster,
         Repoint::Sentinel,
+        Repoint::Cluster,
     ];
 
     fn value(self) -> &'static str {
@@ -189,6 +192,7 @@ impl Label for Repoint {
             Repoint::Transaction => "transaction",
             Repoint::SwitchMaster => "switch_master",
             Repoint::Sentinel => "sentinel",
+            Repoint::Cluster => "cluster",
         }
     }
 }

@@ -45,7 +45,7 @@ impl Rooms {
         let clients = Arc::new(downstream::Clients::default());
         let up_metrics = Arc::new(UpstreamMetrics::new());
         let down_metrics = Arc::new(DownstreamMetrics::new());
-        let (compactor, sentinel) = (Shown::default(), Shown::default());
+        let (compactor, sentinel, cluster) = (Shown::default(), Shown::default(), Shown::default());
         let admission = Arc::new(downstream::Admission::new(
             config.max_full_syncs,
             config.full_sync_rate.map(|r| r.0),
@@ -63,6 +63,7 @@ impl Rooms {
             downstream: down_metrics.clone(),
             compactor: compactor.clone(),
             sentinel: sentinel.clone(),
+            cluster: cluster.clone(),
             started: Instant::now(),
             run_id: random_hex(40),
             ops: Default::default(),
@@ -91,6 +92,7 @@ impl Rooms {
             metrics: up_metrics,
             compactor,
             sentinel,
+            cluster,
             shutdown,
         });
         // Before anything answers INFO: where fresh snapshots come from is part of it.
@@ -158,6 +160,7 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::spawn(upstream::run(rooms.upstream.clone())),
         tokio::spawn(upstream::master_info::run(rooms.upstream.clone())),
         tokio::spawn(upstream::sentinel::run(rooms.upstream.clone())),
+        tokio::spawn(upstream::cluster::run(rooms.upstream.clone())),
         tokio::spawn(admin::serve(admin, admin_listener, shutdown.clone())),
     ];
     if let Some(listener) = plain {

@@ -19,8 +19,8 @@ use clap::{ArgMatches, Command, FromArgMatches};
 
 use source::{Given, Opt, Shape};
 pub use value::{
-    AnnounceVersion, AuthClients, Bytes, Fsync, LogFormat, MasterAddr, Rate, Renames, Setting,
-    SnapshotRefresh, SnapshotSource,
+    AnnounceVersion, AuthClients, Bytes, ClusterShard, Fsync, LogFormat, MasterAddr, Rate, Renames,
+    Setting, SnapshotRefresh, SnapshotSource,
 };
 
 /// Makes `Config` (one field per row), `OPTIONS` (the table clap and the file reader use) and
@@ -189,6 +189,13 @@ options! {
     /// Password of the Sentinels (their requirepass, or the password of --sentinel-user).
     sentinel_password: Option<String> = "", "sentinel-password",
         "REPLICA_RELAY_SENTINEL_PASSWORD", as Secret;
+    /// Nodes of a Redis Cluster to find the shard through, HOST:PORT (repeatable, or
+    /// comma-separated): any node of the cluster will do; the relay learns the others.
+    cluster_nodes: Vec<MasterAddr> = "", "cluster-node", "REPLICA_RELAY_CLUSTER_NODE", as List;
+    /// The cluster shard to follow, named at first start by a slot it holds (0-16383), or by
+    /// the id of one of its nodes; the relay records the shard in --dir and follows it, not
+    /// the slot, through failovers and resharding.
+    cluster_shard: Option<ClusterShard> = "", "cluster-shard", "REPLICA_RELAY_CLUSTER_SHARD";
     /// Keep the snapshot in service and the replicas where they are while a master with
     /// another history holds no keys (a master without persistence restarted empty), instead
     /// of giving them its empty dataset.
@@ -389,6 +396,18 @@ impl Config {
         if self.sentinels.is_empty() != self.sentinel_master.is_none() {
             bail!(
                 "sentinel and sentinel-master go together: the Sentinels, and the name they monitor the master by"
+            );
+        }
+        if self.cluster_nodes.is_empty() != self.cluster_shard.is_none() {
+            bail!(
+                "cluster-node and cluster-shard go together: a node of the cluster, and the shard to follow"
+            );
+        }
+        if !self.cluster_nodes.is_empty()
+            && (!self.sentinels.is_empty() || self.replicaof.is_some())
+        {
+            bail!(
+                "cluster-node finds the master itself: it goes with neither sentinel nor replicaof"
             );
         }
         if self.sentinel_user.is_some() && self.sentinel_password.is_none() {

@@ -279,15 +279,48 @@ fn parse_addresses(s: &str) -> Result<Vec<MasterAddr>> {
         .map(|a| {
             let (host, port) = a
                 .rsplit_once(':')
-                .with_context(|| format!("sentinel address must be HOST:PORT, got {a:?}"))?;
+                .with_context(|| format!("an address must be HOST:PORT, got {a:?}"))?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
             MasterAddr::parse(host, port)
         })
         .collect::<Result<Vec<_>>>()?;
     if parsed.is_empty() {
-        bail!("sentinel needs at least one HOST:PORT");
+        bail!("expected at least one HOST:PORT");
     }
     Ok(parsed)
+}
+
+/// How `--cluster-shard` names the shard at first start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterShard {
+    /// The shard holding this slot.
+    Slot(u16),
+    /// The shard of this node (a 40-character node id), or with this shard id (Redis 7.2+).
+    Id(String),
+}
+
+impl Setting for ClusterShard {
+    fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if let Ok(slot) = s.parse::<u16>() {
+            if slot >= 16384 {
+                bail!("a cluster slot is 0 to 16383, got {slot}");
+            }
+            return Ok(ClusterShard::Slot(slot));
+        }
+        if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(ClusterShard::Id(s.to_ascii_lowercase()));
+        }
+        bail!(
+            "cluster-shard must be a slot (0-16383) or a 40-character node or shard id, got {s:?}"
+        )
+    }
+    fn show(&self) -> String {
+        match self {
+            ClusterShard::Slot(n) => n.to_string(),
+            ClusterShard::Id(id) => id.clone(),
+        }
+    }
 }
 
 /// The version the relay announces to a Valkey master (`REPLCONF version`), which picks the

@@ -11,13 +11,14 @@ use crate::decode::{SnapshotStats, StreamStats};
 use crate::downstream::{ReplicaInfo, ReplicaState};
 use crate::link::{LinkState, LinkStatus};
 use crate::store::{Verification, View};
-use crate::upstream::{CompactorView, SentinelView};
+use crate::upstream::{ClusterView, CompactorView, SentinelView};
 
 pub struct Facts {
     pub store: View,
     pub link: LinkStatus,
     pub compactor: CompactorView,
     pub sentinel: SentinelView,
+    pub cluster: ClusterView,
     /// The master followed now.
     pub master: Option<MasterAddr>,
     /// The master's offset, when it was read recently enough to say how far behind the relay
@@ -44,6 +45,7 @@ impl Facts {
             link,
             compactor: relay.compactor.get(),
             sentinel: relay.sentinel.get(),
+            cluster: relay.cluster.get(),
             master: relay.control.master(),
             replicas: relay.replicas.list(),
             snapshot: relay.store.snapshot_stats(),
@@ -172,6 +174,7 @@ mod tests {
             downstream: Arc::new(DownstreamMetrics::new()),
             compactor: Default::default(),
             sentinel: Default::default(),
+            cluster: Default::default(),
             started: Instant::now(),
             run_id: "0".repeat(40),
             ops: Default::default(),

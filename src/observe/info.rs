@@ -273,6 +273,7 @@ fn relay_section(relay: &RelayView, facts: &Facts, out: &mut String) {
     master_change(relay, out);
     compactor(relay, facts, out);
     sentinel(relay, facts, out);
+    cluster(relay, facts, out);
     restore_window(relay, facts, out);
     let _ = write!(
         out,
@@ -339,6 +340,32 @@ fn sentinel(relay: &RelayView, facts: &Facts, out: &mut String) {
         view.unreachable,
         show(view.named.clone())
     );
+}
+
+/// The cluster shard followed (`--cluster-node`): its nodes, the primary first, and its slots.
+fn cluster(relay: &RelayView, facts: &Facts, out: &mut String) {
+    if relay.config.cluster_nodes.is_empty() {
+        return;
+    }
+    let c = &facts.cluster;
+    let _ = write!(
+        out,
+        "relay_cluster_shard_slots:{}\r\nrelay_cluster_shard_nodes:{}\r\nrelay_cluster_nodes_known:{}\r\nrelay_cluster_reachable:{}\r\n",
+        c.slots(),
+        c.nodes.len(),
+        c.known,
+        u8::from(c.unreachable.is_none() && !c.nodes.is_empty())
+    );
+    for (i, n) in c.nodes.iter().enumerate() {
+        let _ = write!(
+            out,
+            "relay_cluster_shard_node{i}:id={},addr={},role={},fail={}\r\n",
+            n.id,
+            n.addr,
+            if n.primary { "primary" } else { "replica" },
+            u8::from(n.failing)
+        );
+    }
 }
 
 /// The last time the relay moved to another master, and why.

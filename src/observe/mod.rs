@@ -19,7 +19,7 @@ use crate::downstream::{Admission, Clients, DownstreamMetrics, Replicas, ServerI
 use crate::link::{LinkControl, LinkWatch};
 use crate::resp::Reply;
 use crate::store::Store;
-use crate::upstream::{CompactorView, SentinelView, Shown, UpstreamMetrics};
+use crate::upstream::{ClusterView, CompactorView, SentinelView, Shown, UpstreamMetrics};
 
 /// Read-only handles on every room.
 pub struct RelayView {
@@ -35,6 +35,7 @@ pub struct RelayView {
     /// The upstream room's compactor and Sentinel watcher, as it shows them.
     pub compactor: Shown<CompactorView>,
     pub sentinel: Shown<SentinelView>,
+    pub cluster: Shown<ClusterView>,
     pub started: Instant,
     pub run_id: String,
     /// The commands count at the last INFO a second or more ago, for `instantaneous_ops_per_sec`.

@@ -19,6 +19,7 @@ pub struct Status {
     master_repl_offset: u64,
     last_master_change: Option<MasterChange>,
     sentinel: Option<Sentinel>,
+    cluster: Option<Cluster>,
     empty_master_held: bool,
     store: Store,
     stream: StreamStats,
@@ -33,6 +34,26 @@ struct Sentinel {
     watching: Option<String>,
     unreachable: usize,
     named_master: Option<String>,
+}
+
+/// The cluster shard followed, with `--cluster-node`.
+#[derive(Serialize)]
+struct Cluster {
+    /// The primary's slots, as CLUSTER NODES writes them.
+    slots: String,
+    /// The shard's nodes, the primary first.
+    nodes: Vec<ClusterNode>,
+    nodes_known: usize,
+    /// Why the last look at the cluster failed.
+    unreachable: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ClusterNode {
+    id: String,
+    addr: String,
+    role: &'static str,
+    failing: bool,
 }
 
 /// The last time the relay moved to another master, and why.
@@ -149,6 +170,7 @@ impl Status {
                 seconds_ago: c.at.elapsed().as_secs(),
             }),
             sentinel: sentinel(relay, facts),
+            cluster: cluster(relay, facts),
             empty_master_held: facts.link.empty_master_held,
             store: Store {
                 dir: relay.config.dir.display().to_string(),
@@ -220,6 +242,25 @@ fn sentinel(relay: &RelayView, facts: &Facts) -> Option<Sentinel> {
         watching: view.watching.as_ref().map(|m| m.to_string()),
         unreachable: view.unreachable,
         named_master: view.named.as_ref().map(|m| m.to_string()),
+    })
+}
+
+fn cluster(relay: &RelayView, facts: &Facts) -> Option<Cluster> {
+    if relay.config.cluster_nodes.is_empty() {
+        return None;
+    }
+    let c = &facts.cluster;
+    let nodes = c.nodes.iter().map(|n| ClusterNode {
+        id: n.id.clone(),
+        addr: n.addr.to_string(),
+        role: if n.primary { "primary" } else { "replica" },
+        failing: n.failing,
+    });
+    Some(Cluster {
+        slots: c.slots(),
+        nodes: nodes.collect(),
+        nodes_known: c.known,
+        unreachable: c.unreachable.clone(),
     })
 }
 

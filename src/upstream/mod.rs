@@ -6,6 +6,7 @@
 //! link is retried every second, resuming with `PSYNC <replid> <offset+1>`. A second, short
 //! connection fetches a fresh snapshot now and then (`refresh`) so the log can be trimmed.
 
+pub mod cluster;
 mod compact;
 mod failure;
 pub use compact::decide as decide_snapshot_source;
@@ -23,7 +24,9 @@ use tracing::{debug, info, warn};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AnnounceVersion, Config, MasterAddr, SnapshotRefresh, SnapshotSource};
+use crate::config::{
+    AnnounceVersion, ClusterShard, Config, MasterAddr, SnapshotRefresh, SnapshotSource,
+};
 use crate::decode::SnapshotFacts;
 use crate::instruments::{self, Collectors, Labelled, Phase};
 use crate::link::{LinkControl, LinkReporter, LinkState};
@@ -32,7 +35,7 @@ use crate::store::{Slot, Store, StoreWriter};
 use crate::tls::Dialer;
 pub use failure::FailureReason;
 use failure::{Failure, LinkError, during};
-pub use state::{CompactorRun, CompactorView, SentinelView, Shown, SnapshotOrigin};
+pub use state::{ClusterView, CompactorRun, CompactorView, SentinelView, Shown, SnapshotOrigin};
 use wire::{Auth, Framing, MasterConn, PsyncReply};
 
 /// What the upstream room works with: the store (its reading side, and the writing side, which
@@ -51,6 +54,8 @@ pub struct Upstream {
     pub compactor: Shown<CompactorView>,
     /// What the Sentinels said, for observe.
     pub sentinel: Shown<SentinelView>,
+    /// The cluster shard followed, for observe.
+    pub cluster: Shown<ClusterView>,
     pub shutdown: CancellationToken,
 }
 
@@ -147,6 +152,8 @@ pub struct Settings {
     pub sentinel_master: Option<String>,
     pub sentinel_user: Option<String>,
     pub sentinel_password: Option<String>,
+    pub cluster_nodes: Vec<MasterAddr>,
+    pub cluster_shard: Option<ClusterShard>,
 }
 
 impl Settings {
@@ -169,6 +176,8 @@ impl Settings {
             sentinel_master: c.sentinel_master.clone(),
             sentinel_user: c.sentinel_user.clone(),
             sentinel_password: c.sentinel_password.clone(),
+            cluster_nodes: c.cluster_nodes.clone(),
+            cluster_shard: c.cluster_shard.clone(),
         }
     }
 }

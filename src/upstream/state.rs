@@ -67,6 +67,35 @@ pub struct CompactorRun {
     pub peak_rss: u64,
 }
 
+/// The cluster shard the relay follows (`--cluster-node`), as its nodes said last.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// The shard's nodes: the primary first.
+    pub nodes: Vec<crate::upstream::cluster::Node>,
+    /// The nodes of the whole cluster the relay knows of.
+    pub known: usize,
+    /// Why the last look at the cluster failed, while none answers.
+    pub unreachable: Option<String>,
+}
+
+impl ClusterView {
+    /// The slots of the shard's primary, as CLUSTER NODES writes them: `0-5460,5462`.
+    pub fn slots(&self) -> String {
+        let primary = self.nodes.first().filter(|n| n.primary);
+        let ranges = primary.iter().flat_map(|p| p.slots.iter());
+        let shown: Vec<String> = ranges
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        shown.join(",")
+    }
+}
+
 /// What the Sentinels (`--sentinel`) told the relay.
 #[derive(Debug, Clone, Default)]
 pub struct SentinelView {

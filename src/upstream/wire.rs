@@ -287,6 +287,20 @@ impl MasterConn {
         info.ok_or_else(|| WireError::Protocol(format!("the master refused INFO {section_name}")))
     }
 
+    /// AUTH when a password is set, then one command, as an ordinary client does (`CLUSTER
+    /// NODES` of a cluster node, say).
+    pub async fn command(&mut self, auth: Auth<'_>, args: &[&[u8]]) -> Result<Reply> {
+        if let Some(pass) = auth.pass {
+            let mut login: Vec<&[u8]> = vec![b"AUTH"];
+            login.extend(auth.user.map(str::as_bytes));
+            login.push(pass.as_bytes());
+            if let Reply::Error(e) = self.request(&login).await? {
+                return Err(WireError::Auth(e));
+            }
+        }
+        self.request(args).await
+    }
+
     /// AUTH when a password is set, pipelined with `INFO <section>`; `None` when the master
     /// refuses INFO (an ACL without it).
     async fn authenticate(&mut self, auth: Auth<'_>, section: &[u8]) -> Result<Option<String>> {

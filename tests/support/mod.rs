@@ -105,8 +105,9 @@ pub fn redis_major(bin: &str) -> u32 {
 /// A redis-server process.
 pub struct Server {
     pub port: u16,
-    child: Child,
+    child: Option<Child>,
     dir: tempfile::TempDir,
+    command: (String, Vec<String>),
 }
 
 impl Server {
@@ -153,14 +154,27 @@ impl Server {
             args.extend(["--enable-debug-command".into(), "yes".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = Server {
+            port,
+            child: None,
+            dir,
+            command: (bin.to_string(), args),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let (bin, args) = &self.command;
         let child = Command::new(bin)
-            .args(&args)
-            .current_dir(dir.path())
+            .args(args)
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting redis-server");
-        let server = Server { port, child, dir };
+        self.child = Some(child);
+        let port = self.port;
         wait_for(
             &format!("redis-server on port {port} to answer PING"),
             || {
@@ -171,7 +185,23 @@ impl Server {
                 )
             },
         );
-        server
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `kill -9`; its directory stays, for `restart`.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts again a server stopped with `kill9`, on the same port, directory and flags.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        self.spawn();
     }
 
     pub fn client(&self) -> Client {
@@ -188,14 +218,16 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().expect("running").id()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -294,6 +326,12 @@ impl Relay {
         child.kill().unwrap();
         child.wait().unwrap();
         self.spawn();
+    }
+
+    /// `kill -9`, then start again with the same directory and these flags instead.
+    pub fn kill9_and_restart_with(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+        self.kill9_and_restart();
     }
 
     /// SIGTERM; returns the exit status.

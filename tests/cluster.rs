@@ -1,0 +1,402 @@
+//! A relay per Redis Cluster shard: real `redis-server --cluster-enabled yes` nodes made a
+//! cluster by `redis-cli --cluster create` (three primaries, a replica each), relays following
+//! shards (found through a node of another shard) and a plain replica behind each relay.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Relay, Server, Value, wait_for, wait_in_sync};
+
+struct Cluster {
+    nodes: Vec<Server>,
+}
+
+/// A node as the test reads `CLUSTER NODES`.
+#[derive(Debug, Clone)]
+struct Node {
+    id: String,
+    port: u16,
+    /// A primary not flagged failing.
+    primary: bool,
+    failing: bool,
+    primary_id: String,
+    slots: String,
+}
+
+impl Cluster {
+    fn create() -> Option<Cluster> {
+        Cluster::create_with(&support::redis_server_bin())
+    }
+
+    /// A cluster of `bin` servers (Valkey's too: `redis-cli --cluster` speaks to them).
+    fn create_with(bin: &str) -> Option<Cluster> {
+        if Command::new("redis-cli").arg("--version").output().is_err() {
+            support::missing("redis-cli, which makes the cluster");
+            return None;
+        }
+        let flags = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+        let start = |_| Server::start_bin(bin, support::free_port(), &flags);
+        let nodes: Vec<Server> = (0..6).map(start).collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| addr(n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{said}");
+        let cluster = Cluster { nodes };
+        cluster.wait_ok();
+        Some(cluster)
+    }
+
+    fn wait_ok(&self) {
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            wait_for(&format!("node {} to see the cluster ok", n.port), || {
+                let info = n.client().cmd(&["CLUSTER", "INFO"]).text();
+                (info.contains("cluster_state:ok"), info)
+            });
+        }
+    }
+
+    /// Waits until the cluster failed the node on `port` over: its slots served by another.
+    fn wait_ok_without(&self, port: u16) {
+        wait_for(&format!("the cluster to fail over node {port}"), || {
+            let nodes = self.nodes();
+            let dead = nodes
+                .iter()
+                .find(|n| n.port == port)
+                .is_some_and(|n| n.failing);
+            let served = nodes
+                .iter()
+                .filter(|n| n.primary && !n.slots.is_empty())
+                .count();
+            (dead && served == 3, nodes)
+        });
+        self.wait_ok();
+    }
+
+    /// `CLUSTER FAILOVER` on the replica on `port`, until it is the primary: a manual failover
+    /// the cluster did not finish in time (its primary busy) is asked again, as an operator would.
+    fn manual_failover(&self, port: u16) {
+        let mut c = self.node(port).client();
+        let mut asked_at = None::<std::time::Instant>;
+        wait_for(&format!("node {port} to take its shard over"), || {
+            let role = c.info("replication", "role");
+            if role.as_deref() != Some("master")
+                && asked_at.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(6))
+            {
+                assert_eq!(c.cmd(&["CLUSTER", "FAILOVER"]), Value::Simple("OK".into()));
+                asked_at = Some(std::time::Instant::now());
+            }
+            (role.as_deref() == Some("master"), role)
+        });
+    }
+
+    fn node(&self, port: u16) -> &Server {
+        self.nodes.iter().find(|s| s.port == port).expect("a node")
+    }
+
+    fn node_mut(&mut self, port: u16) -> &mut Server {
+        self.nodes
+            .iter_mut()
+            .find(|s| s.port == port)
+            .expect("a node")
+    }
+
+    /// The cluster's nodes, as a live node sees them.
+    fn nodes(&self) -> Vec<Node> {
+        let asked = self
+            .nodes
+            .iter()
+            .find(|s| s.running())
+            .expect("a live node");
+        let text = asked.client().cmd(&["CLUSTER", "NODES"]).text();
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let port = f[1].split('@').next()?.rsplit(':').next()?.parse().ok()?;
+                Some(Node {
+                    id: f[0].into(),
+                    port,
+                    primary: f[2].contains("master") && !f[2].contains("fail"),
+                    failing: f[2].contains("fail"),
+                    primary_id: f[3].into(),
+                    slots: f[8..].join(" "),
+                })
+            })
+            .collect()
+    }
+
+    /// The primary whose slots start at `start`, and a replica of it.
+    fn shard_at(&self, start: &str) -> (Node, Node) {
+        wait_for(
+            &format!("a primary of slots {start} with a replica"),
+            || {
+                let nodes = self.nodes();
+                let primary = nodes
+                    .iter()
+                    .find(|n| n.primary && n.slots.starts_with(start));
+                let replica = primary.and_then(|p| nodes.iter().find(|n| n.primary_id == p.id));
+                let shard = primary.cloned().zip(replica.cloned());
+                (shard.is_some(), shard)
+            },
+        )
+        .expect("found")
+    }
+}
+
+fn addr(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// Four hash tags of slots `primary` holds: it does not redirect them.
+fn own_tags(primary: &Server) -> Vec<String> {
+    let mut c = primary.client();
+    (0..)
+        .map(|i| format!("{{t{i}}}"))
+        .filter(|tag| !matches!(c.cmd(&["GET", &format!("{tag}:probe")]), Value::Error(_)))
+        .take(4)
+        .collect()
+}
+
+/// Writes through `primary` to keys of its own slots.
+fn write_shard(primary: &Server, round: usize) {
+    let mut c = primary.client();
+    for tag in &own_tags(primary) {
+        for i in 0..50 {
+            c.cmd(&["SET", &format!("{tag}:s:{round}:{i}"), &format!("v{i}")]);
+            c.cmd(&["INCR", &format!("{tag}:counter")]);
+            c.cmd(&["RPUSH", &format!("{tag}:list"), &i.to_string()]);
+            c.cmd(&[
+                "HSET",
+                &format!("{tag}:hash"),
+                &format!("f{round}-{i}"),
+                "x",
+            ]);
+        }
+    }
+}
+
+fn relay_info(relay: &Relay, field: &str) -> String {
+    relay.client().info("relay", field).unwrap_or_default()
+}
+
+/// Waits until the relay follows the node on `port`; fails with the relay's log.
+fn wait_following(relay: &Relay, port: u16) {
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(&format!("the relay to follow the node on {port}"), || {
+            let followed = relay.client().info("replication", "master_port");
+            (followed == Some(port.to_string()), followed)
+        })
+    }));
+    if waited.is_err() {
+        panic!(
+            "the relay did not follow port {port}; its log:\n{}",
+            relay.log()
+        );
+    }
+}
+
+/// Writes to the new primary and checks the relay resumed there with a partial resync: the
+/// replica behind holds the primary's data and the primary served no full sync for it.
+fn resumes_partially(primary: &Server, behind: &Server, round: usize) {
+    let full_before = primary.client().syncs().0;
+    write_shard(primary, round);
+    wait_in_sync(primary, &[behind]);
+    let (full, partial) = primary.client().syncs();
+    assert_eq!(full, full_before, "no full sync for the relay");
+    assert!(partial >= 1, "a partial resync");
+}
+
+/// The relay finds its shard through a node of another shard and serves the shard's data; it
+/// follows the promoted replica when the primary is killed with -9, the returning node when
+/// it takes the shard back with `CLUSTER FAILOVER`, keeps the recorded shard across a kill -9
+/// of its own whatever `--cluster-shard` then says, and follows one more failover after its
+/// seed node died, each time with a partial resync.
+#[test]
+fn a_relay_follows_its_cluster_shard_through_failovers() {
+    let Some(mut cluster) = Cluster::create() else {
+        return;
+    };
+    let (first, second) = cluster.shard_at("0-");
+    let (seed, _) = cluster.shard_at("10923-");
+    let cluster_node = addr(seed.port);
+    let mut relay = Relay::start(&["--cluster-node", &cluster_node, "--cluster-shard", "0"]);
+    let behind = Server::replica_of(relay.port, &[]);
+    write_shard(cluster.node(first.port), 0);
+    wait_in_sync(cluster.node(first.port), &[&behind]);
+    assert!(relay_info(&relay, "relay_cluster_shard_node0").contains(&first.id));
+    assert_eq!(relay_info(&relay, "relay_cluster_shard_slots"), "0-5460");
+
+    // The cluster's replica holds all the relay has: else the cluster loses writes the relay
+    // kept, and a full sync from the promoted replica is what takes them back everywhere.
+    wait_in_sync(cluster.node(first.port), &[cluster.node(second.port)]);
+    cluster.node_mut(first.port).kill9();
+    wait_following(&relay, second.port);
+    resumes_partially(cluster.node(second.port), &behind, 1);
+    assert!(
+        relay.log().contains("(cluster: the cluster promoted"),
+        "{}",
+        relay.log()
+    );
+
+    // The old primary returns as a replica and takes the shard back.
+    cluster.node_mut(first.port).restart();
+    wait_in_sync(cluster.node(second.port), &[cluster.node(first.port)]);
+    cluster.manual_failover(first.port);
+    wait_following(&relay, first.port);
+    resumes_partially(cluster.node(first.port), &behind, 2);
+
+    // A restart with another slot named keeps the shard recorded in --dir.
+    relay.kill9_and_restart_with(&["--cluster-node", &cluster_node, "--cluster-shard", "16000"]);
+    resumes_partially(cluster.node(first.port), &behind, 3);
+
+    // Without its seed node, the relay still sees the cluster and follows a failover.
+    cluster.node_mut(seed.port).kill9();
+    cluster.wait_ok_without(seed.port);
+    wait_in_sync(cluster.node(first.port), &[cluster.node(second.port)]);
+    cluster.node_mut(first.port).kill9();
+    wait_following(&relay, second.port);
+    resumes_partially(cluster.node(second.port), &behind, 4);
+    assert_eq!(relay_info(&relay, "relay_cluster_reachable"), "1");
+}
+
+/// A command sent as a cluster client sends it: to the node on `port` first, following
+/// `MOVED` and, during a slot's migration, `ASK` (with `ASKING`).
+fn cluster_cmd(port: u16, args: &[&str]) -> Value {
+    let (mut port, mut asking) = (port, false);
+    for _ in 0..8 {
+        let mut c = support::Client::connect(port);
+        if asking {
+            c.cmd(&["ASKING"]);
+        }
+        match c.cmd(args) {
+            Value::Error(e) if e.starts_with("MOVED ") || e.starts_with("ASK ") => {
+                asking = e.starts_with("ASK ");
+                port = e.rsplit(':').next().unwrap().parse().unwrap();
+            }
+            other => return other,
+        }
+    }
+    panic!("{args:?} redirected again and again")
+}
+
+/// A thousand slots resharded from one shard to another under writes: the source's stream
+/// carries the moved keys' deletions and the target's their RESTOREs, and the replica behind
+/// every shard's relay ends with its primary's data; each relay shows its shard's new slots.
+#[test]
+fn resharding_under_writes_reaches_the_replicas_behind_every_relay() {
+    let Some(cluster) = Cluster::create() else {
+        return;
+    };
+    let shards: Vec<(Node, Node)> = ["0-", "5461-", "10923-"]
+        .iter()
+        .map(|start| cluster.shard_at(start))
+        .collect();
+    let seed = addr(shards[1].1.port);
+    let relays: Vec<Relay> = ["0", "5461", "10923"]
+        .iter()
+        .map(|slot| Relay::start(&["--cluster-node", &seed, "--cluster-shard", slot]))
+        .collect();
+    let behind: Vec<Server> = relays
+        .iter()
+        .map(|r| Server::replica_of(r.port, &[]))
+        .collect();
+    let any = shards[0].0.port;
+    for n in 0..3000 {
+        let set = cluster_cmd(any, &["SET", &format!("k:{n}"), &format!("v{n}")]);
+        assert_eq!(set, Value::Simple("OK".into()));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Writes to keys of every shard, the moving slots' among them, as a cluster client.
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = cluster_cmd(any, &["INCR", &format!("w:{}", n % 500)]);
+                assert!(matches!(reply, Value::Int(_)), "{reply:?}");
+                n += 1;
+            }
+            n
+        })
+    };
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard", &addr(shards[0].0.port)])
+        .args([
+            "--cluster-from",
+            &shards[0].0.id,
+            "--cluster-to",
+            &shards[1].0.id,
+        ])
+        .args(["--cluster-slots", "1000", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster reshard");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(written > 0, "writes went on during the reshard");
+    for ((primary, _), replica) in shards.iter().zip(&behind) {
+        wait_in_sync(cluster.node(primary.port), &[replica]);
+    }
+    wait_for("the relays to show the new slots", || {
+        let slots: Vec<String> = relays
+            .iter()
+            .map(|r| relay_info(r, "relay_cluster_shard_slots"))
+            .collect();
+        (slots[0] == "1000-5460" && slots[1].contains("0-999"), slots)
+    });
+    let moved = cluster.node(shards[1].0.port).client().cmd(&["DBSIZE"]);
+    let source = cluster.node(shards[0].0.port).client().cmd(&["DBSIZE"]);
+    assert_eq!(behind[1].client().cmd(&["DBSIZE"]), moved);
+    assert_eq!(behind[0].client().cmd(&["DBSIZE"]), source);
+}
+
+/// Clusters of every version of the compatibility matrix that has Redis Cluster's commands
+/// (7.0 on): the shard's snapshot decodes whole (`inspect` exits 0, the slot-info records of
+/// 7.4 and later included), a replica of the same version behind the relay holds the shard's
+/// data, and a failover is followed with a partial resync.
+#[test]
+fn clusters_of_every_version_are_followed() {
+    let names = [
+        "redis-7.0.15",
+        "redis-7.4.1",
+        "redis-8.2.3",
+        "valkey-8.1.8",
+        "valkey-9.1.2",
+    ];
+    let Some(servers) = support::other_servers(&names) else {
+        return;
+    };
+    for (name, bin) in servers {
+        let Some(mut cluster) = Cluster::create_with(&bin) else {
+            return;
+        };
+        let (first, second) = cluster.shard_at("0-");
+        let relay = Relay::start(&["--cluster-node", &addr(second.port), "--cluster-shard", "0"]);
+        let relay_port = relay.port.to_string();
+        let flags = ["--replicaof", "127.0.0.1", &relay_port];
+        let behind = Server::start_bin(&bin, support::free_port(), &flags);
+        write_shard(cluster.node(first.port), 0);
+        wait_in_sync(cluster.node(first.port), &[&behind]);
+        let inspect = Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+            .arg("inspect")
+            .arg(&relay.dir)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&inspect.stdout);
+        assert!(inspect.status.success(), "{name}: {said}");
+        wait_in_sync(cluster.node(first.port), &[cluster.node(second.port)]);
+        cluster.node_mut(first.port).kill9();
+        wait_following(&relay, second.port);
+        resumes_partially(cluster.node(second.port), &behind, 1);
+        eprintln!("{name}: cluster shard followed through a failover");
+    }
+}
