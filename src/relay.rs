@@ -93,6 +93,7 @@ impl Rooms {
             compactor,
             sentinel,
             cluster,
+            link_lost: Default::default(),
             shutdown,
         });
         // Before anything answers INFO: where fresh snapshots come from is part of it.

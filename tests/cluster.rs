@@ -360,9 +360,10 @@ fn resharding_under_writes_reaches_the_replicas_behind_every_relay() {
 }
 
 /// Clusters of every version of the compatibility matrix that has Redis Cluster's commands
-/// (7.0 on): the shard's snapshot decodes whole (`inspect` exits 0, the slot-info records of
-/// 7.4 and later included), a replica of the same version behind the relay holds the shard's
-/// data, and a failover is followed with a partial resync.
+/// (7.0 on): the shard named by its shard id where the version has one, the shard's snapshot
+/// decodes whole (`inspect` exits 0, the slot-info records of 7.4 and later included), a
+/// replica of the same version behind the relay holds the shard's data, and a failover is
+/// followed with a partial resync.
 #[test]
 fn clusters_of_every_version_are_followed() {
     let names = [
@@ -380,7 +381,22 @@ fn clusters_of_every_version_are_followed() {
             return;
         };
         let (first, second) = cluster.shard_at("0-");
-        let relay = Relay::start(&["--cluster-node", &addr(second.port), "--cluster-shard", "0"]);
+        // Named by its shard id where the servers have one (Redis 7.2+, Valkey 8+).
+        let shard_id = match cluster
+            .node(first.port)
+            .client()
+            .cmd(&["CLUSTER", "MYSHARDID"])
+        {
+            Value::Bulk(Some(id)) => Some(String::from_utf8(id).unwrap()),
+            _ => None,
+        };
+        let named = shard_id.clone().unwrap_or_else(|| "0".into());
+        let relay = Relay::start(&[
+            "--cluster-node",
+            &addr(second.port),
+            "--cluster-shard",
+            &named,
+        ]);
         let relay_port = relay.port.to_string();
         let flags = ["--replicaof", "127.0.0.1", &relay_port];
         let behind = Server::start_bin(&bin, support::free_port(), &flags);
@@ -393,6 +409,8 @@ fn clusters_of_every_version_are_followed() {
             .unwrap();
         let said = String::from_utf8_lossy(&inspect.stdout);
         assert!(inspect.status.success(), "{name}: {said}");
+        let shown = relay_info(&relay, "relay_cluster_shard_id");
+        assert_eq!(shown, shard_id.unwrap_or_default(), "{name}");
         wait_in_sync(cluster.node(first.port), &[cluster.node(second.port)]);
         cluster.node_mut(first.port).kill9();
         wait_following(&relay, second.port);

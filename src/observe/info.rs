@@ -350,7 +350,8 @@ fn cluster(relay: &RelayView, facts: &Facts, out: &mut String) {
     let c = &facts.cluster;
     let _ = write!(
         out,
-        "relay_cluster_shard_slots:{}\r\nrelay_cluster_shard_nodes:{}\r\nrelay_cluster_nodes_known:{}\r\nrelay_cluster_reachable:{}\r\n",
+        "relay_cluster_shard_id:{}\r\nrelay_cluster_shard_slots:{}\r\nrelay_cluster_shard_nodes:{}\r\nrelay_cluster_nodes_known:{}\r\nrelay_cluster_reachable:{}\r\n",
+        c.shard_id.as_deref().unwrap_or(""),
         c.slots(),
         c.nodes.len(),
         c.known,

@@ -39,6 +39,8 @@ struct Sentinel {
 /// The cluster shard followed, with `--cluster-node`.
 #[derive(Serialize)]
 struct Cluster {
+    /// `CLUSTER MYSHARDID` of the primary; null before Redis 7.2.
+    shard_id: Option<String>,
     /// The primary's slots, as CLUSTER NODES writes them.
     slots: String,
     /// The shard's nodes, the primary first.
@@ -257,6 +259,7 @@ fn cluster(relay: &RelayView, facts: &Facts) -> Option<Cluster> {
         failing: n.failing,
     });
     Some(Cluster {
+        shard_id: c.shard_id.clone(),
         slots: c.slots(),
         nodes: nodes.collect(),
         nodes_known: c.known,

@@ -182,6 +182,8 @@ pub async fn run(up: Arc<Upstream>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // A failover shows first as a broken link: look at once, not at the next tick.
+            _ = up.link_lost.notified() => tick.reset(),
             _ = up.shutdown.cancelled() => return,
         }
         if let Err(e) = watcher.look().await {
@@ -215,7 +217,10 @@ impl Watcher<'_> {
             }
         }
         let shard = if self.members.is_empty() {
-            named(&nodes, &self.wanted)
+            match named(&nodes, &self.wanted) {
+                Some(shard) => Some(shard),
+                None => self.by_shard_id(&nodes).await,
+            }
         } else {
             ours(&nodes, &self.members, self.followed.as_deref())
         };
@@ -229,12 +234,51 @@ impl Watcher<'_> {
                     .map_or("no master".into(), |m| m.to_string())
             );
         };
-        self.adopt(shard, nodes.len());
+        self.adopt(shard, nodes.len()).await;
         Ok(())
     }
 
-    fn adopt(&mut self, shard: Vec<Node>, known: usize) {
+    /// The shard whose id `--cluster-shard` gives (`CLUSTER MYSHARDID` of each primary).
+    async fn by_shard_id(&self, nodes: &[Node]) -> Option<Vec<Node>> {
+        let ClusterShard::Id(wanted) = &self.wanted else {
+            return None;
+        };
+        for primary in nodes.iter().filter(|n| n.healthy_primary()) {
+            if self.shard_id(&primary.addr).await.as_ref() == Some(wanted) {
+                return Some(shard(nodes, &primary.id));
+            }
+        }
+        None
+    }
+
+    /// A node's shard id; `None` from a server without `CLUSTER MYSHARDID`.
+    async fn shard_id(&self, addr: &MasterAddr) -> Option<String> {
+        let asked = async {
+            let mut conn = MasterConn::connect(&self.up.dialer, addr, TIMEOUT).await?;
+            let reply = conn
+                .command(self.auth(), &[b"CLUSTER", b"MYSHARDID"])
+                .await?;
+            anyhow::Ok(reply)
+        };
+        match tokio::time::timeout(TIMEOUT, asked).await {
+            Ok(Ok(Reply::Bulk(id))) => Some(String::from_utf8_lossy(&id).to_ascii_lowercase()),
+            _ => None,
+        }
+    }
+
+    fn auth(&self) -> Auth<'_> {
+        Auth {
+            user: self.up.settings.masteruser.as_deref(),
+            pass: self.up.settings.masterauth.as_deref(),
+        }
+    }
+
+    async fn adopt(&mut self, shard: Vec<Node>, known: usize) {
         let primary = shard[0].clone();
+        if self.followed.as_deref() != Some(&primary.id) {
+            let id = self.shard_id(&primary.addr).await;
+            self.up.cluster.update(|c| c.shard_id = id);
+        }
         self.repoint(&primary);
         self.remember(shard.iter().map(|n| n.id.clone()).collect());
         if primary.slots.is_empty() {
@@ -307,11 +351,7 @@ impl Watcher<'_> {
 
     async fn ask(&self, addr: &MasterAddr) -> Result<Vec<Node>> {
         let mut conn = MasterConn::connect(&self.up.dialer, addr, TIMEOUT).await?;
-        let auth = Auth {
-            user: self.up.settings.masteruser.as_deref(),
-            pass: self.up.settings.masterauth.as_deref(),
-        };
-        match conn.command(auth, &[b"CLUSTER", b"NODES"]).await? {
+        match conn.command(self.auth(), &[b"CLUSTER", b"NODES"]).await? {
             Reply::Bulk(text) => Ok(parse_nodes(&String::from_utf8_lossy(&text))),
             Reply::Error(e) => bail!("CLUSTER NODES on {addr}: {e}"),
             other => bail!("CLUSTER NODES on {addr}: unexpected reply {other:?}"),

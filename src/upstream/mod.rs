@@ -56,6 +56,8 @@ pub struct Upstream {
     pub sentinel: Shown<SentinelView>,
     /// The cluster shard followed, for observe.
     pub cluster: Shown<ClusterView>,
+    /// The link to the master failed: the cluster watcher looks at the cluster at once.
+    pub link_lost: tokio::sync::Notify,
     pub shutdown: CancellationToken,
 }
 
@@ -223,6 +225,7 @@ pub async fn run(up: Arc<Upstream>) {
             && !held
         {
             up.metrics.failures.inc(e.reason);
+            up.link_lost.notify_one();
         }
         up.link.update(|l| l.empty_master_held = held);
         let said = held && held_from.as_ref() == Some(&master);

@@ -70,6 +70,8 @@ pub struct CompactorRun {
 /// The cluster shard the relay follows (`--cluster-node`), as its nodes said last.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
+    /// The shard's id (`CLUSTER MYSHARDID`, Redis 7.2+ and Valkey 8+).
+    pub shard_id: Option<String>,
     /// The shard's nodes: the primary first.
     pub nodes: Vec<crate::upstream::cluster::Node>,
     /// The nodes of the whole cluster the relay knows of.
