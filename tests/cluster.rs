@@ -31,11 +31,16 @@ impl Cluster {
 
     /// A cluster of `bin` servers (Valkey's too: `redis-cli --cluster` speaks to them).
     fn create_with(bin: &str) -> Option<Cluster> {
+        Cluster::create_with_flags(bin, &[])
+    }
+
+    fn create_with_flags(bin: &str, extra: &[&str]) -> Option<Cluster> {
         if Command::new("redis-cli").arg("--version").output().is_err() {
             support::missing("redis-cli, which makes the cluster");
             return None;
         }
-        let flags = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+        let mut flags = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+        flags.extend(extra);
         let start = |_| Server::start_bin(bin, support::free_port(), &flags);
         let nodes: Vec<Server> = (0..6).map(start).collect();
         let addrs: Vec<String> = nodes.iter().map(|n| addr(n.port)).collect();
@@ -417,4 +422,82 @@ fn clusters_of_every_version_are_followed() {
         resumes_partially(cluster.node(second.port), &behind, 1);
         eprintln!("{name}: cluster shard followed through a failover");
     }
+}
+
+/// The compactor makes the fresh snapshots of a cluster shard (`--snapshot-source local`): the
+/// shard's primary forks for the relay once, and a replica attaching after a refresh gets the
+/// compactor's snapshot and the shard's data.
+#[test]
+fn the_compactor_refreshes_a_cluster_shards_snapshot() {
+    let Some(cluster) = Cluster::create() else {
+        return;
+    };
+    let (first, _) = cluster.shard_at("0-");
+    let primary = cluster.node(first.port);
+    let relay = Relay::start(&[
+        "--cluster-node",
+        &addr(first.port),
+        "--cluster-shard",
+        "0",
+        "--snapshot-refresh",
+        "100kb",
+        "--snapshot-source",
+        "local",
+    ]);
+    let behind = Server::replica_of(relay.port, &[]);
+    write_shard(primary, 0);
+    wait_in_sync(primary, &[&behind]);
+    let forks = primary.client().info_num("stats", "total_forks");
+    let value = "v".repeat(1000);
+    let tags = own_tags(primary);
+    let mut c = primary.client();
+    for i in 0..200 {
+        c.cmd(&["SET", &format!("{}:bulk:{i}", tags[i % tags.len()]), &value]);
+    }
+    wait_for("the compactor to make the shard's fresh snapshot", || {
+        let made_by = relay_info(&relay, "relay_snapshot_made_by");
+        let refreshing = relay_info(&relay, "relay_snapshot_refreshing");
+        (made_by == "compactor" && refreshing == "0", made_by)
+    });
+    let newcomer = Server::replica_of(relay.port, &[]);
+    wait_in_sync(primary, &[&behind, &newcomer]);
+    let after = primary.client().info_num("stats", "total_forks");
+    assert_eq!(after, forks, "the primary did not fork for the refresh");
+}
+
+/// Valkey 9's numbered databases in cluster mode (`cluster-databases`): the shard's stream
+/// carries `SELECT n`, and the replica behind the relay (an ordinary server) holds every
+/// database as the primary does.
+#[test]
+fn numbered_databases_of_a_valkey_9_cluster_pass_through() {
+    let Some(servers) = support::other_servers(&["valkey-9.1.2"]) else {
+        return;
+    };
+    let bin = &servers[0].1;
+    let Some(cluster) = Cluster::create_with_flags(bin, &["--cluster-databases", "4"]) else {
+        return;
+    };
+    let (first, _) = cluster.shard_at("0-");
+    let primary = cluster.node(first.port);
+    let relay = Relay::start(&["--cluster-node", &addr(first.port), "--cluster-shard", "0"]);
+    let relay_port = relay.port.to_string();
+    let behind = Server::start_bin(
+        bin,
+        support::free_port(),
+        &["--replicaof", "127.0.0.1", &relay_port],
+    );
+    let tags = own_tags(primary);
+    let mut c = primary.client();
+    for db in ["0", "2", "3"] {
+        assert_eq!(c.cmd(&["SELECT", db]), Value::Simple("OK".into()));
+        for (i, tag) in tags.iter().enumerate() {
+            c.cmd(&["SET", &format!("{tag}:db{db}:{i}"), db]);
+            c.cmd(&["RPUSH", &format!("{tag}:list"), db]);
+        }
+    }
+    wait_in_sync(primary, &[&behind]);
+    let mut b = behind.client();
+    assert_eq!(b.cmd(&["SELECT", "3"]), Value::Simple("OK".into()));
+    let key = format!("{}:db3:0", tags[0]);
+    assert_eq!(b.cmd(&["GET", &key]).text(), "3");
 }
