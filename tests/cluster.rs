@@ -294,7 +294,57 @@ fn cluster_cmd(port: u16, args: &[&str]) -> Value {
 /// every shard's relay ends with its primary's data; each relay shows its shard's new slots.
 #[test]
 fn resharding_under_writes_reaches_the_replicas_behind_every_relay() {
-    let Some(cluster) = Cluster::create() else {
+    moves_slots_under_writes(&support::redis_server_bin(), |_, from, to| {
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &addr(from.port)])
+            .args(["--cluster-from", &from.id, "--cluster-to", &to.id])
+            .args(["--cluster-slots", "1000", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster reshard");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    });
+}
+
+/// Valkey 9's atomic slot migration (`CLUSTER MIGRATESLOTS`) of a thousand slots under writes:
+/// what the source and the target primaries send their replicas reaches the ordinary servers
+/// behind the relays, which end with their primaries' data.
+#[test]
+fn atomic_slot_migration_of_valkey_9_reaches_the_replicas_behind_every_relay() {
+    let Some(servers) = support::other_servers(&["valkey-9.1.2"]) else {
+        return;
+    };
+    moves_slots_under_writes(&servers[0].1, |cluster, from, to| {
+        let mut c = cluster.node(from.port).client();
+        let started = c.cmd(&[
+            "CLUSTER",
+            "MIGRATESLOTS",
+            "SLOTSRANGE",
+            "0",
+            "999",
+            "NODE",
+            &to.id,
+        ]);
+        assert_eq!(started, Value::Simple("OK".into()));
+        wait_for("the atomic slot migration to end", || {
+            let nodes = cluster.nodes();
+            let source = nodes
+                .iter()
+                .find(|n| n.id == from.id)
+                .map(|n| n.slots.clone());
+            (source.as_deref() == Some("1000-5460"), source)
+        });
+    });
+}
+
+/// Three shards of `bin` servers with a relay each and a server behind each relay; 3000 keys;
+/// `migrate(cluster, from, to)` moves slots 0-999 from the first shard to the second while a
+/// cluster client writes to keys of every shard.
+fn moves_slots_under_writes(bin: &str, migrate: impl FnOnce(&Cluster, &Node, &Node)) {
+    let Some(cluster) = Cluster::create_with(bin) else {
         return;
     };
     let shards: Vec<(Node, Node)> = ["0-", "5461-", "10923-"]
@@ -308,7 +358,14 @@ fn resharding_under_writes_reaches_the_replicas_behind_every_relay() {
         .collect();
     let behind: Vec<Server> = relays
         .iter()
-        .map(|r| Server::replica_of(r.port, &[]))
+        .map(|r| {
+            let port = r.port.to_string();
+            Server::start_bin(
+                bin,
+                support::free_port(),
+                &["--replicaof", "127.0.0.1", &port],
+            )
+        })
         .collect();
     let any = shards[0].0.port;
     for n in 0..3000 {
@@ -329,25 +386,9 @@ fn resharding_under_writes_reaches_the_replicas_behind_every_relay() {
             n
         })
     };
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "reshard", &addr(shards[0].0.port)])
-        .args([
-            "--cluster-from",
-            &shards[0].0.id,
-            "--cluster-to",
-            &shards[1].0.id,
-        ])
-        .args(["--cluster-slots", "1000", "--cluster-yes"])
-        .output()
-        .expect("redis-cli --cluster reshard");
+    migrate(&cluster, &shards[0].0, &shards[1].0);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let written = writer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(written > 0, "writes went on during the reshard");
+    assert!(writer.join().unwrap() > 0, "writes went on during the move");
     for ((primary, _), replica) in shards.iter().zip(&behind) {
         wait_in_sync(cluster.node(primary.port), &[replica]);
     }
