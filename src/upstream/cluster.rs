@@ -211,11 +211,7 @@ impl Watcher<'_> {
     /// One look at the cluster: its nodes, the relay's shard, and its primary followed.
     async fn look(&mut self) -> Result<()> {
         let nodes = self.ask_any().await?;
-        for n in nodes.iter().filter(|n| !n.failing) {
-            if !self.known.contains(&n.addr) {
-                self.known.push(n.addr.clone());
-            }
-        }
+        self.learn(&nodes);
         let shard = if self.members.is_empty() {
             match named(&nodes, &self.wanted) {
                 Some(shard) => Some(shard),
@@ -329,7 +325,22 @@ impl Watcher<'_> {
         self.members = members;
     }
 
-    /// The cluster's nodes, from the first node that answers.
+    /// The nodes to ask next time: the one that answered first, then the cluster's live nodes
+    /// as it lists them, then the configured ones. Bounded by the cluster's size: nodes gone
+    /// from the cluster are forgotten.
+    fn learn(&mut self, nodes: &[Node]) {
+        let live = nodes.iter().filter(|n| !n.failing).map(|n| n.addr.clone());
+        let seeds = self.up.settings.cluster_nodes.iter().cloned();
+        let mut known: Vec<MasterAddr> = Vec::new();
+        for addr in self.known.drain(..1).chain(live).chain(seeds) {
+            if !known.contains(&addr) {
+                known.push(addr);
+            }
+        }
+        self.known = known;
+    }
+
+    /// The cluster's nodes, from the first node that answers (put first in `known`).
     async fn ask_any(&mut self) -> Result<Vec<Node>> {
         for i in 0..self.known.len() {
             let addr = self.known[i].clone();
