@@ -18,6 +18,7 @@ mod progress;
 mod relay;
 mod resp;
 mod restore;
+mod shard_file;
 mod store;
 mod tail;
 mod tls;

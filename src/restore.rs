@@ -1,6 +1,7 @@
 //! `replica-relay restore --dir <store> (--list | --offset N | --at TIME) --out <dir>`: the
 //! data as it was at a replication offset or a moment, rebuilt from the relay's own store (the
-//! snapshot in service and the stream after it), without touching the master.
+//! snapshot in service and the stream after it), without touching the master. Given several
+//! stores, one per shard of a Redis Cluster, every shard at one moment (`restore::cluster`).
 //!
 //! The output is an append-only file that begins with the snapshot (Redis' RDB-preamble AOF),
 //! followed by the stream's commands up to the cut, which falls on a command boundary and
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+mod cluster;
 pub mod compare;
 mod expiry;
 mod to_rdb;
@@ -20,11 +22,13 @@ use crate::feed::{Command, Scanner};
 use crate::progress::Progress;
 use crate::store::{self, TimeMark};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RestoreArgs {
-    /// The relay's --dir.
-    #[arg(long)]
-    dir: PathBuf,
+    /// The relay's --dir. Several, one per shard of a Redis Cluster: every shard restored to
+    /// the same moment (--at, default now), into --out/shard-<i> in the order given, with
+    /// --out/cluster.json.
+    #[arg(long, required = true)]
+    dir: Vec<PathBuf>,
     /// Print the window that can be restored, and nothing else.
     #[arg(long)]
     list: bool,
@@ -74,6 +78,9 @@ enum Format {
 }
 
 pub fn run(args: RestoreArgs) -> Result<()> {
+    if args.dir.len() > 1 {
+        return cluster::restore_all(args);
+    }
     restore(args).map(|_| ())
 }
 
@@ -81,7 +88,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
 /// cut, the last command boundary at or before `offset`.
 fn rebuild(dir: &Path, offset: u64, out: &Path) -> Result<u64> {
     restore(RestoreArgs {
-        dir: dir.to_path_buf(),
+        dir: vec![dir.to_path_buf()],
         list: false,
         offset: Some(offset),
         at: None,
@@ -98,9 +105,10 @@ fn rebuild(dir: &Path, offset: u64, out: &Path) -> Result<u64> {
 
 /// What `run` does; the offset of the cut (the last offset with `--list`).
 fn restore(args: RestoreArgs) -> Result<u64> {
-    let summary = store::describe(&args.dir)?;
-    let points = points(&args.dir, &summary);
-    let marks = store::time_index(&args.dir, &store::history::segments(&args.dir)?);
+    let dir = &args.dir[0];
+    let summary = store::describe(dir)?;
+    let points = points(dir, &summary);
+    let marks = store::time_index(dir, &store::history::segments(dir)?);
     let (first, last) = (points[0].offset, summary.log_next - 1);
     if args.list {
         list(&points, &marks, last);
@@ -129,12 +137,12 @@ fn restore(args: RestoreArgs) -> Result<u64> {
     // The scan starts from the newest snapshot at or before what it looks for; the relay's
     // retention keeps that snapshot and the log after it while the restore runs.
     let scan = newest_before(&points, stop.as_ref().map_or(target, |s| s.after) + 1);
-    let _pin = store::history::Pin::hold(&args.dir, scan.offset + 1)?;
+    let _pin = store::history::Pin::hold(dir, scan.offset + 1)?;
     // Opened before planning: a refresh of the relay may unlink the snapshot in service, and
     // an open file outlives that.
-    let mut snapshots = open_from(&args.dir, &points, scan.offset)?;
+    let mut snapshots = open_from(dir, &points, scan.offset)?;
     let db = stream_db_of(&snapshots, scan.offset)?;
-    let plan = plan(&args.dir, (scan.offset + 1, db), target + 1, stop.as_ref())?;
+    let plan = plan(dir, (scan.offset + 1, db), target + 1, stop.as_ref())?;
     if let Some(stop) = &stop {
         report_found(stop, plan.found.as_ref(), &marks, (first, last))?;
     }
@@ -150,7 +158,7 @@ fn restore(args: RestoreArgs) -> Result<u64> {
     };
     let dropped = write(
         snapshot,
-        &args.dir,
+        dir,
         (from.offset + 1, from_db),
         &plan,
         &marks,
@@ -259,6 +267,15 @@ fn list(points: &[store::RestorePoint], marks: &[TimeMark], last: u64) {
     );
 }
 
+/// The moments the store in `dir` can be restored to: from the arrival of the first bytes after
+/// its oldest snapshot to its last arrival; `None` before its time index knows them.
+fn time_window(dir: &Path) -> Result<Option<(u64, u64)>> {
+    let summary = store::describe(dir)?;
+    let points = points(dir, &summary);
+    let marks = store::time_index(dir, &store::history::segments(dir)?);
+    Ok(from_time(points[0].offset, &marks).zip(marks.last().map(|m| m.unix_ms)))
+}
+
 /// When the relay stored the first bytes after `offset`: the first moment `--at` reaches it.
 fn from_time(offset: u64, marks: &[TimeMark]) -> Option<u64> {
     marks.iter().find(|m| m.offset > offset).map(|m| m.unix_ms)
@@ -292,7 +309,7 @@ fn report_found(
             store::utc(m.unix_ms)
         });
     eprintln!(
-        "found {} at offset {} (db {}, stored by {stored}); restoring to just before it{}",
+        "found {} at offset {} (db {}, received by {stored}); restoring to just before it{}",
         found.name.to_uppercase(),
         found.start,
         found.db.map_or("unknown".into(), |d| d.to_string()),
@@ -305,7 +322,7 @@ fn report_found(
     Ok(())
 }
 
-/// The offset of everything stored by `unix_ms`: the last time mark not after it.
+/// The offset of everything received by `unix_ms`: the last time mark not after it.
 fn offset_at(marks: &[TimeMark], unix_ms: u64, snapshot: u64) -> Result<u64> {
     match marks.iter().rev().find(|m| m.unix_ms <= unix_ms) {
         Some(m) => Ok(m.offset - 1),

@@ -22,6 +22,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
     // The link's status and control, below both links so neither imports the other.
     ("link", 0, &["config", "instruments"]),
     ("master_file", 0, &["config"]),
+    ("shard_file", 0, &[]),
     // TLS over the byte streams: both links and the admin server use it.
     ("tls", 0, &["config", "duplex"]),
     ("decode", 1, &["feed", "progress"]),
@@ -43,6 +44,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "link",
             "progress",
             "resp",
+            "shard_file",
             "store",
             "tls",
         ],
@@ -102,7 +104,14 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         "restore",
         6,
         &[
-            "compat", "decode", "feed", "hold", "progress", "resp", "store",
+            "compat",
+            "decode",
+            "feed",
+            "hold",
+            "progress",
+            "resp",
+            "shard_file",
+            "store",
         ],
     ),
     ("tail", 6, &["config", "resp", "tls", "upstream"]),

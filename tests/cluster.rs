@@ -542,3 +542,161 @@ fn numbered_databases_of_a_valkey_9_cluster_pass_through() {
     let key = format!("{}:db3:0", tags[0]);
     assert_eq!(b.cmd(&["GET", &key]).text(), "3");
 }
+
+/// The whole cluster restored to one moment: one client writes an increasing counter to keys
+/// of every shard (`c:<i>` = i, each write after the previous one's reply) while a moment T is
+/// taken; `restore` given the three relays' stores cuts every shard at T. Each shard's data,
+/// loaded into a server, holds every counter up to some n and none above n + k: k, the writes
+/// that fall within the time index's resolution and the relays' delays in receiving, is
+/// printed with how far each shard's cut lies before T. No counter sent after T is present,
+/// and every one acknowledged 250 ms before T is. A moment the relays cannot know yet (a
+/// minute ahead) is refused with the shard named.
+#[test]
+fn the_whole_cluster_is_restored_to_one_moment() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let Some(cluster) = Cluster::create() else {
+        return;
+    };
+    let shards: Vec<(Node, Node)> = ["0-", "5461-", "10923-"]
+        .iter()
+        .map(|start| cluster.shard_at(start))
+        .collect();
+    let seed = addr(shards[0].0.port);
+    let relays: Vec<Relay> = ["0", "5461", "10923"]
+        .iter()
+        .map(|slot| Relay::start(&["--cluster-node", &seed, "--cluster-shard", slot]))
+        .collect();
+    for ((primary, _), relay) in shards.iter().zip(&relays) {
+        wait_following(relay, primary.port);
+    }
+    let (written, stop) = (
+        std::sync::Arc::new(AtomicU64::new(0)),
+        std::sync::Arc::new(AtomicBool::new(false)),
+    );
+    let started = std::time::Instant::now();
+    let writer = {
+        let (written, stop, any) = (written.clone(), stop.clone(), shards[0].0.port);
+        std::thread::spawn(move || {
+            let mut conns = std::collections::HashMap::new();
+            // When each counter's write was acknowledged (the first, 0, is no write).
+            let mut replied = vec![0u64];
+            for i in 1.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (key, value) = (format!("c:{i}"), i.to_string());
+                let mut port = any;
+                loop {
+                    let c = conns
+                        .entry(port)
+                        .or_insert_with(|| support::Client::connect(port));
+                    match c.cmd(&["SET", &key, &value]) {
+                        Value::Error(e) if e.starts_with("MOVED ") => {
+                            port = e.rsplit(':').next().unwrap().parse().unwrap();
+                        }
+                        reply => {
+                            assert_eq!(reply, Value::Simple("OK".into()));
+                            break;
+                        }
+                    }
+                }
+                written.store(i, Ordering::Relaxed);
+                replied.push(support::unix_ms());
+            }
+            replied
+        })
+    };
+    // A second of writes on each side of the moment: longer than the resolution by far, so
+    // that a coarser index would cut the shards visibly apart.
+    let second = std::time::Duration::from_secs(1);
+    wait_for("a second of writes", || {
+        (started.elapsed() >= second, written.load(Ordering::Relaxed))
+    });
+    let at = support::unix_ms();
+    wait_for("a second of writes after the moment", || {
+        (
+            started.elapsed() >= 2 * second,
+            written.load(Ordering::Relaxed),
+        )
+    });
+    stop.store(true, Ordering::Relaxed);
+    let replied = writer.join().unwrap();
+    for ((primary, _), relay) in shards.iter().zip(&relays) {
+        relay.stored(cluster.node(primary.port));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let restore = |at: u64, out: &std::path::Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_replica-relay"));
+        cmd.arg("restore");
+        for relay in &relays {
+            cmd.arg("--dir").arg(&relay.dir);
+        }
+        cmd.args(["--at", &format!("@{}.{:03}", at / 1000, at % 1000)])
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let ahead = restore(at + 60_000, &out.path().join("ahead"));
+    let said = String::from_utf8_lossy(&ahead.stderr);
+    assert!(!ahead.status.success(), "a minute ahead is not known");
+    assert!(
+        said.contains("shard 0") && said.contains("not known"),
+        "{said}"
+    );
+    let made = restore(at, out.path());
+    let said = String::from_utf8_lossy(&made.stderr);
+    assert!(made.status.success(), "{said}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("cluster.json")).unwrap()).unwrap();
+    assert_eq!(manifest["at_ms"].as_u64(), Some(at));
+    assert_eq!(
+        manifest["shards"].as_array().map(Vec::len),
+        Some(3),
+        "{manifest}"
+    );
+    let mut present = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let dir = out.path().join(format!("shard-{i}"));
+        let loaded = Server::start(&["--dir", dir.to_str().unwrap(), "--appendonly", "yes"]);
+        let mut c = loaded.client();
+        let Value::Array(Some(keys)) = c.cmd(&["KEYS", "c:*"]) else {
+            panic!("KEYS")
+        };
+        let mut last = 0;
+        for key in keys {
+            let key = key.text();
+            let i: u64 = key[2..].parse().unwrap();
+            assert_eq!(c.cmd(&["GET", &key]).text(), i.to_string(), "{key}");
+            present.insert(i);
+            last = last.max(i);
+        }
+        let received = manifest["shards"][i]["received_by_ms"].as_u64().unwrap();
+        assert!(received <= at, "shard {i} cut at a record after the moment");
+        println!(
+            "shard {i}: cut at what its relay had received {} ms before the moment; its last counter ({last}) acknowledged {} ms before",
+            at - received,
+            at as i64 - replied[last as usize] as i64
+        );
+    }
+    let n = (1..).find(|i| !present.contains(i)).unwrap() - 1;
+    let top = present.last().copied().unwrap_or(0);
+    let (k, k_ms) = (top - n, replied[top as usize] - replied[n as usize + 1]);
+    println!(
+        "whole-cluster restore: counters 1..={n} all present, none above {top}: k = {k} writes, made within {k_ms} ms ({} writes/s)",
+        replied.len() as u64 * 1000 / (replied[replied.len() - 1] - replied[1]).max(1)
+    );
+    // Nothing the client sent after the moment is in it (write i is sent when i - 1 is
+    // acknowledged): the cut is never after T.
+    assert!(
+        replied[top as usize - 1] <= at,
+        "counter {top} was sent after the moment"
+    );
+    // Everything acknowledged 250 ms before the moment is in it: the relays received it by T
+    // however loaded the machine, and a time index of a second would cut shards further back.
+    let due = replied.iter().rposition(|&t| t + 250 <= at).unwrap_or(0) as u64;
+    assert!(
+        n >= due,
+        "counters up to {n} present, but {due} were acknowledged 250 ms before the moment"
+    );
+}

@@ -24,6 +24,8 @@ pub(super) struct Scanned {
     pub(super) getacks: u64,
     /// The stream broke here (a protocol error): `data` holds what came before.
     pub(super) error: Option<String>,
+    /// When it arrived from upstream (milliseconds since the epoch), for the time index.
+    pub(super) arrived_ms: u64,
 }
 
 pub(super) struct Intake {
@@ -60,6 +62,7 @@ impl Intake {
 
     /// Cuts `data` into commands and counts them.
     pub(super) fn scan(&mut self, data: Bytes, shared: &Shared) -> Scanned {
+        let arrived_ms = super::times::now_ms();
         let start = self.offset;
         let (mut ends, mut getacks, mut last_write) = (Vec::new(), 0, None);
         let feed = &mut self.feed;
@@ -91,6 +94,7 @@ impl Intake {
             ends,
             getacks,
             error,
+            arrived_ms,
         }
     }
 

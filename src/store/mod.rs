@@ -50,7 +50,7 @@ use intake::Intake;
 pub use retention::{RestorePoint, Window, restore_points};
 pub use snapshot::Slot;
 pub use tail::Chunks;
-pub use times::{now_ms, utc};
+pub use times::{RESOLUTION_MS, now_ms, utc, utc_ms};
 pub use verify::Verification;
 use visible::{Found, Visible};
 pub use writer::WriterStatus;

@@ -33,6 +33,13 @@ impl Segment {
             warn!("Writing the time index of log segment {}: {e}", self.start);
         }
     }
+
+    /// Stream bytes that arrived from upstream at `ms` are written: the time index learns it.
+    pub(super) fn arrived(&mut self, ms: u64) {
+        if let Err(e) = self.times.arrived(self.len, ms) {
+            warn!("Writing the time index of log segment {}: {e}", self.start);
+        }
+    }
 }
 
 pub(super) fn create_segment(cfg: &StoreConfig, start: u64) -> Result<Segment> {

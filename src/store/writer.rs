@@ -304,9 +304,13 @@ impl Writer {
             ends,
             getacks,
             error,
+            arrived_ms,
         } = chunk;
         let start = self.written;
         if self.append(data, &ends).is_ok() {
+            if let Some(seg) = &mut self.seg {
+                seg.arrived(arrived_ms);
+            }
             if let Some(&end) = ends.last() {
                 self.boundary = start + end as u64;
             }

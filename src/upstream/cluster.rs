@@ -6,16 +6,15 @@
 //! every second it asks a node it knows for `CLUSTER NODES` (every version has it), finds its
 //! shard there and follows the shard's primary. The shard is its nodes, not its slots: a
 //! failover promotes one of them, resharding moves slots and leaves the nodes. The nodes are
-//! recorded in `<dir>/cluster-shard`, so a restart follows the same shard; every node of the
+//! recorded in `<dir>/cluster-shard` (`shard_file`), so a restart follows the same shard; every node of the
 //! cluster is learnt, so the death of the node given with `--cluster-node` does not blind the
 //! relay.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tracing::{info, warn};
 
 use super::Upstream;
@@ -23,13 +22,12 @@ use super::wire::{Auth, MasterConn};
 use crate::config::{ClusterShard, MasterAddr};
 use crate::link::Repoint;
 use crate::resp::Reply;
+use crate::shard_file;
 
 /// How often the cluster is asked for its nodes.
 const POLL: Duration = Duration::from_secs(1);
 /// Connect and reply timeout of one node.
 const TIMEOUT: Duration = Duration::from_secs(2);
-/// Where the shard's nodes are recorded, in `--dir`.
-const FILE: &str = "cluster-shard";
 
 /// A node as `CLUSTER NODES` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,33 +128,11 @@ fn ours(nodes: &[Node], members: &BTreeSet<String>, followed: Option<&str>) -> O
     healthy.max_by_key(|s| (Some(s[0].id.as_str()) == followed, overlap(s)))
 }
 
-/// The shard's nodes as recorded in `dir`; empty before the first start that found it.
-fn recorded(dir: &Path) -> Result<BTreeSet<String>> {
-    match std::fs::read_to_string(dir.join(FILE)) {
-        Ok(text) => Ok(text
-            .lines()
-            .filter_map(|l| l.strip_prefix("node "))
-            .map(str::to_string)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", dir.join(FILE).display())),
-    }
-}
-
-fn record(dir: &Path, members: &BTreeSet<String>) -> Result<()> {
-    let text: String = members.iter().map(|id| format!("node {id}\n")).collect();
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    std::fs::write(&tmp, text)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dir.join(FILE))?;
-    Ok(())
-}
-
 pub async fn run(up: Arc<Upstream>) {
     let Some(wanted) = up.settings.cluster_shard.clone() else {
         return;
     };
-    let members = match recorded(&up.settings.dir) {
+    let members = match shard_file::recorded(&up.settings.dir) {
         Ok(m) => m,
         Err(e) => {
             warn!("{e:#}; finding the shard from --cluster-shard again");
@@ -166,7 +142,7 @@ pub async fn run(up: Arc<Upstream>) {
     if !members.is_empty() {
         info!(
             "Following the cluster shard recorded in {} ({} nodes), whatever --cluster-shard says",
-            up.settings.dir.join(FILE).display(),
+            shard_file::path(&up.settings.dir).display(),
             members.len()
         );
     }
@@ -276,7 +252,8 @@ impl Watcher<'_> {
             self.up.cluster.update(|c| c.shard_id = id);
         }
         self.repoint(&primary);
-        self.remember(shard.iter().map(|n| n.id.clone()).collect());
+        self.remember(shard.iter().map(|n| n.id.clone()).collect())
+            .await;
         if primary.slots.is_empty() {
             self.say(format!(
                 "The cluster shard of primary {} holds no slots (resharded away); the relay still follows it",
@@ -313,12 +290,14 @@ impl Watcher<'_> {
         self.followed = Some(primary.id.clone());
     }
 
-    /// Records the shard's nodes in `--dir` when they changed.
-    fn remember(&mut self, members: BTreeSet<String>) {
+    /// Records the shard's nodes in `--dir` when they changed, off the runtime (an fsync).
+    async fn remember(&mut self, members: BTreeSet<String>) {
         if members == self.members {
             return;
         }
-        if let Err(e) = record(&self.up.settings.dir, &members) {
+        let (dir, kept) = (self.up.settings.dir.clone(), members.clone());
+        let recorded = tokio::task::spawn_blocking(move || shard_file::record(&dir, &kept)).await;
+        if let Err(e) = recorded.map_err(anyhow::Error::from).and_then(|r| r) {
             let dir = self.up.settings.dir.display();
             warn!("Recording the cluster shard in {dir}: {e:#}");
         }
@@ -470,14 +449,5 @@ c9 :0@0 noaddr,master - 0 0 0 disconnected
             (ids(&shard), shard[0].slots.is_empty()),
             (vec!["a3", "b3"], true)
         );
-    }
-
-    #[test]
-    fn the_shard_is_recorded_in_the_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(recorded(dir.path()).unwrap().is_empty());
-        let members: BTreeSet<String> = ["a1", "b1"].map(String::from).into();
-        record(dir.path(), &members).unwrap();
-        assert_eq!(recorded(dir.path()).unwrap(), members);
     }
 }

@@ -20,6 +20,14 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// Ports handed out in this process, so parallel tests never get the same one.
 static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
+/// Milliseconds since the epoch, as the relay's time index counts them.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 pub fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
