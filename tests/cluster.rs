@@ -656,10 +656,16 @@ fn the_whole_cluster_is_restored_to_one_moment() {
         "{manifest}"
     );
     let mut present = std::collections::BTreeSet::new();
+    let mut loaded = Vec::new();
     for i in 0..3 {
         let dir = out.path().join(format!("shard-{i}"));
-        let loaded = Server::start(&["--dir", dir.to_str().unwrap(), "--appendonly", "yes"]);
-        let mut c = loaded.client();
+        loaded.push(Server::start(&[
+            "--dir",
+            dir.to_str().unwrap(),
+            "--appendonly",
+            "yes",
+        ]));
+        let mut c = loaded[i].client();
         let Value::Array(Some(keys)) = c.cmd(&["KEYS", "c:*"]) else {
             panic!("KEYS")
         };
@@ -699,4 +705,35 @@ fn the_whole_cluster_is_restored_to_one_moment() {
         n >= due,
         "counters up to {n} present, but {due} were acknowledged 250 ms before the moment"
     );
+    // A fresh cluster holding the moment, as the README says: the shards' data imported into
+    // it by `redis-cli --cluster import` (each key to the node of its slot).
+    drop(cluster);
+    let fresh = Cluster::create().expect("a second cluster");
+    let entry = addr(fresh.nodes[0].port);
+    for server in &loaded {
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "import", &entry, "--cluster-from"])
+            .arg(addr(server.port))
+            .args(["--cluster-copy", "--cluster-replace"])
+            .output()
+            .expect("redis-cli --cluster import");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{said}");
+    }
+    let imported: i64 = (fresh.nodes.iter())
+        .filter(|n| n.client().info("replication", "role").as_deref() == Some("master"))
+        .map(|n| match n.client().cmd(&["DBSIZE"]) {
+            Value::Int(keys) => keys,
+            other => panic!("DBSIZE: {other:?}"),
+        })
+        .sum();
+    assert_eq!(
+        imported as usize,
+        present.len(),
+        "every restored counter imported"
+    );
+    for i in [1, n, top] {
+        let got = cluster_cmd(fresh.nodes[0].port, &["GET", &format!("c:{i}")]);
+        assert_eq!(got.text(), i.to_string(), "c:{i} in the fresh cluster");
+    }
 }
