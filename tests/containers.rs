@@ -1,7 +1,8 @@
 //! The container image, built from the Dockerfile as it is and run for real under podman: a
 //! master container, the relay container configured only through its `REPLICA_RELAY_*`
-//! environment (as the manifests configure it), two replica containers through it; and the
-//! sidecar pod of deploy/kubernetes started with `podman kube play`. The images they start
+//! environment (as the manifests configure it), two replica containers through it; the
+//! sidecar pod of deploy/kubernetes started with `podman kube play`; the Sentinel and the
+//! Redis Cluster deployments beside real master sets and clusters of server containers. The images they start
 //! FROM come from a registry or, where none is reachable, from `scripts/container-images`,
 //! which `scripts/test` runs first.
 
@@ -738,6 +739,268 @@ fn the_sentinel_deployments_find_the_master_and_follow_a_failover() {
     wait_for(
         "the Helm values' relay to attach to the master the Sentinel names",
         || following(&lab, &helm_ip, &b_ip),
+    );
+}
+
+/// A node of the lab's cluster as `CLUSTER NODES` lists it: id, address, primary, its
+/// primary's id, first slot.
+struct ClusterNode {
+    id: String,
+    ip: String,
+    primary: bool,
+    primary_id: String,
+    first_slot: Option<u16>,
+}
+
+fn cluster_nodes(lab: &Lab, node: &str, password: &str) -> Vec<ClusterNode> {
+    let text = lab.cli(node, password, &["CLUSTER", "NODES"]);
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let ip = f.get(1)?.split(':').next()?.to_string();
+            Some(ClusterNode {
+                id: f[0].into(),
+                ip,
+                primary: f[2].contains("master") && !f[2].contains("fail"),
+                primary_id: f[3].into(),
+                first_slot: f.get(8).and_then(|r| r.split('-').next()?.parse().ok()),
+            })
+        })
+        .collect()
+}
+
+/// A cluster of six real server containers (three primaries, a replica each) at .10 to .15,
+/// made by `redis-cli --cluster create`; the container names.
+fn cluster_set(lab: &mut Lab, password: &str) -> Vec<String> {
+    let server = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-node-timeout",
+        "2000",
+        "--requirepass",
+        password,
+        "--masterauth",
+        password,
+        "--enable-debug-command",
+        "yes",
+        "--save",
+        "",
+    ];
+    let names: Vec<String> = (0..6u8)
+        .map(|i| {
+            let (ip, mac) = (lab.address(10 + i), lab.mac(10 + i));
+            let opts = ["--ip", &ip, "--mac-address", &mac];
+            lab.run(&format!("node{i}"), &opts, REDIS, &server)
+        })
+        .collect();
+    let addrs: Vec<String> = (0..6u8)
+        .map(|i| format!("{}:6379", lab.address(10 + i)))
+        .collect();
+    wait_for("the nodes to answer", || {
+        let pongs = names
+            .iter()
+            .filter(|n| lab.cli(n, password, &["PING"]) == "PONG");
+        (pongs.count() == 6, ())
+    });
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addrs.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "1", "--cluster-yes"]);
+    lab.cli(&names[0], password, &create);
+    for n in &names {
+        wait_for("the cluster to be ok", || {
+            let info = lab.cli(n, password, &["CLUSTER", "INFO"]);
+            (info.contains("cluster_state:ok"), info)
+        });
+    }
+    names
+}
+
+/// The deployments of a whole cluster: the relays of deploy/kubernetes-cluster, one pod per
+/// ordinal started with `podman kube play` beside a cluster of real server containers, each
+/// finding the shard of its ordinal through the cluster's Service name (a hostAliases entry
+/// here); the standby pod of shard 0 syncs through relay 0. The primary of shard 0 is killed:
+/// relay 0 follows the promoted replica with a partial resync (no full sync on the new
+/// primary) and the standby holds its data. The relay of the Bitnami redis-cluster values
+/// (extraDeploy, rendered for release "my-redis-cluster"), as pod 1, follows shard 1.
+#[test]
+fn the_cluster_deployments_follow_their_shards_through_a_failover() {
+    let _serial = serial();
+    let Some(image) = image() else { return };
+    let Some(tools) = tools() else { return };
+    podman_ok(&["tag", image, "localhost/replica-relay:0.1.0"]);
+    let password = secret("deploy/kubernetes-cluster/secret.yaml", "redis-password");
+    let work = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new("cluster");
+    let names = cluster_set(&mut lab, &password);
+    let seed = lab.address(10);
+    let nodes = cluster_nodes(&lab, &names[0], &password);
+    let mut primaries: Vec<&ClusterNode> = nodes.iter().filter(|n| n.primary).collect();
+    primaries.sort_by_key(|n| n.first_slot);
+    let container_of = |ip: &str| {
+        let host: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        names[host as usize - 10].clone()
+    };
+    let shard0 = container_of(&primaries[0].ip);
+    lab.cli(
+        &shard0,
+        &password,
+        &["DEBUG", "POPULATE", "20000", "k", "100"],
+    );
+
+    let rendered = kustomize(&tools, "deploy/kubernetes-cluster", work.path());
+    let play_relay = |ordinal: usize, ip: &str| {
+        let args = [
+            vec!["--only".into(), "replica-relay".into()],
+            vec!["--ordinal".into(), ordinal.to_string()],
+            vec!["--host".into(), format!("redis-cluster={seed}")],
+            vec![
+                "--host-port".into(),
+                format!("relay={}", support::free_port()),
+            ],
+            vec![
+                "--host-port".into(),
+                format!("metrics={}", support::free_port()),
+            ],
+        ]
+        .concat();
+        let out = kube_play_pods(
+            &tools,
+            &rendered,
+            &work.path().join(format!("relay{ordinal}")),
+            &args,
+        );
+        Played::play(&out, &["--network", &lab.network, "--ip", ip])
+    };
+    let relay_ips: Vec<String> = (0..3u8).map(|i| lab.address(30 + i)).collect();
+    let _relays: Vec<Played> = (0..3).map(|i| play_relay(i, &relay_ips[i])).collect();
+    let standby_args = [
+        vec!["--only".into(), "redis-standby".into()],
+        vec![
+            "--host".into(),
+            format!("replica-relay-0.replica-relay={}", relay_ips[0]),
+        ],
+        vec!["--extra-arg".into(), "redis=--enable-debug-command".into()],
+        vec!["--extra-arg".into(), "redis=local".into()],
+        vec![
+            "--host-port".into(),
+            format!("redis={}", support::free_port()),
+        ],
+    ]
+    .concat();
+    let out = kube_play_pods(
+        &tools,
+        &rendered,
+        &work.path().join("standby"),
+        &standby_args,
+    );
+    let _standby = Played::play(&out, &["--network", &lab.network]);
+    let standby = "redis-standby-0-redis".to_string();
+
+    let following = |lab: &Lab, relay: &str, primary: &str| {
+        let argv = [
+            "-h",
+            relay,
+            "-p",
+            "6380",
+            "-a",
+            &password,
+            "INFO",
+            "replication",
+        ];
+        let info = lab.cli(&standby, "", &argv);
+        let at = info_field(&info, "master_host").as_deref() == Some(primary)
+            && info_field(&info, "master_link_status").as_deref() == Some("up");
+        (at, info)
+    };
+    for (i, primary) in primaries.iter().enumerate() {
+        wait_for(&format!("relay {i} to follow shard {i}'s primary"), || {
+            following(&lab, &relay_ips[i], &primary.ip)
+        });
+    }
+    // Keys of shard 0 written through its primary, now that the relays follow it (DEBUG
+    // POPULATE, before they started, is not replicated: it reaches replicas in snapshots only).
+    let tag = (0..)
+        .map(|i| format!("{{t{i}}}"))
+        .find(|t| {
+            let slot = lab.cli(&shard0, &password, &["CLUSTER", "KEYSLOT", t]);
+            primaries[1]
+                .first_slot
+                .is_some_and(|s| slot.parse::<u16>().unwrap() < s)
+        })
+        .unwrap();
+    let mset = |lab: &Lab, node: &str, round: &str| {
+        let mut argv = vec!["MSET".to_string()];
+        for i in 0..200 {
+            argv.extend([format!("{tag}:{round}:{i}"), format!("v{i}")]);
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        assert_eq!(lab.cli(node, &password, &argv), "OK");
+    };
+    mset(&lab, &shard0, "before");
+    let synced = |lab: &Lab, primary: &str| {
+        let want = lab.cli(primary, &password, &["DEBUG", "DIGEST"]);
+        let got = lab.cli(&standby, "", &["DEBUG", "DIGEST"]);
+        (want == got && want.len() == 40, (want, got))
+    };
+    wait_for("the standby of shard 0 to hold its data", || {
+        synced(&lab, &shard0)
+    });
+
+    // The primary fails once its cluster replica holds all it sent.
+    let replica = nodes
+        .iter()
+        .find(|n| n.primary_id == primaries[0].id)
+        .expect("shard 0 has a replica");
+    let promoted = container_of(&replica.ip);
+    wait_for("shard 0's replica to hold all its primary sent", || {
+        let offsets = [&shard0, &promoted].map(|c| {
+            info_field(
+                &lab.cli(c, &password, &["INFO", "replication"]),
+                "master_repl_offset",
+            )
+        });
+        (offsets[0].is_some() && offsets[0] == offsets[1], offsets)
+    });
+    podman_ok(&["kill", &shard0]);
+    wait_for("relay 0 to follow the promoted replica", || {
+        following(&lab, &relay_ips[0], &replica.ip)
+    });
+    mset(&lab, &promoted, "after");
+    wait_for("the standby to hold the new primary's data", || {
+        synced(&lab, &promoted)
+    });
+    let stats = lab.cli(&promoted, &password, &["INFO", "stats"]);
+    assert_eq!(
+        info_field(&stats, "sync_full").as_deref(),
+        Some("0"),
+        "relay 0 continued on the promoted replica with a partial resync: {stats}"
+    );
+
+    let values = repo().join("deploy/helm/bitnami-redis-cluster-values.yaml");
+    let helm_ip = lab.address(40);
+    let helm_args = [
+        vec!["--helm-release".into(), "my-redis-cluster".into()],
+        vec!["--helm-password".into(), password.clone()],
+        vec!["--ordinal".into(), "1".into()],
+        vec![
+            "--host".into(),
+            format!("my-redis-cluster={}", lab.address(11)),
+        ],
+        vec![
+            "--host-port".into(),
+            format!("relay={}", support::free_port()),
+        ],
+        vec![
+            "--host-port".into(),
+            format!("relay-metrics={}", support::free_port()),
+        ],
+    ]
+    .concat();
+    let out = kube_play_pods(&tools, &values, &work.path().join("helm"), &helm_args);
+    let _helm = Played::play(&out, &["--network", &lab.network, "--ip", &helm_ip]);
+    wait_for(
+        "the Helm values' relay 1 to follow shard 1's primary",
+        || following(&lab, &helm_ip, &primaries[1].ip),
     );
 }
 

@@ -193,8 +193,9 @@ options! {
     /// comma-separated): any node of the cluster will do; the relay learns the others.
     cluster_nodes: Vec<MasterAddr> = "", "cluster-node", "REPLICA_RELAY_CLUSTER_NODE", as List;
     /// The cluster shard to follow, named at first start by a slot it holds (0-16383), its
-    /// shard id (Redis 7.2+, Valkey 8+) or the id of one of its nodes; the relay records the
-    /// shard in --dir and follows it, not the slot, through failovers and resharding.
+    /// shard id (Redis 7.2+, Valkey 8+), the id of one of its nodes, or index:I, the I-th shard
+    /// (from 0) in the order of the shards' first slots (a StatefulSet pod's ordinal); the relay
+    /// records the shard in --dir and follows it, not the slot, through failovers and resharding.
     cluster_shard: Option<ClusterShard> = "", "cluster-shard", "REPLICA_RELAY_CLUSTER_SHARD";
     /// Keep the snapshot in service and the replicas where they are while a master with
     /// another history holds no keys (a master without persistence restarted empty), instead

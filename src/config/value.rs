@@ -297,6 +297,9 @@ pub enum ClusterShard {
     Slot(u16),
     /// The shard of this node (a 40-character node id), or with this shard id (Redis 7.2+).
     Id(String),
+    /// The I-th shard (from 0) of those holding slots, in the order of their first slot: what a
+    /// pod of a StatefulSet of relays names by its ordinal (`index:$(POD_INDEX)`).
+    Index(usize),
 }
 
 impl Setting for ClusterShard {
@@ -311,14 +314,21 @@ impl Setting for ClusterShard {
         if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(ClusterShard::Id(s.to_ascii_lowercase()));
         }
+        let index = s.strip_prefix("index:").map(str::parse::<usize>);
+        if let Some(Ok(i)) = index
+            && i < 16384
+        {
+            return Ok(ClusterShard::Index(i));
+        }
         bail!(
-            "cluster-shard must be a slot (0-16383) or a 40-character node or shard id, got {s:?}"
+            "cluster-shard must be a slot (0-16383), a 40-character node or shard id, or index:I (the I-th shard in slot order, from 0), got {s:?}"
         )
     }
     fn show(&self) -> String {
         match self {
             ClusterShard::Slot(n) => n.to_string(),
             ClusterShard::Id(id) => id.clone(),
+            ClusterShard::Index(i) => format!("index:{i}"),
         }
     }
 }

@@ -103,11 +103,19 @@ fn shard(nodes: &[Node], root: &str) -> Vec<Node> {
     out
 }
 
-/// The shard `--cluster-shard` names: the one holding a slot, or the one of a node.
+/// The shard `--cluster-shard` names: the one holding a slot, the one of a node, or the I-th
+/// of the healthy primaries holding slots in the order of their first slot.
 fn named(nodes: &[Node], wanted: &ClusterShard) -> Option<Vec<Node>> {
     let node = match wanted {
         ClusterShard::Slot(s) => nodes.iter().find(|n| n.healthy_primary() && n.holds(*s)),
         ClusterShard::Id(id) => nodes.iter().find(|n| n.id == *id),
+        ClusterShard::Index(i) => {
+            let mut holding: Vec<&Node> = (nodes.iter())
+                .filter(|n| n.healthy_primary() && !n.slots.is_empty())
+                .collect();
+            holding.sort_by_key(|n| n.slots.iter().map(|r| r.0).min());
+            holding.get(*i).copied()
+        }
     }?;
     Some(shard(nodes, node.shard_root()))
 }
@@ -353,6 +361,7 @@ impl Watcher<'_> {
             _ if !self.members.is_empty() => format!("of nodes {:?}", self.members),
             ClusterShard::Slot(s) => format!("of slot {s}"),
             ClusterShard::Id(id) => format!("of node {id}"),
+            ClusterShard::Index(i) => format!("number {i} in slot order"),
         }
     }
 
@@ -397,12 +406,17 @@ c9 :0@0 noaddr,master - 0 0 0 disconnected
     }
 
     #[test]
-    fn the_shard_is_named_by_a_slot_or_a_node() {
+    fn the_shard_is_named_by_a_slot_a_node_or_an_index() {
         let nodes = parse_nodes(NODES);
         let by_slot = named(&nodes, &ClusterShard::Slot(6000)).unwrap();
         assert_eq!(ids(&by_slot), ["a2", "b2"]);
         let by_replica = named(&nodes, &ClusterShard::Id("b3".into())).unwrap();
         assert_eq!(ids(&by_replica), ["a3", "b3"]);
+        // In the order of the shards' first slots, whatever the order of the lines.
+        let shuffled: String = NODES.lines().rev().map(|l| format!("{l}\n")).collect();
+        let third = named(&parse_nodes(&shuffled), &ClusterShard::Index(2)).unwrap();
+        assert_eq!(ids(&third), ["a3", "b3"]);
+        assert!(named(&nodes, &ClusterShard::Index(3)).is_none());
     }
 
     #[test]
