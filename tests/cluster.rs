@@ -291,10 +291,11 @@ fn cluster_cmd(port: u16, args: &[&str]) -> Value {
 
 /// A thousand slots resharded from one shard to another under writes: the source's stream
 /// carries the moved keys' deletions and the target's their RESTOREs, and the replica behind
-/// every shard's relay ends with its primary's data; each relay shows its shard's new slots.
+/// every shard's relay ends with its primary's data; each relay shows its shard's new slots, and
+/// each primary forked once, for its relay.
 #[test]
 fn resharding_under_writes_reaches_the_replicas_behind_every_relay() {
-    moves_slots_under_writes(&support::redis_server_bin(), |_, from, to| {
+    moves_slots_under_writes(&support::redis_server_bin(), [0; 3], |_, from, to| {
         let out = Command::new("redis-cli")
             .args(["--cluster", "reshard", &addr(from.port)])
             .args(["--cluster-from", &from.id, "--cluster-to", &to.id])
@@ -317,7 +318,8 @@ fn atomic_slot_migration_of_valkey_9_reaches_the_replicas_behind_every_relay() {
     let Some(servers) = support::other_servers(&["valkey-9.1.2"]) else {
         return;
     };
-    moves_slots_under_writes(&servers[0].1, |cluster, from, to| {
+    // The source forks to send the slots' snapshot to the target (as for a replica's sync).
+    moves_slots_under_writes(&servers[0].1, [1, 0, 0], |cluster, from, to| {
         let mut c = cluster.node(from.port).client();
         let started = c.cmd(&[
             "CLUSTER",
@@ -342,14 +344,30 @@ fn atomic_slot_migration_of_valkey_9_reaches_the_replicas_behind_every_relay() {
 
 /// Three shards of `bin` servers with a relay each and a server behind each relay; 3000 keys;
 /// `migrate(cluster, from, to)` moves slots 0-999 from the first shard to the second while a
-/// cluster client writes to keys of every shard.
-fn moves_slots_under_writes(bin: &str, migrate: impl FnOnce(&Cluster, &Node, &Node)) {
+/// cluster client writes to keys of every shard. Each primary forks once for its relay, plus
+/// `migration_forks` of its own for the move.
+fn moves_slots_under_writes(
+    bin: &str,
+    migration_forks: [i64; 3],
+    migrate: impl FnOnce(&Cluster, &Node, &Node),
+) {
     let Some(cluster) = Cluster::create_with(bin) else {
         return;
     };
     let shards: Vec<(Node, Node)> = ["0-", "5461-", "10923-"]
         .iter()
         .map(|start| cluster.shard_at(start))
+        .collect();
+    // Each primary's forks from here on: its cluster replica's sync is done.
+    let forks: Vec<i64> = (shards.iter())
+        .map(|(primary, _)| {
+            let mut c = cluster.node(primary.port).client();
+            wait_for("the cluster replica to be online", || {
+                let slave = c.info("replication", "slave0").unwrap_or_default();
+                (slave.contains("state=online"), slave)
+            });
+            c.info_num("stats", "total_forks")
+        })
         .collect();
     let seed = addr(shards[1].1.port);
     let relays: Vec<Relay> = ["0", "5461", "10923"]
@@ -399,6 +417,16 @@ fn moves_slots_under_writes(bin: &str, migrate: impl FnOnce(&Cluster, &Node, &No
             .collect();
         (slots[0] == "1000-5460" && slots[1].contains("0-999"), slots)
     });
+    for (((primary, _), before), moving) in shards.iter().zip(forks).zip(migration_forks) {
+        let mut node = cluster.node(primary.port).client();
+        let after = node.info_num("stats", "total_forks");
+        assert_eq!(
+            after - before,
+            1 + moving,
+            "primary {} forked once for its relay, and {moving} times for the migration",
+            primary.port
+        );
+    }
     let moved = cluster.node(shards[1].0.port).client().cmd(&["DBSIZE"]);
     let source = cluster.node(shards[0].0.port).client().cmd(&["DBSIZE"]);
     assert_eq!(behind[1].client().cmd(&["DBSIZE"]), moved);
