@@ -97,6 +97,31 @@ fn refreshes_are_made_locally_and_the_master_forks_once() {
     assert_eq!(status["store"]["snapshot_made_by"], "compactor", "{status}");
 }
 
+/// A store deep in a volume (Kubernetes mounts them under /var/lib/kubelet/pods/<uid>/...): the
+/// compactor's server listens on a unix socket, whose path must fit in 108 bytes, so it is not
+/// put under `--dir`. It was, and such a relay's every refresh fell back to a fork on the master.
+#[test]
+fn a_store_deep_in_a_volume_is_compacted_without_the_master() {
+    let master = Server::master(&[]);
+    write_mixed(&mut master.client(), "a", 20);
+    let top = tempfile::tempdir().unwrap();
+    let deep = top
+        .path()
+        .join("volumes")
+        .join("x".repeat(120))
+        .join("store");
+    let relay = Relay::start_in(
+        Some(deep),
+        &local(&["--replicaof", "127.0.0.1", &master.port.to_string()]),
+    );
+    let streaming = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&streaming]);
+    outgrow_the_snapshot(&master, 1);
+    let last = compacted(&relay, 1);
+    assert!(last.starts_with("status=ok"), "{last}");
+    assert_eq!(forks(&master), 1, "the refresh forked the master");
+}
+
 /// A replica keeps the snapshot it received as its dump.rdb; restarted from that file before it
 /// saved one of its own, it asks `PSYNC <repl-id> <repl-offset+1>` of the AUX fields: upstream's
 /// identity, which the compactor wrote in place of its server's own.

@@ -1,6 +1,6 @@
 //! `--format rdb`: the restored AOF loaded by a redis-server child (no TCP port, a unix socket
-//! in the output's temporary directory, no persistence of its own but the AOF it loads) and
-//! saved as `dump.rdb`.
+//! in a private temporary directory, no persistence of its own but the AOF it loads) and saved
+//! as `dump.rdb`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -33,7 +33,7 @@ pub fn convert(
     let started = Instant::now();
     let mut child = Loaded::start(server, aof_dir, Load::Aof, &[])?;
     let saved = child.save(max_rss);
-    let peak_rss = memory(child.0.id(), "VmHWM:").unwrap_or(0);
+    let peak_rss = memory(child.child.id(), "VmHWM:").unwrap_or(0);
     drop(child);
     saved?;
     let rdb = out.join("dump.rdb");
@@ -71,7 +71,7 @@ pub fn digest(server: &Path, dir: &Path, load: Load) -> Result<String> {
     };
     let mut child = Loaded::start(server, dir, load, debug)?;
     child.wait_loaded(None)?;
-    let reply = request(&dir.join("redis.sock"), &["DEBUG", "DIGEST"])?;
+    let reply = request(&child.socket(), &["DEBUG", "DIGEST"])?;
     reply
         .strip_prefix('+')
         .map(str::to_string)
@@ -90,13 +90,25 @@ fn major_version(server: &Path) -> Result<u32> {
         .with_context(|| format!("{} --version said {text:?}", server.display()))
 }
 
-/// A server child with no TCP port, listening on `dir/redis.sock`, persisting nothing of its
-/// own but what it was started to load; killed when dropped.
-struct Loaded(Child, PathBuf, Load);
+/// A server child with no TCP port, working in `dir` and listening on a unix socket in a
+/// private directory of its own under the system's temporary directory, persisting nothing of
+/// its own but what it was started to load; killed when dropped.
+struct Loaded {
+    child: Child,
+    dir: PathBuf,
+    load: Load,
+    /// Where the socket is: a unix socket's path must fit in 108 bytes, which a store deep in
+    /// a volume (`/var/lib/kubelet/pods/<uid>/volumes/...`) does not leave; mode 0700.
+    sockets: tempfile::TempDir,
+}
 
 impl Loaded {
     fn start(server: &Path, dir: &Path, load: Load, extra: &[&str]) -> Result<Loaded> {
-        let socket = dir.join("redis.sock");
+        let sockets = tempfile::Builder::new()
+            .prefix("replica-relay-")
+            .tempdir()
+            .context("making a directory for the server's unix socket")?;
+        let socket = sockets.path().join("redis.sock");
         let mut command = Command::new(server);
         command
             .args(["--port", "0", "--unixsocket"])
@@ -128,21 +140,30 @@ impl Loaded {
                 server.display()
             )
         })?;
-        Ok(Loaded(child, dir.to_path_buf(), load))
+        Ok(Loaded {
+            child,
+            dir: dir.to_path_buf(),
+            load,
+            sockets,
+        })
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.sockets.path().join("redis.sock")
     }
 
     /// Waits for the server to answer PING (it answers -LOADING while it loads). With `max_rss`,
     /// fails once its RSS passes it.
     fn wait_loaded(&mut self, max_rss: Option<u64>) -> Result<()> {
         let started = Instant::now();
-        let socket = self.1.join("redis.sock");
+        let socket = self.socket();
         let mut last = String::new();
         loop {
-            if let Some(status) = self.0.try_wait()? {
-                let log = std::fs::read_to_string(self.1.join("server.log")).unwrap_or_default();
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
                 bail!(
                     "the server exited ({status}) before loading the {}:\n{log}",
-                    self.2.name()
+                    self.load.name()
                 );
             }
             if let Ok(reply) = request(&socket, &["PING"]) {
@@ -151,7 +172,7 @@ impl Loaded {
                 }
                 last = reply;
             }
-            too_big(&self.0, max_rss)?;
+            too_big(&self.child, max_rss)?;
             if started.elapsed() > LOAD_TIMEOUT {
                 bail!("the server did not load its data within {LOAD_TIMEOUT:?} (last: {last})");
             }
@@ -162,19 +183,19 @@ impl Loaded {
     /// Waits for the load, then SAVE.
     fn save(&mut self, max_rss: Option<u64>) -> Result<()> {
         self.wait_loaded(max_rss)?;
-        too_big(&self.0, max_rss)?;
-        let reply = request(&self.1.join("redis.sock"), &["SAVE"])?;
+        too_big(&self.child, max_rss)?;
+        let reply = request(&self.socket(), &["SAVE"])?;
         if !reply.starts_with("+OK") {
             bail!("SAVE failed: {reply}");
         }
-        too_big(&self.0, max_rss)
+        too_big(&self.child, max_rss)
     }
 }
 
 impl Drop for Loaded {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
