@@ -426,8 +426,8 @@ fn disk_full_stops_acks_keeps_serving_and_recovers() {
         resumed.unwrap() <= m.info_num("replication", "master_repl_offset"),
         "not all was stored"
     );
-    // The relay drops its link when it cannot store and reconnects each second, when the
-    // master asks it for its offset (REPLCONF GETACK) while WAIT waits.
+    // The relay drops its link when it cannot store and tries again later, when the master
+    // asks it for its offset (REPLCONF GETACK) while WAIT waits.
     assert_eq!(
         m.cmd(&["WAIT", "1", "3000"]),
         support::Value::Int(0),
@@ -438,8 +438,26 @@ fn disk_full_stops_acks_keeps_serving_and_recovers() {
         1,
         "the replica is still served"
     );
+    // Each attempt is a PSYNC the master answers: they come further and further apart.
+    wait_for("the relay to wait 16 s before its next attempt", || {
+        let log = relay.log();
+        (
+            log.contains("next attempt in 16 s"),
+            log.lines().last().map(str::to_string),
+        )
+    });
+    let attempts = stat(&master, "sync_partial_ok");
+    assert!(attempts <= 6, "{attempts} partial resyncs in about 15 s");
 
+    // Room on the disk ends the wait at once.
     disk.resize("64m");
+    wait_for("the relay to see room on its disk", || {
+        let log = relay.log();
+        (
+            log.contains("The store's disk has room again"),
+            log.lines().last().map(str::to_string),
+        )
+    });
     wait_in_sync(&master, &[&replica]);
     assert_eq!(
         stat(&master, "sync_full"),

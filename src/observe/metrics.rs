@@ -380,7 +380,7 @@ impl Metrics {
             .set(relay.config.restore_window.map_or(0, |d| d.as_secs()) as i64);
         self.restore_window_shrunk.set(i64::from(w.shrunk));
         self.restore_points.set(w.kept as i64);
-        if let Some((free, total)) = disk_space(&relay.config.dir) {
+        if let Some((free, total)) = crate::store::disk_space(&relay.config.dir) {
             self.disk_free.set(free as i64);
             self.disk_total.set(total as i64);
         }
@@ -432,17 +432,4 @@ fn registry_process_collector(registry: &Registry) {
     if let Err(e) = registry.register(Box::new(collector)) {
         tracing::warn!("Process metrics unavailable: {e}");
     }
-}
-
-/// Free (for unprivileged users) and total bytes of the filesystem holding `dir`.
-fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid NUL-terminated string and `st` a valid out-pointer.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let block = st.f_frsize as u64;
-    Some((st.f_bavail as u64 * block, st.f_blocks as u64 * block))
 }

@@ -608,6 +608,19 @@ pub fn time_index(dir: &Path, segments: &[u64]) -> Vec<TimeMark> {
         .collect()
 }
 
+/// Free (for unprivileged users) and total bytes of the filesystem holding `dir`.
+pub fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let block = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * block, st.f_blocks as u64 * block))
+}
+
 pub fn describe(dir: &Path) -> Result<StoreSummary> {
     let ident = Identity::load(&dir.join("identity"))?.with_context(|| {
         format!(

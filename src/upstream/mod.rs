@@ -2,8 +2,9 @@
 //!
 //! One task follows the configured master: connect, PING, AUTH, REPLCONF, PSYNC, then either
 //! receive a snapshot or continue, then stream. Everything received goes to the store in order;
-//! the only bytes ever sent upstream after PSYNC are `REPLCONF ACK <offset>`. On any failure the
-//! link is retried every second, resuming with `PSYNC <replid> <offset+1>`. A second, short
+//! the only bytes ever sent upstream after PSYNC are `REPLCONF ACK <offset>`. On a failure the
+//! link is retried (`retry`: after a second, or longer), resuming with
+//! `PSYNC <replid> <offset+1>`. A second, short
 //! connection fetches a fresh snapshot now and then (`refresh`) so the log can be trimmed.
 
 pub mod cluster;
@@ -12,6 +13,7 @@ mod failure;
 pub use compact::decide as decide_snapshot_source;
 pub mod master_info;
 mod refresh;
+mod retry;
 pub mod sentinel;
 mod state;
 pub mod wire;
@@ -184,14 +186,10 @@ impl Settings {
     }
 }
 
-/// Longest wait between full syncs that failed: on the master's side, or whose snapshot was
-/// rejected (corrupt, or the disk is full).
-const MAX_SYNC_BACKOFF: Duration = Duration::from_secs(60);
-
 /// Follows `relay.master` until shutdown.
 pub async fn run(up: Arc<Upstream>) {
     let mut master_rx = up.control.subscribe();
-    let mut failed_syncs = 0u32;
+    let mut retry = retry::Retry::default();
     // The master the empty-master guard holds the relay back from, said once per master.
     let mut held_from: Option<MasterAddr> = None;
     loop {
@@ -216,12 +214,10 @@ pub async fn run(up: Arc<Upstream>) {
         if let Err(e) = up.writer.abort_snapshot(Slot::Main).await {
             warn!("{e:#}");
         }
-        let mut delay = Duration::from_secs(1);
-        if !matches!(&ended, Some(Err(e)) if e.backs_off()) {
-            failed_syncs = 0;
-        }
-        let held = matches!(&ended, Some(Err(e)) if e.reason == FailureReason::EmptyMaster);
-        if let Some(Err(e)) = &ended
+        let error = ended.as_ref().and_then(|r| r.as_ref().err());
+        let wait = retry.after(error, &up.settings.dir);
+        let held = error.is_some_and(|e| e.reason == FailureReason::EmptyMaster);
+        if let Some(e) = error
             && !held
         {
             up.metrics.failures.inc(e.reason);
@@ -232,12 +228,7 @@ pub async fn run(up: Arc<Upstream>) {
         held_from = held.then(|| master.clone());
         match ended {
             Some(Err(e)) if said => debug!("{e:#}"),
-            Some(Err(e)) if e.backs_off() => {
-                failed_syncs += 1;
-                delay = MAX_SYNC_BACKOFF.min(delay * 2u32.saturating_pow(failed_syncs - 1));
-                warn!("{e:#}; next full sync attempt in {} s", delay.as_secs());
-            }
-            Some(Err(e)) => warn!("{e:#}"),
+            Some(Err(e)) => warn!("{e:#}{}", wait.says()),
             Some(Ok(())) => {}
             None if up.shutdown.is_cancelled() => return,
             None => {
@@ -246,7 +237,7 @@ pub async fn run(up: Arc<Upstream>) {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = wait.done(&up.settings.dir) => {}
             _ = master_rx.changed() => {}
             _ = up.shutdown.cancelled() => return,
         }
