@@ -76,6 +76,8 @@ pub struct LinkStatus {
     /// The master's keyspace is empty while its history is not the relay's: the relay keeps
     /// what it serves (`--empty-master-guard`).
     pub empty_master_held: bool,
+    /// The master is a relay that compresses the link (`--upstream-compression`).
+    pub compressed: bool,
 }
 
 impl Default for LinkStatus {
@@ -93,6 +95,7 @@ impl Default for LinkStatus {
             master_valkey: None,
             master_is_replica: false,
             empty_master_held: false,
+            compressed: false,
         }
     }
 }

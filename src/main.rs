@@ -2,6 +2,7 @@
 //! the snapshot and the replication stream on disk, and serves any number of replicas.
 
 mod compat;
+mod compress;
 mod config;
 mod decode;
 mod downstream;

@@ -25,6 +25,9 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
     ("shard_file", 0, &[]),
     // TLS over the byte streams: both links and the admin server use it.
     ("tls", 0, &["config", "duplex"]),
+    // The compressed link between two relays: the near one's downstream sends it, the far one's
+    // upstream receives it.
+    ("compress", 0, &["config", "duplex", "instruments"]),
     ("decode", 1, &["feed", "progress"]),
     (
         "store",
@@ -36,6 +39,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         3,
         &[
             "compat",
+            "compress",
             "config",
             "decode",
             "duplex",
@@ -54,6 +58,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         3,
         &[
             "compat",
+            "compress",
             "config",
             "decode",
             "duplex",
@@ -73,6 +78,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         4,
         &[
             "compat",
+            "compress",
             "config",
             "decode",
             "downstream",

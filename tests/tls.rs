@@ -393,3 +393,38 @@ fn port_0_serves_tls_only() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A compressed link between two relays inside TLS, across the WAN stand-in: compressed first,
+/// then encrypted.
+#[test]
+fn a_compressed_link_between_relays_runs_inside_tls() {
+    let pki = Pki::new("region");
+    let pair = pki.issue("node", false);
+    let master = Server::master(&[]);
+    write_mixed(&mut master.client(), "a", 50);
+    let near_tls = free_port();
+    let mut flags = relay_flags(&pki, &pair, None, Some(near_tls));
+    flags.extend([
+        "--replicaof".into(),
+        "127.0.0.1".into(),
+        master.port.to_string(),
+    ]);
+    let near = Relay::start(&strs(&flags));
+    let wan = support::wan::Wan::to(near_tls, 5, 0, &[]);
+    let mut flags = relay_flags(&pki, &pair, Some(wan.port), None);
+    flags.extend(["--upstream-compression".into(), "zstd".into()]);
+    let far = Relay::start(&strs(&flags));
+    let replica = Server::replica_of(far.port, &[]);
+    write_mixed(&mut master.client(), "b", 50);
+    wait_in_sync(&master, &[&replica]);
+    let line = far
+        .client()
+        .info("relay", "relay_upstream_compression")
+        .unwrap();
+    assert!(line.starts_with("links=1,"), "{line}");
+    let line = near
+        .client()
+        .info("relay", "relay_downstream_compression")
+        .unwrap();
+    assert!(line.starts_with("links=1,"), "{line}");
+}

@@ -19,8 +19,8 @@ use clap::{ArgMatches, Command, FromArgMatches};
 
 use source::{Given, Opt, Shape};
 pub use value::{
-    AnnounceVersion, AuthClients, Bytes, ClusterShard, Fsync, LogFormat, MasterAddr, Rate, Renames,
-    Setting, SnapshotRefresh, SnapshotSource,
+    AnnounceVersion, AuthClients, Bytes, ClusterShard, Compression, Fsync, LogFormat, MasterAddr,
+    Rate, Renames, Setting, SnapshotRefresh, SnapshotSource, ZstdLink,
 };
 
 /// Makes `Config` (one field per row), `OPTIONS` (the table clap and the file reader use) and
@@ -197,6 +197,19 @@ options! {
     /// (from 0) in the order of the shards' first slots (a StatefulSet pod's ordinal); the relay
     /// records the shard in --dir and follows it, not the slot, through failovers and resharding.
     cluster_shard: Option<ClusterShard> = "", "cluster-shard", "REPLICA_RELAY_CLUSTER_SHARD";
+    /// Ask for a compressed link (zstd) when the relay's master is another relay of this
+    /// project (its INFO says relay_version): the snapshot and the stream cross compressed and
+    /// are stored plain. A real master is never asked; a relay that does not offer it gives a
+    /// plain link. "none" or "zstd".
+    upstream_compression: Compression = "none", "upstream-compression",
+        "REPLICA_RELAY_UPSTREAM_COMPRESSION";
+    /// The zstd level the upstream relay compresses at, 1 (fastest) to 19.
+    upstream_compression_level: u32 = "3", "upstream-compression-level",
+        "REPLICA_RELAY_UPSTREAM_COMPRESSION_LEVEL";
+    /// The longest the upstream relay may wait for more bytes before it compresses what it
+    /// has, like 1ms (at most 100ms): longer waits make larger frames, which compress better.
+    upstream_compression_max_delay: Duration = "1ms", "upstream-compression-max-delay",
+        "REPLICA_RELAY_UPSTREAM_COMPRESSION_MAX_DELAY";
     /// Keep the snapshot in service and the replicas where they are while a master with
     /// another history holds no keys (a master without persistence restarted empty), instead
     /// of giving them its empty dataset.
@@ -414,6 +427,9 @@ impl Config {
         if self.sentinel_user.is_some() && self.sentinel_password.is_none() {
             bail!("sentinel-user needs sentinel-password (the user's password)");
         }
+        if let Err(e) = self.upstream_compression.settings(self) {
+            bail!("upstream-compression-level and upstream-compression-max-delay: {e}");
+        }
         Ok(())
     }
 }
@@ -523,6 +539,25 @@ mod tests {
                 "config/relay.toml does not show {}",
                 opt.name
             );
+        }
+    }
+
+    #[test]
+    fn compression_settings_are_bounded_and_delays_take_milliseconds() {
+        let flags = [
+            ("upstream-compression", "zstd"),
+            ("upstream-compression-max-delay", "5ms"),
+        ];
+        let c = Config::resolve(RelayArgs::flags(&flags)).unwrap();
+        let link = c.upstream_compression.settings(&c).unwrap().unwrap();
+        assert_eq!((link.level, link.max_delay), (3, Duration::from_millis(5)));
+        for (opt, bad) in [
+            ("upstream-compression-level", "20"),
+            ("upstream-compression-level", "0"),
+            ("upstream-compression-max-delay", "1s"),
+        ] {
+            let err = Config::resolve(RelayArgs::flags(&[(opt, bad)])).unwrap_err();
+            assert!(format!("{err:#}").contains("zstd level"), "{opt} {bad}: {err:#}");
         }
     }
 

@@ -183,6 +183,58 @@ impl SnapshotSource {
     }
 }
 
+/// Compression asked of an upstream relay (`--upstream-compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd,
+}
+words!(Compression {
+    None = "none",
+    Zstd = "zstd"
+});
+
+/// What a far relay asks of its upstream relay: the zstd level, and how long the sender may
+/// wait for more bytes before it compresses what it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZstdLink {
+    pub level: i32,
+    pub max_delay: Duration,
+}
+
+impl ZstdLink {
+    /// Levels 20 and above need windows of 32 MB and more on both sides.
+    pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+    pub const MAX_DELAY: Duration = Duration::from_millis(100);
+
+    /// The settings, if within bounds (a far relay's request is a client's input).
+    pub fn new(level: i64, max_delay: Duration) -> Result<ZstdLink, String> {
+        match i32::try_from(level) {
+            Ok(level) if Self::LEVELS.contains(&level) && max_delay <= Self::MAX_DELAY => {
+                Ok(ZstdLink { level, max_delay })
+            }
+            _ => Err(format!(
+                "the zstd level must be {} to {} and the delay at most {} ms",
+                Self::LEVELS.start(),
+                Self::LEVELS.end(),
+                Self::MAX_DELAY.as_millis()
+            )),
+        }
+    }
+}
+
+impl Compression {
+    /// What to ask of an upstream relay, if anything, with the level and delay of `c`.
+    pub fn settings(self, c: &super::Config) -> Result<Option<ZstdLink>> {
+        let link = ZstdLink::new(
+            c.upstream_compression_level.into(),
+            c.upstream_compression_max_delay,
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok((self == Compression::Zstd).then_some(link))
+    }
+}
+
 /// When stream bytes reach the disk, like Redis' `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
@@ -436,18 +488,19 @@ impl Setting for Renames {
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let lower = s.trim().to_ascii_lowercase();
     let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let unit = match &lower[digits.len()..] {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        other => bail!("unknown duration unit {other:?} in {s:?} (use s, m, h or d)"),
+    let unit_ms = match &lower[digits.len()..] {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => bail!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)"),
     };
     let n: u64 = digits
         .parse()
         .with_context(|| format!("invalid duration {s:?}"))?;
-    n.checked_mul(unit)
-        .map(Duration::from_secs)
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
         .with_context(|| format!("duration {s:?} is too long"))
 }
 

@@ -357,6 +357,10 @@ fn replconf(client: &mut Client, args: &[Bytes]) -> Action {
             "rdb-only" => client.rdb_only = val == "1",
             "version" => client.version = Some(val),
             "rdb-filter-only" => client.rdb_filter = Some(val).filter(|v| !v.is_empty()),
+            crate::compress::REPLCONF_OPTION => match crate::compress::parse_request(&val) {
+                Ok(link) => client.compression = Some(link),
+                Err(e) => return err(e),
+            },
             // Accepted and ignored: the relay always offers the classic single-channel full sync,
             // which every replica falls back to (PROTOCOL §1.3).
             "set-cluster-node-id" | "rdb-channel" | "main-ch-client-id" | "set-rdb-client-id" => {}

@@ -184,6 +184,8 @@ pub struct DownstreamMetrics {
     pub commands: prometheus::IntCounter,
     pub net_input: prometheus::IntCounter,
     pub net_output: prometheus::IntCounter,
+    /// What the relay sends compressed to relays behind it.
+    pub compression: crate::compress::Counters,
 }
 
 impl DownstreamMetrics {
@@ -222,6 +224,10 @@ impl DownstreamMetrics {
                 "client_output_bytes_total",
                 "Bytes of replies to clients (not the replication stream).",
             ),
+            compression: crate::compress::Counters::new(
+                "downstream",
+                "sent to relays behind this one",
+            ),
         }
     }
 }
@@ -239,6 +245,9 @@ impl Collectors for DownstreamMetrics {
             Box::new(self.net_input.clone()),
             Box::new(self.net_output.clone()),
         ]
+        .into_iter()
+        .chain(self.compression.collectors())
+        .collect()
     }
 }
 
@@ -261,6 +270,8 @@ pub struct Client {
     pub rdb_only: bool,
     /// From `REPLCONF rdb-filter-only` (redis-cli --functions-rdb).
     pub rdb_filter: Option<String>,
+    /// From `REPLCONF relay-compression` (a relay of this project behind this one).
+    pub compression: Option<crate::config::ZstdLink>,
     /// Commands queued since MULTI.
     pub multi: Option<commands::Transaction>,
     /// Its subscriptions, once it has subscribed to something.
@@ -285,6 +296,7 @@ impl Client {
             version: None,
             rdb_only: false,
             rdb_filter: None,
+            compression: None,
             multi: None,
             subscriber: None,
             close: CancellationToken::new(),
@@ -354,6 +366,8 @@ pub struct ReplicaInfo {
     pub ack_time: Instant,
     /// Whether a `REPLCONF ACK` has come since the sync (a newline does not count).
     pub acked: bool,
+    /// A relay behind this one that asked for a compressed link.
+    pub compressed: bool,
 }
 
 /// The replicas attached now, for INFO and ROLE, and those that cannot load the snapshot.

@@ -21,6 +21,7 @@ use super::commands::SyncRequest;
 use super::formats::DROP_WINDOW;
 use super::{Client, Decision, ReplicaInfo, ReplicaState, ahead_of_store, decide};
 use crate::compat::{requirement, valkey_loads};
+use crate::compress;
 use crate::decode::SnapshotCheck;
 use crate::duplex::{Reader, Writer};
 use crate::instruments::Phase;
@@ -53,6 +54,7 @@ pub async fn serve(
         ack_offset: 0,
         ack_time: Instant::now(),
         acked: false,
+        compressed: client.compression.is_some(),
     };
     let id = cx.replicas.add(info);
     info!("Replica {name} asks for synchronization");
@@ -259,7 +261,7 @@ impl Session {
                 ident.replid,
                 state.master_repl_offset()
             );
-            self.write(line.as_bytes()).await?;
+            self.answer(&line).await?;
         }
         self.write(format!("${}\r\n", rdb.len()).as_bytes()).await?;
         self.write(&rdb).await?;
@@ -433,7 +435,7 @@ impl Session {
         } else {
             "+CONTINUE\r\n".to_string()
         };
-        self.write(line.as_bytes()).await?;
+        self.answer(&line).await?;
         self.cx.metrics.partial_syncs.inc();
         info!(
             "Partial resynchronization request from {} accepted. Sending {} bytes of backlog starting from offset {offset}.",
@@ -458,7 +460,7 @@ impl Session {
             _ => info!("Full resync requested by replica {}", self.name),
         }
         if self.request.psync.is_some() {
-            self.write(format!("+FULLRESYNC {} {offset}\r\n", ident.replid).as_bytes())
+            self.answer(&format!("+FULLRESYNC {} {offset}\r\n", ident.replid))
                 .await?;
         }
         info!(
@@ -698,6 +700,25 @@ impl Session {
             }
             _ = self.cx.shutdown.cancelled() => bail!("shutting down"),
         }
+    }
+
+    /// The PSYNC reply. A relay that asked for a compressed link gets every byte after it
+    /// compressed: the snapshot and the stream alike.
+    async fn answer(&mut self, line: &str) -> Result<()> {
+        self.write(line.as_bytes()).await?;
+        if let Some(link) = self.client.compression {
+            let plain = std::mem::replace(&mut self.wr, Box::new(tokio::io::sink()));
+            let counters = self.cx.metrics.compression.clone();
+            self.wr =
+                compress::sender(plain, link, counters).context("starting the compressed link")?;
+            info!(
+                "Replication to {} is compressed from here on (zstd level {}, frames at most {} us late)",
+                self.name,
+                link.level,
+                link.max_delay.as_micros()
+            );
+        }
+        Ok(())
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<()> {

@@ -30,6 +30,43 @@ pub struct Facts {
     pub log_disk_bytes: u64,
     pub full_syncs_running: usize,
     pub full_syncs_waiting: usize,
+    /// What arrives compressed from an upstream relay, and what leaves compressed for the
+    /// relays behind this one.
+    pub upstream_compression: Compression,
+    pub downstream_compression: Compression,
+}
+
+/// One side's compressed links: how many now (the upstream link: 0 or 1), and what they
+/// carried since the start.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Compression {
+    pub links: usize,
+    pub wire_bytes: u64,
+    pub stream_bytes: u64,
+    /// Wire bytes per stream byte; 1 before anything crossed.
+    pub ratio: f64,
+    /// Spent compressing or decompressing.
+    pub seconds: f64,
+}
+
+impl Compression {
+    fn of(links: usize, c: &crate::compress::Counters) -> Compression {
+        Compression {
+            links,
+            wire_bytes: c.wire.get(),
+            stream_bytes: c.stream.get(),
+            ratio: c.ratio(),
+            seconds: c.seconds.get(),
+        }
+    }
+
+    /// INFO's form, `links=1,wire_bytes=...`, as Redis writes a replica's line.
+    pub fn info(&self) -> String {
+        format!(
+            "links={},wire_bytes={},stream_bytes={},ratio={:.4},seconds={:.3}",
+            self.links, self.wire_bytes, self.stream_bytes, self.ratio, self.seconds
+        )
+    }
 }
 
 impl Facts {
@@ -39,7 +76,14 @@ impl Facts {
             .config
             .master_info_interval
             .map(|every| (every * 3).max(std::time::Duration::from_secs(3)));
+        let replicas = relay.replicas.list();
+        let behind = replicas.iter().filter(|r| r.compressed).count();
         Facts {
+            upstream_compression: Compression::of(
+                usize::from(link.compressed && link.state == LinkState::Connected),
+                &relay.upstream.compression,
+            ),
+            downstream_compression: Compression::of(behind, &relay.downstream.compression),
             store: relay.store.view(),
             master_offset: link.known_master_offset(max_age),
             link,
@@ -47,7 +91,7 @@ impl Facts {
             sentinel: relay.sentinel.get(),
             cluster: relay.cluster.get(),
             master: relay.control.master(),
-            replicas: relay.replicas.list(),
+            replicas,
             snapshot: relay.store.snapshot_stats(),
             stream: relay.store.stream_stats(),
             log_disk_bytes: relay.store.log_disk_bytes(),
@@ -209,11 +253,18 @@ mod tests {
             ack_offset,
             ack_time: ago(1),
             acked: true,
+            compressed: port == 7001,
         };
         f.replicas = vec![
             replica(7001, ReplicaState::Online, 4000),
             replica(7002, ReplicaState::WaitBgsave, 0),
         ];
+        let c = &relay.upstream.compression;
+        c.wire.inc_by(300);
+        c.stream.inc_by(1000);
+        c.seconds.inc_by(0.25);
+        f.upstream_compression = Compression::of(1, c);
+        f.downstream_compression = Compression::of(1, &relay.downstream.compression);
         f
     }
 
@@ -356,6 +407,38 @@ mod tests {
                     ],
                 );
             }
+            let compression = &s["compression"];
+            for side in ["upstream", "downstream"] {
+                let line = &i[&format!("relay_{side}_compression")];
+                let field = |k: &str| {
+                    let kv = line
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='));
+                    kv.unwrap().parse::<f64>().unwrap()
+                };
+                let of = &compression[side];
+                for k in ["links", "wire_bytes", "stream_bytes"] {
+                    same(&format!("{side} compression {k}"), &[field(k), num(&of[k])]);
+                }
+                same(
+                    &format!("{side} ratio"),
+                    &[field("ratio"), (num(&of["ratio"]) * 1e4).round() / 1e4],
+                );
+            }
+            same(
+                "compressed links",
+                &[
+                    num(&compression["upstream"]["links"]),
+                    m["upstream_compressed"],
+                ],
+            );
+            same(
+                "compressed links behind",
+                &[
+                    num(&compression["downstream"]["links"]),
+                    m["downstream_compressed_links"],
+                ],
+            );
             same(
                 "syncs running",
                 &[int("relay_full_syncs_running"), m["full_syncs_running"]],

@@ -290,6 +290,12 @@ fn relay_section(relay: &RelayView, facts: &Facts, out: &mut String) {
         facts.log_disk_bytes,
         u8::from(facts.refreshing())
     );
+    let _ = write!(
+        out,
+        "relay_upstream_compression:{}\r\nrelay_downstream_compression:{}\r\n",
+        facts.upstream_compression.info(),
+        facts.downstream_compression.info()
+    );
 }
 
 /// What `replica-relay restore` can restore to, and what `--restore-window` asked for.

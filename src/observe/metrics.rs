@@ -56,6 +56,8 @@ pub struct Metrics {
     pub replicas_connected: IntGauge,
     pub full_syncs_running: IntGauge,
     pub full_syncs_waiting: IntGauge,
+    pub upstream_compressed: IntGauge,
+    pub downstream_compressed_links: IntGauge,
     pub incompatible_replicas: IntGauge,
     pub replica_lag: IntGaugeVec,
     pub replica_ack_age: GaugeVec,
@@ -232,6 +234,14 @@ impl Metrics {
                 "full_syncs_waiting",
                 "Full syncs waiting for a slot (--max-full-syncs), in arrival order.",
             ),
+            upstream_compressed: b.gauge(
+                "upstream_compressed",
+                "1 while the link from an upstream relay is compressed (--upstream-compression).",
+            ),
+            downstream_compressed_links: b.gauge(
+                "downstream_compressed_links",
+                "Relays behind this one served over a compressed link.",
+            ),
             incompatible_replicas: b.gauge("incompatible_replicas", "Replicas taken as unable to load the snapshot's format; their full syncs are backed off."),
             replica_lag: b.gauges(
                 "replica_lag_bytes",
@@ -401,6 +411,10 @@ impl Metrics {
         self.replicas_connected.set(facts.replicas.len() as i64);
         self.full_syncs_running.set(facts.full_syncs_running as i64);
         self.full_syncs_waiting.set(facts.full_syncs_waiting as i64);
+        self.upstream_compressed
+            .set(facts.upstream_compression.links as i64);
+        self.downstream_compressed_links
+            .set(facts.downstream_compression.links as i64);
         self.incompatible_replicas
             .set(relay.replicas.formats.flagged().len() as i64);
         self.replica_lag.reset();

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::RelayView;
-use super::facts::Facts;
+use super::facts::{Compression, Facts};
 use crate::decode::{SnapshotStats, StreamStats};
 use crate::instruments::Label;
 
@@ -23,7 +23,15 @@ pub struct Status {
     empty_master_held: bool,
     store: Store,
     stream: StreamStats,
+    compression: Compressions,
     replicas: Vec<Replica>,
+}
+
+/// The compressed links: from an upstream relay, and to the relays behind this one.
+#[derive(Serialize)]
+struct Compressions {
+    upstream: Compression,
+    downstream: Compression,
 }
 
 /// What the Sentinels said, with `--sentinel`.
@@ -139,6 +147,7 @@ struct Replica {
     ack_offset: u64,
     lag_bytes: u64,
     ack_age_seconds: f64,
+    compressed: bool,
 }
 
 impl Status {
@@ -207,6 +216,10 @@ impl Status {
                 },
             },
             stream: facts.stream.clone(),
+            compression: Compressions {
+                upstream: facts.upstream_compression.clone(),
+                downstream: facts.downstream_compression.clone(),
+            },
             replicas: replicas(facts),
         }
     }
@@ -276,6 +289,7 @@ fn replicas(facts: &Facts) -> Vec<Replica> {
         ack_offset: r.ack_offset,
         lag_bytes: facts.replica_lag_bytes(r),
         ack_age_seconds: r.ack_time.elapsed().as_secs_f64(),
+        compressed: r.compressed,
     })
     .collect()
 }

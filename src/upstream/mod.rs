@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    AnnounceVersion, ClusterShard, Config, MasterAddr, SnapshotRefresh, SnapshotSource,
+    AnnounceVersion, ClusterShard, Config, MasterAddr, SnapshotRefresh, SnapshotSource, ZstdLink,
 };
 use crate::decode::SnapshotFacts;
 use crate::instruments::{self, Collectors, Labelled, Phase};
@@ -74,6 +74,8 @@ pub struct UpstreamMetrics {
     pub compactor_runs: prometheus::IntCounter,
     pub compactor_failures: prometheus::IntCounter,
     pub compactor_mismatches: prometheus::IntCounter,
+    /// What arrives compressed from an upstream relay (`--upstream-compression`).
+    pub compression: crate::compress::Counters,
 }
 
 impl UpstreamMetrics {
@@ -115,6 +117,10 @@ impl UpstreamMetrics {
                 "compactor_mismatches_total",
                 "Compactor snapshots refused because their replication identity (offset, stream database) is not what the relay's own log gives: never served. Any is a defect to report.",
             ),
+            compression: crate::compress::Counters::new(
+                "upstream",
+                "received from the upstream relay",
+            ),
         }
     }
 }
@@ -132,6 +138,9 @@ impl Collectors for UpstreamMetrics {
             Box::new(self.compactor_failures.clone()),
             Box::new(self.compactor_mismatches.clone()),
         ]
+        .into_iter()
+        .chain(self.compression.collectors())
+        .collect()
     }
 }
 
@@ -158,6 +167,8 @@ pub struct Settings {
     pub sentinel_password: Option<String>,
     pub cluster_nodes: Vec<MasterAddr>,
     pub cluster_shard: Option<ClusterShard>,
+    /// A compressed link to ask of an upstream relay.
+    pub compression: Option<ZstdLink>,
 }
 
 impl Settings {
@@ -182,6 +193,10 @@ impl Settings {
             sentinel_password: c.sentinel_password.clone(),
             cluster_nodes: c.cluster_nodes.clone(),
             cluster_shard: c.cluster_shard.clone(),
+            compression: c
+                .upstream_compression
+                .settings(c)
+                .expect("checked with the configuration"),
         }
     }
 }
@@ -287,7 +302,10 @@ impl<'a> Link<'a> {
             up.link.set_state(LinkState::Connecting);
             info!("Connecting to MASTER {master}");
         }
-        let conn = MasterConn::connect(&up.dialer, master, up.settings.repl_timeout).await?;
+        let mut conn = MasterConn::connect(&up.dialer, master, up.settings.repl_timeout).await?;
+        if let Some(link) = up.settings.compression {
+            conn.ask_compression(link, up.metrics.compression.clone());
+        }
         if slot == Slot::Main {
             info!("MASTER <-> REPLICA sync started");
             up.link.set_state(LinkState::Handshake);
@@ -345,9 +363,11 @@ impl<'a> Link<'a> {
         if self.is_main() {
             info!("Master replied to PING, replication can continue...");
             let (version, valkey) = (server.redis_version.clone(), server.valkey.clone());
+            let compressed = self.conn.compressed();
             self.up.link.update(|l| {
                 l.master_version = version;
                 l.master_valkey = valkey;
+                l.compressed = compressed;
             });
             if let (Some(valkey), Some(announced)) = (&server.valkey, &server.announced) {
                 info!(

@@ -8,7 +8,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::info;
 
-use crate::config::{AnnounceVersion, MasterAddr};
+use crate::compress::{self, Counters};
+use crate::config::{AnnounceVersion, MasterAddr, ZstdLink};
 use crate::duplex::{Reader, Writer};
 use crate::resp::{self, Reply};
 use crate::store::is_replid;
@@ -94,6 +95,8 @@ pub struct MasterServer {
     pub redis_version: Option<String>,
     /// Its replication history and keyspace, when INFO showed them.
     pub history: Option<MasterHistory>,
+    /// `relay_version` of a relay of this project (only a relay says it).
+    pub relay_version: Option<String>,
 }
 
 /// Which histories a master can continue, and whether it holds any keys.
@@ -149,6 +152,7 @@ impl MasterServer {
             announced: None,
             redis_version: field("redis_version"),
             history,
+            relay_version: field("relay_version"),
         }
     }
 }
@@ -184,6 +188,14 @@ pub struct MasterConn {
     buf: BytesMut,
     timeout: Duration,
     last_io: Instant,
+    compression: Option<Compressing>,
+}
+
+/// A compressed link to ask of an upstream relay, and whether it agreed.
+struct Compressing {
+    link: ZstdLink,
+    counters: Counters,
+    agreed: bool,
 }
 
 impl MasterConn {
@@ -208,7 +220,73 @@ impl MasterConn {
             buf: BytesMut::with_capacity(READ_CHUNK),
             timeout,
             last_io: Instant::now(),
+            compression: None,
         }
+    }
+
+    /// Asks for a compressed link in the handshake, if the master turns out to be a relay.
+    pub fn ask_compression(&mut self, link: ZstdLink, counters: Counters) {
+        self.compression = Some(Compressing {
+            link,
+            counters,
+            agreed: false,
+        });
+    }
+
+    /// Whether everything after the PSYNC reply comes compressed.
+    pub fn compressed(&self) -> bool {
+        self.compression.as_ref().is_some_and(|c| c.agreed)
+    }
+
+    /// `REPLCONF relay-compression` of an upstream relay: a master that is not one is never
+    /// asked (it would answer with an error, and a real master must not see the option); a
+    /// relay that does not know it answers with an error, and the link stays plain.
+    async fn negotiate_compression(&mut self, server: &MasterServer) -> Result<()> {
+        let Some(c) = &self.compression else {
+            return Ok(());
+        };
+        let Some(version) = &server.relay_version else {
+            info!(
+                "The master is not a replica-relay: the link is not compressed (--upstream-compression asks relays only)"
+            );
+            return Ok(());
+        };
+        let request = compress::request(&c.link);
+        self.send(&[
+            b"REPLCONF",
+            compress::REPLCONF_OPTION.as_bytes(),
+            request.as_bytes(),
+        ])
+        .await?;
+        let reply = self.read_line().await?;
+        let agreed = reply == "+OK";
+        if agreed {
+            info!(
+                "The upstream relay (replica-relay {version}) compresses the link: zstd {request}"
+            );
+        } else {
+            info!(
+                "(Non critical) The upstream relay (replica-relay {version}) does not compress: {reply}; the link is plain"
+            );
+        }
+        if let Some(c) = &mut self.compression {
+            c.agreed = agreed;
+        }
+        Ok(())
+    }
+
+    /// After the PSYNC reply of a compressed link: what was read past it and everything after
+    /// comes through the decompressing reader.
+    fn start_decompressing(&mut self) -> Result<()> {
+        let Some(c) = self.compression.as_ref().filter(|c| c.agreed) else {
+            return Ok(());
+        };
+        let plain = std::mem::replace(&mut self.rd, Box::new(tokio::io::empty()));
+        let leftover = self.buf.split();
+        let rd = compress::Receiver::new(plain, leftover, c.counters.clone())
+            .map_err(|e| WireError::Io(format!("starting the compressed link: {e}")))?;
+        self.rd = Box::new(rd);
+        Ok(())
     }
 
     pub fn last_io(&self) -> Instant {
@@ -273,6 +351,7 @@ impl MasterConn {
                 info!("(Non critical) Master does not understand {what}: {reply}");
             }
         }
+        self.negotiate_compression(&server).await?;
         Ok(MasterServer {
             announced: version,
             ..server
@@ -338,6 +417,7 @@ impl MasterConn {
             if !is_replid(replid) {
                 protocol!("Master sent an invalid replication ID in +FULLRESYNC: '{replid}'");
             }
+            self.start_decompressing()?;
             return Ok(PsyncReply::Full {
                 replid: replid.to_string(),
                 offset,
@@ -347,6 +427,7 @@ impl MasterConn {
             let id = Some(rest.trim())
                 .filter(|id| is_replid(id))
                 .map(str::to_string);
+            self.start_decompressing()?;
             return Ok(PsyncReply::Continue(id));
         }
         if ["-NOMASTERLINK", "-LOADING", "-BUSY"]

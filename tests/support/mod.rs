@@ -6,6 +6,7 @@
 
 pub mod sentinel;
 pub mod tls;
+pub mod wan;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -459,6 +460,25 @@ impl Client {
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).unwrap();
+    }
+
+    /// The next line that is not empty, without its line ending: a sync's preamble, after the
+    /// newlines a waiting replica is sent.
+    pub fn read_line(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            let line = line.trim();
+            if !line.is_empty() {
+                return line.to_string();
+            }
+        }
+    }
+
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut out = vec![0; n];
+        self.reader.read_exact(&mut out).unwrap();
+        out
     }
 
     pub fn cmd(&mut self, args: &[&str]) -> Value {
