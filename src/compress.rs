@@ -291,11 +291,20 @@ impl Receiver {
     }
 }
 
+/// A frame that failed its checks: the link's bytes were damaged on the way.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt compressed frame from the upstream relay: {0}")]
+pub struct CorruptFrame(String);
+
+impl CorruptFrame {
+    /// The damaged frame inside a read's error, if that is what it was.
+    pub fn within(e: &io::Error) -> Option<&CorruptFrame> {
+        e.get_ref()?.downcast_ref()
+    }
+}
+
 fn corrupt(why: String) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("corrupt compressed frame from the upstream relay: {why}"),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, CorruptFrame(why))
 }
 
 impl AsyncRead for Receiver {

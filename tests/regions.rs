@@ -177,17 +177,46 @@ fn the_compressed_link_is_cut_mid_snapshot_and_mid_stream() {
 }
 
 #[test]
-fn a_damaged_compressed_frame_is_refused_and_never_stored() {
+fn a_damaged_compressed_frame_in_the_stream_is_refused_and_never_stored() {
+    // The snapshot crosses in a few KB; the 50,000th byte down is in the stream.
+    let (far, far_replica) = damaged(200, 50_000);
+    let log = far.log();
+    let after = &log[log.find("corrupt compressed frame").unwrap()..];
+    assert!(
+        after.contains("Successful partial resynchronization"),
+        "resumed from what it stored"
+    );
+    assert_eq!(full_resyncs(&far_replica), 1, "the replica kept its stream");
+}
+
+#[test]
+fn a_damaged_compressed_frame_in_the_snapshot_is_refused_and_never_served() {
+    // 20,000 documents: the 100,000th byte down is in the compressed snapshot.
+    let (far, _) = damaged(20_000, 100_000);
+    let log = far.log();
+    let after = &log[log.find("corrupt compressed frame").unwrap()..];
+    assert!(
+        after.contains("Full resync from master"),
+        "the snapshot came again"
+    );
+    assert!(
+        !log.contains("Full sync failed on the master's side"),
+        "the damage is not the master's"
+    );
+}
+
+/// A far relay whose link flips a bit of the `flip_at`-th byte down, the master holding `docs`
+/// documents first and writing more after; once the far replica holds the master's data
+/// again: the far relay, which counted the damaged frame, and its replica.
+fn damaged(docs: usize, flip_at: u32) -> (Relay, Server) {
     let master = Server::master(&[]);
     let mut m = master.client();
-    write_text(&mut m, "t", 200);
+    write_text(&mut m, "t", docs);
     let near = Relay::of(master.port, &[]);
     near.stored(&master);
-    // The snapshot crosses in a few KB; the 50,000th byte down is in the stream.
-    let wan = Wan::to(near.port, 1, 0, &["--flip-at", "50000"]);
+    let wan = Wan::to(near.port, 1, 0, &["--flip-at", &flip_at.to_string()]);
     let far = far_relay(&wan, &[]);
     let far_replica = Server::replica_of(far.port, &[]);
-    wait_in_sync(&master, &[&far_replica]);
     for i in 0..40 {
         write_mixed(&mut m, &format!("s{i}"), 20);
         write_text(&mut m, &format!("s{i}"), 300);
@@ -197,13 +226,12 @@ fn a_damaged_compressed_frame_is_refused_and_never_stored() {
         (log.contains("corrupt compressed frame"), log.len())
     });
     wait_in_sync(&master, &[&far_replica]);
-    let log = far.log();
-    let after = &log[log.find("corrupt compressed frame").unwrap()..];
+    let (_, metrics) = far.http_get("/metrics");
     assert!(
-        after.contains("Successful partial resynchronization"),
-        "resumed from what it stored"
+        metrics.contains("replica_relay_upstream_sync_failures_total{reason=\"corrupt_frame\"} 1"),
+        "counted by its cause"
     );
-    assert_eq!(full_resyncs(&far_replica), 1, "the replica kept its stream");
+    (far, far_replica)
 }
 
 #[test]

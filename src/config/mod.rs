@@ -557,7 +557,10 @@ mod tests {
             ("upstream-compression-max-delay", "1s"),
         ] {
             let err = Config::resolve(RelayArgs::flags(&[(opt, bad)])).unwrap_err();
-            assert!(format!("{err:#}").contains("zstd level"), "{opt} {bad}: {err:#}");
+            assert!(
+                format!("{err:#}").contains("zstd level"),
+                "{opt} {bad}: {err:#}"
+            );
         }
     }
 

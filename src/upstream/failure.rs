@@ -16,6 +16,8 @@ pub enum FailureReason {
     Timeout,
     Store,
     Link,
+    /// A compressed link's frame arrived damaged (`--upstream-compression`).
+    CorruptFrame,
     /// Not a failure of the link: the empty-master guard held the relay back.
     EmptyMaster,
 }
@@ -31,6 +33,7 @@ impl Label for FailureReason {
         FailureReason::Timeout,
         FailureReason::Store,
         FailureReason::Link,
+        FailureReason::CorruptFrame,
         FailureReason::EmptyMaster,
     ];
 
@@ -44,6 +47,7 @@ impl Label for FailureReason {
             FailureReason::Timeout => "timeout",
             FailureReason::Store => "store",
             FailureReason::Link => "link",
+            FailureReason::CorruptFrame => "corrupt_frame",
             FailureReason::EmptyMaster => "empty_master",
         }
     }
@@ -80,6 +84,8 @@ impl Failure {
         match self {
             Failure::EmptyMaster(_) => FailureReason::EmptyMaster,
             Failure::SnapshotRejected(_) => FailureReason::SnapshotRejected,
+            // Damaged on the way, not refused by the master: nothing of it was stored.
+            Failure::Wire(w) if w.corrupt() => FailureReason::CorruptFrame,
             _ if phase == FailureReason::FullSync => FailureReason::FullSync,
             Failure::Wire(WireError::Auth(_)) => FailureReason::Auth,
             Failure::Timeout | Failure::Wire(WireError::TimedOut) => FailureReason::Timeout,
@@ -174,6 +180,11 @@ mod tests {
         let refused = WireError::Connect(anyhow::anyhow!("Connection refused"));
         let e = during(FailureReason::Connect)(refused.into());
         assert_eq!((e.reason, e.backs_off()), (FailureReason::Connect, false));
+        let damaged = WireError::Corrupt("the checksum of its bytes does not match".into())
+            .truncating("the snapshot ended with 10 of its announced bytes missing".into());
+        let e = during(FailureReason::FullSync)(damaged.into());
+        assert_eq!((e.reason, e.backs_off()), (FailureReason::CorruptFrame, false));
+        assert!(!e.to_string().contains("master's side"), "{e}");
         let writer = anyhow::anyhow!("the store writer has stopped");
         assert_eq!(
             sorted(FailureReason::Link, writer.into()),

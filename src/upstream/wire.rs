@@ -39,6 +39,9 @@ pub enum WireError {
     /// The master closed the connection.
     #[error("Connection with master lost.")]
     Closed,
+    /// A compressed link's frame failed its checks: nothing of it was passed on.
+    #[error("{0}")]
+    Corrupt(String),
     #[error("{0}")]
     Io(String),
     /// A reply the protocol does not allow here, or the master's error reply.
@@ -65,6 +68,15 @@ impl WireError {
             _ => false,
         }
     }
+
+    /// A compressed link's frame was damaged, maybe in the middle of a payload.
+    pub fn corrupt(&self) -> bool {
+        match self {
+            WireError::Corrupt(_) => true,
+            WireError::Truncated { cause, .. } => cause.corrupt(),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = WireError> = std::result::Result<T, E>;
@@ -73,6 +85,18 @@ macro_rules! protocol {
     ($($arg:tt)*) => {
         return Err(WireError::Protocol(format!($($arg)*)))
     };
+}
+
+/// A read that failed: a damaged compressed frame, or the system's words (over TLS, the
+/// master's refusal of our certificate arrives as the first read fails).
+fn reading(e: std::io::Error) -> WireError {
+    match compress::CorruptFrame::within(&e) {
+        Some(frame) => WireError::Corrupt(frame.to_string()),
+        None => WireError::Io(format!(
+            "I/O error reading from MASTER: {}",
+            crate::tls::explain(&e)
+        )),
+    }
 }
 
 fn writing(e: std::io::Error) -> WireError {
@@ -502,7 +526,7 @@ impl MasterConn {
         if self.buf.is_empty() {
             make_room(&mut self.buf);
             let read = self.rd.read_buf(&mut self.buf).await;
-            let n = read.map_err(|e| WireError::Io(format!("Error reading from MASTER: {e}")))?;
+            let n = read.map_err(reading)?;
             if n == 0 {
                 return Err(WireError::Closed);
             }
@@ -558,11 +582,7 @@ impl MasterConn {
         let read = tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf));
         match read.await {
             Err(_) => Err(WireError::TimedOut),
-            // Over TLS the master's refusal of our certificate arrives as the first read fails.
-            Ok(Err(e)) => Err(WireError::Io(format!(
-                "I/O error reading from MASTER: {}",
-                crate::tls::explain(&e)
-            ))),
+            Ok(Err(e)) => Err(reading(e)),
             Ok(Ok(0)) => Err(WireError::Closed),
             Ok(Ok(_)) => {
                 self.last_io = Instant::now();
