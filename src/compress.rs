@@ -120,41 +120,62 @@ impl Counters {
 /// A writer that compresses what is written to it onto `out`: a task reads the bytes through
 /// a bounded pipe, waits up to `max_delay` for more (or a full frame), compresses them off the
 /// runtime and writes the frame. The task ends, flushing what it holds, when the writer is
-/// dropped; a write fails once `out` failed.
-pub fn sender(out: Writer, settings: ZstdLink, counters: Counters) -> io::Result<Writer> {
+/// dropped, and at once when a frame cannot be written within `timeout` (the link stalled);
+/// a write fails once `out` failed.
+pub fn sender(
+    out: Writer,
+    settings: ZstdLink,
+    counters: Counters,
+    timeout: Duration,
+) -> io::Result<Writer> {
     let mut encoder = Encoder::new(settings.level)?;
     encoder.set_parameter(zstd::stream::raw::CParameter::WindowLog(WINDOW_LOG_MAX))?;
     let (writer, reader) = tokio::io::duplex(PIPE);
-    tokio::spawn(send_frames(reader, out, encoder, settings, counters));
+    let link = Outgoing {
+        out,
+        settings,
+        counters,
+        timeout,
+    };
+    tokio::spawn(link.send_frames(reader, encoder));
     Ok(Box::new(writer))
 }
 
-async fn send_frames(
-    mut input: tokio::io::DuplexStream,
-    mut out: Writer,
-    mut encoder: Encoder<'static>,
+/// The sending end of a compressed link.
+struct Outgoing {
+    out: Writer,
     settings: ZstdLink,
     counters: Counters,
-) {
-    let mut pending = BytesMut::with_capacity(MAX_FRAME);
-    loop {
-        let open = gather(&mut input, &mut pending, settings.max_delay).await;
-        if !pending.is_empty() {
-            let plain = pending.split().freeze();
-            let counters = counters.clone();
-            let Ok(Ok((back, frame))) =
-                tokio::task::spawn_blocking(move || frame(encoder, &plain, &counters)).await
-            else {
-                return;
-            };
-            encoder = back;
-            if out.write_all(&frame).await.is_err() {
+    timeout: Duration,
+}
+
+impl Outgoing {
+    async fn send_frames(
+        mut self,
+        mut input: tokio::io::DuplexStream,
+        mut encoder: Encoder<'static>,
+    ) {
+        let mut pending = BytesMut::with_capacity(MAX_FRAME);
+        loop {
+            let open = gather(&mut input, &mut pending, self.settings.max_delay).await;
+            if !pending.is_empty() {
+                let plain = pending.split().freeze();
+                let counters = self.counters.clone();
+                let Ok(Ok((back, frame))) =
+                    tokio::task::spawn_blocking(move || frame(encoder, &plain, &counters)).await
+                else {
+                    return;
+                };
+                encoder = back;
+                let sent = tokio::time::timeout(self.timeout, self.out.write_all(&frame)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    return;
+                }
+            }
+            if !open {
+                let _ = tokio::time::timeout(self.timeout, self.out.shutdown()).await;
                 return;
             }
-        }
-        if !open {
-            let _ = out.shutdown().await;
-            return;
         }
     }
 }
@@ -357,7 +378,7 @@ mod tests {
             max_delay: Duration::from_millis(1),
         };
         let sent = counters();
-        let mut wr = sender(Box::new(a), settings, sent.clone()).unwrap();
+        let mut wr = sender(Box::new(a), settings, sent.clone(), Duration::from_secs(5)).unwrap();
         // The wire between them, where a byte may be flipped.
         let wire = tokio::spawn(async move {
             let mut all = Vec::new();
@@ -439,6 +460,43 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "byte {at}: {e}");
             assert!(e.to_string().contains("corrupt compressed frame"), "{e}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_link_ends_the_sender_and_then_the_writes() {
+        // The far end never reads: once its buffer and the pipe are full, the sender's write
+        // times out, it ends, and the session's next write fails instead of waiting forever.
+        let (a, _never_read) = tokio::io::duplex(1 << 10);
+        let settings = ZstdLink {
+            level: 1,
+            max_delay: Duration::from_millis(1),
+        };
+        let mut wr = sender(
+            Box::new(a),
+            settings,
+            counters(),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let mut x = 1u64;
+        let chunk: Vec<u8> = (0..65536)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (x >> 56) as u8
+            })
+            .collect();
+        let failed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if wr.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            failed.is_ok(),
+            "the writes went on waiting on a stalled link"
+        );
     }
 
     #[test]

@@ -708,9 +708,12 @@ impl Session {
         self.write(line.as_bytes()).await?;
         if let Some(link) = self.client.compression {
             let plain = std::mem::replace(&mut self.wr, Box::new(tokio::io::sink()));
-            let counters = self.cx.metrics.compression.clone();
-            self.wr =
-                compress::sender(plain, link, counters).context("starting the compressed link")?;
+            let (counters, timeout) = (
+                self.cx.metrics.compression.clone(),
+                self.cx.settings.repl_timeout,
+            );
+            self.wr = compress::sender(plain, link, counters, timeout)
+                .context("starting the compressed link")?;
             info!(
                 "Replication to {} is compressed from here on (zstd level {}, frames at most {} us late)",
                 self.name,

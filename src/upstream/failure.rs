@@ -183,7 +183,10 @@ mod tests {
         let damaged = WireError::Corrupt("the checksum of its bytes does not match".into())
             .truncating("the snapshot ended with 10 of its announced bytes missing".into());
         let e = during(FailureReason::FullSync)(damaged.into());
-        assert_eq!((e.reason, e.backs_off()), (FailureReason::CorruptFrame, false));
+        assert_eq!(
+            (e.reason, e.backs_off()),
+            (FailureReason::CorruptFrame, false)
+        );
         assert!(!e.to_string().contains("master's side"), "{e}");
         let writer = anyhow::anyhow!("the store writer has stopped");
         assert_eq!(
