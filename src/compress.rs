@@ -187,6 +187,8 @@ async fn gather(
     pending: &mut BytesMut,
     max_delay: Duration,
 ) -> bool {
+    // Room for a whole frame; the last frame's buffer is reclaimed once it has been sent.
+    pending.reserve(MAX_FRAME - pending.len());
     let mut deadline = None;
     while pending.len() < MAX_FRAME {
         let room = MAX_FRAME - pending.len();
