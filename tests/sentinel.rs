@@ -451,3 +451,99 @@ fn a_master_restarted_empty_does_not_empty_the_replicas() {
         2
     );
 }
+
+/// A Sentinel that has not learnt of a failover: it names `master` in configuration epoch 0,
+/// and otherwise answers as a Sentinel does to what the relay sends it (SUBSCRIBE, PING). A
+/// real Sentinel is stale only for a moment, which a test cannot hold; this one stays stale.
+fn stale_sentinel(master: u16) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { return };
+            std::thread::spawn(move || {
+                let mut w = sock.try_clone().unwrap();
+                let mut lines = BufReader::new(sock).lines();
+                let bulk = |s: &str| format!("${}\r\n{s}\r\n", s.len());
+                while let Some(Ok(line)) = lines.next() {
+                    // Each command: *N, then $len and the word for each argument.
+                    let Some(n) = line.strip_prefix('*').and_then(|n| n.parse::<usize>().ok())
+                    else {
+                        continue;
+                    };
+                    let args: Vec<String> = (0..n)
+                        .filter_map(|_| {
+                            lines.next();
+                            lines.next().and_then(Result::ok)
+                        })
+                        .collect();
+                    let word = |i: usize| args.get(i).map(|a| a.to_ascii_uppercase());
+                    let reply = match word(0).as_deref().unwrap_or("") {
+                        "SENTINEL" if word(1).as_deref() == Some("GET-MASTER-ADDR-BY-NAME") => {
+                            format!("*2\r\n{}{}", bulk("127.0.0.1"), bulk(&master.to_string()))
+                        }
+                        "SENTINEL" => {
+                            let fields = [
+                                ("name", sentinel::NAME.to_string()),
+                                ("ip", "127.0.0.1".into()),
+                                ("port", master.to_string()),
+                                ("flags", "master".into()),
+                                ("config-epoch", "0".into()),
+                            ];
+                            let items: String =
+                                fields.iter().map(|(k, v)| bulk(k) + &bulk(v)).collect();
+                            format!("*{}\r\n{items}", fields.len() * 2)
+                        }
+                        "SUBSCRIBE" => {
+                            format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk(&args[1]))
+                        }
+                        "PING" => format!("*2\r\n{}{}", bulk("pong"), bulk("")),
+                        _ => "+OK\r\n".into(),
+                    };
+                    if w.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// After a failover, a Sentinel that has not learnt of it still names the old master: the relay
+/// follows what the Sentinels name in the newest configuration epoch, as Sentinel itself does,
+/// even when the stale one is the first of its list and its master still says role:master.
+#[test]
+fn a_stale_sentinel_does_not_move_the_relay_back_to_an_old_master() {
+    let master = Server::master(&[]);
+    let replica = Server::replica_of(master.port, &[]);
+    fill(&master, "k", 100);
+    wait_in_sync(&master, &[&replica]);
+    let sentinels = sentinel::three(master.port);
+    sentinels[0]
+        .client()
+        .cmd(&["SENTINEL", "FAILOVER", sentinel::NAME]);
+    for s in &sentinels {
+        wait_for("every Sentinel to name the promoted replica", || {
+            let named = s.master_port();
+            (named == Some(replica.port), named)
+        });
+    }
+    // The old master stands alone and says role:master, as one back from a pause does.
+    let old = Server::master(&[]);
+    let stale = stale_sentinel(old.port);
+    let mut list = vec![format!("127.0.0.1:{stale}")];
+    list.extend(sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)));
+    let relay = Relay::start(&[
+        "--sentinel",
+        &list.join(","),
+        "--sentinel-master",
+        sentinel::NAME,
+    ]);
+    following(&relay, replica.port);
+    assert!(
+        !relay.log().contains(&format!("to 127.0.0.1:{}", old.port)),
+        "the relay followed the stale Sentinel's master"
+    );
+}

@@ -41,6 +41,7 @@ pub async fn run(up: Arc<Upstream>) {
         up: &up,
         name,
         named: None,
+        epoch: None,
         listened: false,
     };
     let mut backoff = Duration::from_secs(1);
@@ -83,8 +84,17 @@ struct Watcher<'a> {
     name: &'a str,
     /// What the Sentinels named last.
     named: Option<MasterAddr>,
+    /// The configuration epoch of that answer, when the Sentinel said it.
+    epoch: Option<u64>,
     /// The current watch got as far as listening for failovers.
     listened: bool,
+}
+
+/// A Sentinel's answer: the master, and the configuration epoch it was named in (`SENTINEL
+/// MASTER`'s `config-epoch`; unknown where only `get-master-addr-by-name` is allowed).
+struct Answer {
+    master: MasterAddr,
+    epoch: Option<u64>,
 }
 
 impl Watcher<'_> {
@@ -97,8 +107,8 @@ impl Watcher<'_> {
     }
 
     async fn listen(&mut self, sentinel: &MasterAddr) -> Result<std::convert::Infallible> {
-        let master = self.ask(sentinel).await?;
-        self.adopt(master, Repoint::Sentinel).await;
+        let answer = self.newest(sentinel).await?;
+        self.adopt(answer, Repoint::Sentinel).await;
         // Replies come at least every RECHECK (the PING's): a silent subscription is dead.
         let mut conn = self.connect(sentinel, RECHECK * 3).await?;
         let reply = conn.request(&[b"SUBSCRIBE", b"+switch-master"]).await?;
@@ -120,16 +130,19 @@ impl Watcher<'_> {
         loop {
             tokio::select! {
                 message = conn.read_reply() => {
-                    if let Some(new) = self.switched(&message?) {
-                        self.adopt(new, Repoint::SwitchMaster).await;
+                    if let Some(master) = self.switched(&message?) {
+                        // Announced at the end of a failover, in an epoch greater than any
+                        // answer before it: a Sentinel still naming the old master is behind.
+                        let epoch = self.epoch.map(|e| e + 1);
+                        self.adopt(Answer { master, epoch }, Repoint::SwitchMaster).await;
                     }
                 }
                 _ = recheck.tick() => {
                     // Keeps the subscription alive (a PING is answered in subscribed mode)
                     // and catches a failover announced before it was subscribed.
                     conn.send(&[b"PING"]).await?;
-                    let master = self.ask(sentinel).await?;
-                    self.adopt(master, Repoint::Sentinel).await;
+                    let answer = self.newest(sentinel).await?;
+                    self.adopt(answer, Repoint::Sentinel).await;
                 }
             }
         }
@@ -149,27 +162,64 @@ impl Watcher<'_> {
         }
     }
 
-    /// `SENTINEL get-master-addr-by-name <name>` on a short connection of its own.
-    async fn ask(&self, sentinel: &MasterAddr) -> Result<MasterAddr> {
+    /// The answer of the Sentinel watched (its failure ends the watch) or of another one that
+    /// names the master in a newer configuration epoch: a Sentinel that has not learnt of a
+    /// failover yet still names the old master, in the old epoch (Sentinel's own rule: the
+    /// greater epoch wins).
+    async fn newest(&self, watched: &MasterAddr) -> Result<Answer> {
+        let mut newest = self.ask(watched).await?;
+        for other in self.up.settings.sentinels.iter().filter(|s| *s != watched) {
+            if let Ok(answer) = self.ask(other).await
+                && answer.epoch > newest.epoch
+            {
+                newest = answer;
+            }
+        }
+        Ok(newest)
+    }
+
+    /// `SENTINEL MASTER <name>` (its address and configuration epoch) on a short connection
+    /// of its own; `SENTINEL get-master-addr-by-name <name>` where that is refused (an ACL).
+    async fn ask(&self, sentinel: &MasterAddr) -> Result<Answer> {
         let ask = async {
             let mut conn = self.connect(sentinel, TIMEOUT).await?;
+            let args: [&[u8]; 3] = [b"SENTINEL", b"MASTER", self.name.as_bytes()];
+            if let Reply::Array(items) = conn.request(&args).await? {
+                let field = |name: &str| {
+                    items.chunks(2).find_map(|kv| match kv {
+                        [Reply::Bulk(k), Reply::Bulk(v)] if k.as_ref() == name.as_bytes() => {
+                            Some(String::from_utf8_lossy(v).into_owned())
+                        }
+                        _ => None,
+                    })
+                };
+                if let (Some(host), Some(port)) = (field("ip"), field("port")) {
+                    let epoch = field("config-epoch").and_then(|e| e.parse().ok());
+                    let master = MasterAddr::parse(&host, &port)?;
+                    return Ok(Answer { master, epoch });
+                }
+            }
             let args: [&[u8]; 3] = [
                 b"SENTINEL",
                 b"get-master-addr-by-name",
                 self.name.as_bytes(),
             ];
-            match conn.request(&args).await? {
+            let master = match conn.request(&args).await? {
                 Reply::Array(items) => match &items[..] {
                     [Reply::Bulk(host), Reply::Bulk(port)] => MasterAddr::parse(
                         &String::from_utf8_lossy(host),
                         &String::from_utf8_lossy(port),
-                    ),
+                    )?,
                     _ => bail!("malformed reply to SENTINEL get-master-addr-by-name"),
                 },
                 Reply::Nil => bail!("this Sentinel monitors no master named '{}'", self.name),
                 Reply::Error(e) => bail!("SENTINEL get-master-addr-by-name: {e}"),
                 other => bail!("unexpected reply to SENTINEL get-master-addr-by-name: {other:?}"),
-            }
+            };
+            Ok(Answer {
+                master,
+                epoch: None,
+            })
         };
         tokio::time::timeout(TIMEOUT, ask)
             .await
@@ -198,9 +248,14 @@ impl Watcher<'_> {
     /// Follows `master` if it is new from the Sentinels and its INFO says it is a master. The
     /// first answer only records it when `--replicaof` names where to attach (a replica, or
     /// another relay): the Sentinels move such a relay at the next failover.
-    async fn adopt(&mut self, master: MasterAddr, reason: Repoint) {
+    async fn adopt(&mut self, answer: Answer, reason: Repoint) {
+        let Answer { master, epoch } = answer;
         if self.named.as_ref() == Some(&master) {
+            self.epoch = self.epoch.max(epoch);
             return;
+        }
+        if epoch.is_some() && epoch < self.epoch {
+            return; // a Sentinel behind the one that named the master followed now
         }
         if self.named.is_none()
             && let Some(configured) = &self.up.settings.replicaof
@@ -211,6 +266,7 @@ impl Watcher<'_> {
             );
             self.up.sentinel.update(|s| s.named = Some(master.clone()));
             self.named = Some(master);
+            self.epoch = epoch;
             return;
         }
         if let Err(e) = self.is_master(&master).await {
@@ -226,6 +282,7 @@ impl Watcher<'_> {
         self.up.control.set(Some(master.clone()), reason, &why);
         self.up.sentinel.update(|s| s.named = Some(master.clone()));
         self.named = Some(master);
+        self.epoch = epoch;
     }
 
     /// Whether `master` says `role:master` in its INFO: a client checks what Sentinel names.
