@@ -1,6 +1,7 @@
 //! replica-relay: a replication relay for Redis and Valkey. It attaches to a master once, keeps
 //! the snapshot and the replication stream on disk, and serves any number of replicas.
 
+mod archive;
 mod compat;
 mod compress;
 mod config;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::archive::{self, Archive, ArchiveMetrics};
 use crate::config::{Config, MasterAddr};
 use crate::downstream::{self, DownstreamMetrics, Replicas};
 use crate::link::{self, LinkControl};
@@ -132,12 +133,17 @@ pub async fn run(config: Config) -> Result<()> {
     let plain = listen(&config, config.port).await?;
     let secure = listen(&config, config.tls_port).await?;
     let admin_listener = admin::bind(&config).await?;
+    let archive = (config.archive.as_deref())
+        .map(|url| Archive::open(url, config.archive_endpoint.as_deref()))
+        .transpose()?;
+    let archive_metrics = ArchiveMetrics::new();
     let rooms = Rooms::wire(config, (writes, store), store_metrics, master, tls.as_ref());
     let metrics = Metrics::new(&[
         &rooms.store_metrics,
         &rooms.view.control,
         rooms.upstream.metrics.as_ref(),
         rooms.downstream_metrics.as_ref(),
+        &archive_metrics,
     ]);
     let admin = Arc::new(Admin {
         view: rooms.view.clone(),
@@ -180,6 +186,16 @@ pub async fn run(config: Config) -> Result<()> {
     }
     if let Some(tls) = &tls {
         tasks.push(tokio::spawn(tls::watch(tls.clone(), shutdown.clone())));
+    }
+    if let Some(archive) = archive {
+        let (dir, rate) = (cfg.dir.clone(), cfg.archive_rate.map(|r| r.0));
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = archive::run(archive, dir, rate, archive_metrics) => {}
+                _ = stop.cancelled() => {}
+            }
+        }));
     }
     wait_for_signal().await;
     info!("Received SIGTERM, shutting down: closing links and flushing the store");

@@ -27,8 +27,15 @@ pub struct RestoreArgs {
     /// The relay's --dir. Several, one per shard of a Redis Cluster: every shard restored to
     /// the same moment (--at, default now), into --out/shard-<i> in the order given, with
     /// --out/cluster.json.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "from")]
     dir: Vec<PathBuf>,
+    /// Restore from the archive a relay's --archive wrote (s3://bucket/prefix, file:///path)
+    /// instead of a --dir: on any machine, the archive alone.
+    #[arg(long, value_name = "URL", conflicts_with = "dir")]
+    from: Option<String>,
+    /// The endpoint of an S3-compatible store for --from, like http://minio:9000.
+    #[arg(long, value_name = "URL", env = "REPLICA_RELAY_ARCHIVE_ENDPOINT")]
+    archive_endpoint: Option<String>,
     /// Print the window that can be restored, and nothing else.
     #[arg(long)]
     list: bool,
@@ -77,7 +84,22 @@ enum Format {
     Rdb,
 }
 
-pub fn run(args: RestoreArgs) -> Result<()> {
+pub fn run(mut args: RestoreArgs) -> Result<()> {
+    if let Some(url) = args.from.clone() {
+        // The archive's files are laid out as a store, beside what is made (or in the
+        // system's temporary directory for --list), and removed after.
+        let beside = args
+            .out
+            .as_ref()
+            .and_then(|o| o.parent())
+            .filter(|p| !p.as_os_str().is_empty());
+        let staged = tempfile::Builder::new()
+            .prefix(".replica-relay-archive-")
+            .tempdir_in(beside.map_or_else(std::env::temp_dir, Path::to_path_buf))?;
+        crate::archive::stage(&url, args.archive_endpoint.as_deref(), staged.path())?;
+        args.dir = vec![staged.path().to_path_buf()];
+        return restore(args).map(|_| ());
+    }
     if args.dir.len() > 1 {
         return cluster::restore_all(args);
     }
@@ -89,6 +111,8 @@ pub fn run(args: RestoreArgs) -> Result<()> {
 fn rebuild(dir: &Path, offset: u64, out: &Path) -> Result<u64> {
     restore(RestoreArgs {
         dir: vec![dir.to_path_buf()],
+        from: None,
+        archive_endpoint: None,
         list: false,
         offset: Some(offset),
         at: None,

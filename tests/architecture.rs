@@ -53,6 +53,8 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
             "tls",
         ],
     ),
+    // The archive in object storage: reads the store's files, beside both links.
+    ("archive", 3, &["hold", "instruments", "store"]),
     (
         "downstream",
         3,
@@ -94,6 +96,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         "relay",
         5,
         &[
+            "archive",
             "config",
             "downstream",
             "instruments",
@@ -110,6 +113,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         "restore",
         6,
         &[
+            "archive",
             "compat",
             "decode",
             "feed",

@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{Relay, Server, wait_for, wait_in_sync, write_mixed};
+use support::{Holds, Relay, Server, wait_for, wait_in_sync, write_mixed};
 
 /// Writes about 150 kB on the master: past the tests' `--snapshot-refresh 100kb`.
 fn outgrow_the_snapshot(master: &Server, round: usize) {
@@ -406,40 +406,6 @@ fn a_damaged_stored_snapshot_is_refreshed_from_the_master() {
     });
     let newcomer = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&replica, &newcomer]);
-}
-
-/// Hold points (`REPLICA_RELAY_HOLD`): the first process to reach an armed point waits there
-/// until the test lets it go.
-struct Holds(tempfile::TempDir);
-
-impl Holds {
-    fn arm(points: &[&str]) -> Holds {
-        let dir = tempfile::tempdir().unwrap();
-        for p in points {
-            std::fs::write(dir.path().join(format!("{p}.armed")), "").unwrap();
-        }
-        Holds(dir)
-    }
-
-    fn env(&self) -> (&'static str, String) {
-        ("REPLICA_RELAY_HOLD", self.0.path().display().to_string())
-    }
-
-    /// Waits until a process is held at `point`; its PID.
-    fn reached(&self, point: &str) -> u32 {
-        let path = self.0.path().join(point);
-        wait_for(&format!("a process held at {point}"), || {
-            let pid = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| t.trim().parse::<u32>().ok());
-            (pid.is_some(), pid)
-        })
-        .unwrap()
-    }
-
-    fn release(&self, point: &str) {
-        std::fs::write(self.0.path().join(format!("{point}.go")), "").unwrap();
-    }
 }
 
 /// Whether `pid` is a live process (a zombie is not).

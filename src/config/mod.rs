@@ -210,6 +210,15 @@ options! {
     /// has, like 1ms (at most 100ms): longer waits make larger frames, which compress better.
     upstream_compression_max_delay: Duration = "1ms", "upstream-compression-max-delay",
         "REPLICA_RELAY_UPSTREAM_COMPRESSION_MAX_DELAY";
+    /// Archive to object storage: every snapshot put in service and every sealed log segment,
+    /// with its checksums and time index, uploaded in order, for `replica-relay restore --from`
+    /// on any machine. s3://bucket/prefix (credentials from the environment: AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, a web identity, the instance's role) or file:///path.
+    archive: Option<String> = "", "archive", "REPLICA_RELAY_ARCHIVE";
+    /// The endpoint of an S3-compatible store for --archive, like http://minio:9000.
+    archive_endpoint: Option<String> = "", "archive-endpoint", "REPLICA_RELAY_ARCHIVE_ENDPOINT";
+    /// The most bytes a second uploads to --archive take, like 50mb. Unset: no bound.
+    archive_rate: Option<Bytes> = "", "archive-rate", "REPLICA_RELAY_ARCHIVE_RATE";
     /// Keep the snapshot in service and the replicas where they are while a master with
     /// another history holds no keys (a master without persistence restarted empty), instead
     /// of giving them its empty dataset.
@@ -426,6 +435,11 @@ impl Config {
         }
         if self.sentinel_user.is_some() && self.sentinel_password.is_none() {
             bail!("sentinel-user needs sentinel-password (the user's password)");
+        }
+        if let Some(url) = &self.archive
+            && !(url.starts_with("s3://") || url.starts_with("file:///"))
+        {
+            bail!("archive {url}: not s3://bucket/prefix or file:///path");
         }
         if let Err(e) = self.upstream_compression.settings(self) {
             bail!("upstream-compression-level and upstream-compression-max-delay: {e}");

@@ -19,6 +19,7 @@
 
 mod cut;
 pub mod history;
+pub mod holdings;
 mod identity;
 mod index;
 mod intake;

@@ -306,15 +306,21 @@ impl Retention {
     }
 
     fn save(&self, dir: &Path) {
-        let text: String = self
-            .kept
-            .iter()
-            .map(|(p, _)| format!("{} {} {}\n", p.offset, p.size, p.name))
-            .collect();
-        if let Err(e) = write_atomically(dir, &text) {
+        let points: Vec<_> = self.kept.iter().map(|(p, _)| p.clone()).collect();
+        if let Err(e) = save_points(dir, &points) {
             warn!("Writing the list of restore points: {e:#}");
         }
     }
+}
+
+/// Writes `<dir>/restore-points`: the retention's list, or an archive's for a store rebuilt
+/// from it.
+pub(super) fn save_points(dir: &Path, points: &[RestorePoint]) -> Result<()> {
+    let text: String = points
+        .iter()
+        .map(|p| format!("{} {} {}\n", p.offset, p.size, p.name))
+        .collect();
+    write_atomically(dir, &text)
 }
 
 /// The time of the first mark of the log past `offset`.

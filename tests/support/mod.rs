@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
 pub mod sentinel;
 pub mod tls;
 pub mod wan;
@@ -717,5 +718,44 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Hold points (`REPLICA_RELAY_HOLD`): the first process to reach an armed point waits there
+/// until the test lets it go.
+pub struct Holds(tempfile::TempDir);
+
+impl Holds {
+    pub fn arm(points: &[&str]) -> Holds {
+        let dir = tempfile::tempdir().unwrap();
+        for p in points {
+            std::fs::write(dir.path().join(format!("{p}.armed")), "").unwrap();
+        }
+        Holds(dir)
+    }
+
+    /// Arms `point` now, in processes already running.
+    pub fn arm_now(&self, point: &str) {
+        std::fs::write(self.0.path().join(format!("{point}.armed")), "").unwrap();
+    }
+
+    pub fn env(&self) -> (&'static str, String) {
+        ("REPLICA_RELAY_HOLD", self.0.path().display().to_string())
+    }
+
+    /// Waits until a process is held at `point`; its PID.
+    pub fn reached(&self, point: &str) -> u32 {
+        let path = self.0.path().join(point);
+        wait_for(&format!("a process held at {point}"), || {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok());
+            (pid.is_some(), pid)
+        })
+        .unwrap()
+    }
+
+    pub fn release(&self, point: &str) {
+        std::fs::write(self.0.path().join(format!("{point}.go")), "").unwrap();
     }
 }

@@ -1,0 +1,185 @@
+//! The archive's manifest: what was uploaded, in order, with each object's checksum. It is
+//! written after every object, so an object is archived once the manifest names it: an upload
+//! cut by kill -9 is sent again, nothing named is.
+//!
+//! The archive holds lines: one replication history, as the store held it, without a gap.
+//! A line begins when the store's history does not continue the archive's (a full sync that
+//! replaced the history, or log trimmed before it was uploaded); a restore reads one line.
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest's own name, under the archive's prefix.
+pub const NAME: &str = "manifest.json";
+
+/// What this version of the relay writes and understands.
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub format: u32,
+    pub lines: Vec<Line>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Line {
+    pub number: u32,
+    /// The history's replication ID as of the last upload (it changes at a failover the
+    /// history went on through, as a replica's does).
+    pub replid: String,
+    pub snapshots: Vec<Snapshot>,
+    /// The log's segments, consecutive: each starts where the one before it ends.
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The store's file name (under `snapshots/`).
+    pub name: String,
+    /// Upstream's offset at the snapshot: the log after it starts at `offset + 1`.
+    pub offset: u64,
+    pub object: Object,
+    /// When it was uploaded (Unix milliseconds).
+    pub uploaded_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Segment {
+    pub start: u64,
+    /// The segment's bytes, its checksum index and its time index.
+    pub log: Object,
+    pub index: Object,
+    pub times: Object,
+    pub uploaded_ms: u64,
+}
+
+impl Segment {
+    pub fn end(&self) -> u64 {
+        self.start + self.log.size
+    }
+}
+
+/// One uploaded object: its key under the archive's prefix, size and CRC32C.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+    pub crc32c: u32,
+}
+
+impl Manifest {
+    pub fn parse(bytes: &[u8]) -> anyhow::Result<Manifest> {
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| anyhow::anyhow!("the archive's {NAME} is damaged: {e}"))?;
+        if manifest.format != FORMAT {
+            anyhow::bail!(
+                "the archive's {NAME} has format {}; this relay reads format {FORMAT}",
+                manifest.format
+            );
+        }
+        Ok(manifest)
+    }
+
+    pub fn new() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            lines: Vec::new(),
+        }
+    }
+
+    pub fn line(&self) -> Option<&Line> {
+        self.lines.last()
+    }
+
+    /// Starts a line for the history `replid`; the key prefix of its objects.
+    pub fn begin_line(&mut self, replid: &str) -> &mut Line {
+        let number = self.lines.last().map_or(1, |l| l.number + 1);
+        self.lines.push(Line {
+            number,
+            replid: replid.to_string(),
+            ..Line::default()
+        });
+        self.lines.last_mut().expect("just pushed")
+    }
+}
+
+impl Line {
+    /// Where the next segment must start; `None` before the first.
+    pub fn end(&self) -> Option<u64> {
+        self.segments.last().map(Segment::end)
+    }
+
+    /// The key prefix of the line's objects.
+    pub fn prefix(&self) -> String {
+        format!("lines/{:06}", self.number)
+    }
+
+    /// The snapshots a restore can start from: those whose log the line holds (the log after
+    /// one starts in the line's first segment or later, and not after its end), oldest first.
+    pub fn restorable(&self) -> Vec<&Snapshot> {
+        let (Some(first), Some(end)) = (self.segments.first(), self.end()) else {
+            return Vec::new();
+        };
+        let mut points: Vec<_> = self
+            .snapshots
+            .iter()
+            .filter(|s| s.offset + 1 >= first.start && s.offset < end)
+            .collect();
+        points.sort_by_key(|s| s.offset);
+        points
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &str, size: u64) -> Object {
+        Object {
+            key: key.into(),
+            size,
+            crc32c: 7,
+        }
+    }
+
+    fn segment(start: u64, size: u64) -> Segment {
+        Segment {
+            start,
+            log: object("l", size),
+            index: object("i", 1),
+            times: object("t", 1),
+            uploaded_ms: 0,
+        }
+    }
+
+    fn snapshot(offset: u64) -> Snapshot {
+        Snapshot {
+            name: format!("x-{offset}.rdb"),
+            offset,
+            object: object("s", 10),
+            uploaded_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_line_restores_from_the_snapshots_its_log_covers() {
+        let mut m = Manifest::new();
+        let line = m.begin_line("a");
+        line.snapshots = vec![snapshot(500), snapshot(99), snapshot(2000), snapshot(40)];
+        line.segments = vec![segment(100, 400), segment(500, 1000)];
+        let offsets: Vec<u64> = line.restorable().iter().map(|s| s.offset).collect();
+        // 40's log starts before the line's; 2000 is past its end, its log not uploaded yet.
+        assert_eq!(offsets, vec![99, 500]);
+        assert_eq!(line.end(), Some(1500));
+        let text = serde_json::to_vec(&m).unwrap();
+        assert_eq!(Manifest::parse(&text).unwrap(), m);
+        assert_eq!(m.begin_line("b").prefix(), "lines/000002");
+    }
+
+    #[test]
+    fn a_damaged_or_newer_manifest_is_refused_in_words() {
+        let e = Manifest::parse(b"{\"format\":1,\"lines\":[").unwrap_err();
+        assert!(e.to_string().contains("damaged"), "{e}");
+        let e = Manifest::parse(b"{\"format\":9,\"lines\":[]}").unwrap_err();
+        assert!(e.to_string().contains("format 9"), "{e}");
+    }
+}

@@ -1,0 +1,324 @@
+//! The archive in object storage (`--archive`), against a real S3-compatible server (s3s-fs):
+//! restores from the archive alone, with the relay and its --dir gone; a damaged object stops
+//! them; an upload cut by kill -9 resumes without sending again what the manifest names; the
+//! object store away and back.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::s3::S3;
+use support::*;
+
+/// What the tests' relays archive under the bucket.
+const PREFIX: &str = "relay";
+
+fn archiving_relay(s3: &S3, master: u16, extra: &[&str]) -> Relay {
+    let url = s3.url(PREFIX);
+    let port = master.to_string();
+    let mut flags = vec!["--replicaof", "127.0.0.1", &port, "--archive", &url];
+    flags.extend(["--log-segment-size", "16kb"]);
+    flags.extend_from_slice(extra);
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Relay::start_with(None, &env, &flags)
+}
+
+fn restore_from(s3: &S3, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .args(["restore", "--from", &s3.url(PREFIX)])
+        .args(args)
+        .envs(s3.env())
+        .output()
+        .unwrap()
+}
+
+/// Restores from the archive into `out`; what the restore said.
+fn restored(s3: &S3, out: &Path, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend(["--out", out.to_str().unwrap()]);
+    let done = restore_from(s3, &all);
+    let said = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(done.status.success(), "restore --from {args:?}: {said}");
+    said
+}
+
+fn loaded_digest(out: &Path) -> String {
+    let server = Server::start(&["--dir", out.to_str().unwrap(), "--appendonly", "yes"]);
+    server.client().digest()
+}
+
+/// The offset after the last log byte the archive holds, and its objects counted.
+fn archived(s3: &S3) -> (u64, usize) {
+    let Some(manifest) = s3.manifest(PREFIX) else {
+        return (0, 0);
+    };
+    let lines = manifest["lines"].as_array().unwrap();
+    let line = lines.last().unwrap();
+    let segments = line["segments"].as_array().unwrap();
+    let end = segments.last().map_or(0, |s| {
+        s["start"].as_u64().unwrap() + s["log"]["size"].as_u64().unwrap()
+    });
+    let objects = lines
+        .iter()
+        .map(|l| {
+            l["snapshots"].as_array().unwrap().len() + 3 * l["segments"].as_array().unwrap().len()
+        })
+        .sum();
+    (end, objects)
+}
+
+/// Writes to the master until the archive holds the log up to `offset` (sealed segments only
+/// are archived: the writes fill the one being written).
+fn archive_past(s3: &S3, m: &mut Client, offset: u64) {
+    let mut n = 0;
+    wait_for("the archive to hold the log up to the offset", || {
+        let (end, _) = archived(s3);
+        if end <= offset {
+            n += 1;
+            m.cmd(&["SET", &format!("filler:{n}"), &"f".repeat(2048)]);
+        }
+        (end > offset, end)
+    });
+}
+
+fn relay_num(relay: &Relay, field: &str) -> i64 {
+    relay.client().info_num("relay", field)
+}
+
+fn metric(relay: &Relay, name: &str) -> u64 {
+    let (_, text) = relay.http_get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("replica_relay_{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// A write load over several snapshot refreshes, then the relay and its --dir deleted: the
+/// archive alone restores recorded offsets and moments, before a refresh the relay's own store
+/// no longer holds, and the data just before a FLUSHALL, each loading with its digest.
+#[test]
+fn the_archive_alone_restores_offsets_moments_and_before_flushall() {
+    let Some(s3) = S3::start() else { return };
+    let master = Server::master(&[]);
+    let mut relay = archiving_relay(&s3, master.port, &["--snapshot-refresh", "256kb"]);
+    let mut m = master.client();
+    let mut points = Vec::new();
+    for tag in ["a", "b", "c"] {
+        write_mixed(&mut m, tag, 5);
+        let offset = relay.stored(&master);
+        let (_, unix_ms) = relay.time_marks().1;
+        points.push((offset, unix_ms, m.digest()));
+        let before = relay_num(&relay, "relay_snapshot_offset");
+        let big = format!("{tag}-").repeat(512);
+        let writes: Vec<Vec<String>> = (0..300)
+            .map(|i| cmd(&["SET", &format!("big:{i}"), &format!("{i}{big}")]))
+            .collect();
+        m.pipeline(&writes);
+        wait_for("a refreshed snapshot in service", || {
+            let now = relay_num(&relay, "relay_snapshot_offset");
+            (now > before, now)
+        });
+    }
+    let before_flush = m.digest();
+    m.cmd(&["FLUSHALL"]);
+    write_mixed(&mut m, "d", 2);
+    let last = relay.stored(&master);
+    archive_past(&s3, &mut m, last);
+    assert!(relay.terminate().success());
+    // The relay's own store (no --restore-window) holds only the newest snapshot.
+    let local = Command::new(env!("CARGO_BIN_EXE_replica-relay"))
+        .args(["restore", "--list", "--dir"])
+        .arg(&relay.dir)
+        .output()
+        .unwrap();
+    let local = String::from_utf8_lossy(&local.stdout).into_owned();
+    let from = |list: &str| -> u64 {
+        let rest = list.split_once("(offset ").expect("a window").1;
+        rest.split(')').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        from(&local) > points[0].0,
+        "the store still holds it: {local}"
+    );
+    let listed = restore_from(&s3, &["--list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(from(&listed) <= points[0].0, "{listed}");
+    std::fs::remove_dir_all(&relay.dir).unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    for (n, (offset, unix_ms, digest)) in points.iter().enumerate() {
+        let out = work.path().join(format!("offset{n}"));
+        let said = restored(&s3, &out, &["--offset", &offset.to_string()]);
+        assert_eq!(&loaded_digest(&out), digest, "offset {offset}: {said}");
+        let out = work.path().join(format!("time{n}"));
+        let at = format!("@{}.{:03}", unix_ms / 1000, unix_ms % 1000);
+        let said = restored(&s3, &out, &["--at", &at]);
+        assert_eq!(&loaded_digest(&out), digest, "{at}: {said}");
+    }
+    let out = work.path().join("flush");
+    let after = points[2].1;
+    let after = format!("@{}.{:03}", after / 1000, after % 1000);
+    let said = restored(&s3, &out, &["--before", "FLUSHALL", "--after", &after]);
+    assert!(said.contains("found FLUSHALL at offset"), "{said}");
+    assert_eq!(loaded_digest(&out), before_flush, "{said}");
+    let leftovers: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".replica-relay-archive")
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the staged archive was left: {leftovers:?}"
+    );
+}
+
+/// A flipped byte in an archived log segment stops the restore from the archive, naming the
+/// object, and leaves no file behind.
+#[test]
+fn a_flipped_byte_in_an_archived_segment_stops_the_restore() {
+    let Some(s3) = S3::start() else { return };
+    let master = Server::master(&[]);
+    let mut relay = archiving_relay(&s3, master.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 10);
+    let offset = relay.stored(&master);
+    archive_past(&s3, &mut m, offset);
+    assert!(relay.terminate().success());
+    let manifest = s3.manifest(PREFIX).unwrap();
+    let key = manifest["lines"][0]["segments"][0]["log"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = s3.object_file(&format!("{PREFIX}/{key}"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("damaged");
+    let done = restore_from(
+        &s3,
+        &[
+            "--offset",
+            &offset.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(!done.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("the archived object {key} is damaged")),
+        "{said}"
+    );
+    assert!(!out.join("appendonly.aof").exists(), "a file was left");
+}
+
+/// A relay killed with -9 after uploading an object and before the manifest named it: started
+/// again, it resumes from the manifest, sending that object again and nothing the manifest
+/// names; the archive then restores to the master's digest.
+#[test]
+fn an_upload_cut_by_kill_9_resumes_without_sending_again_what_was_done() {
+    let Some(s3) = S3::start() else { return };
+    let holds = Holds::arm(&[]);
+    let master = Server::master(&[]);
+    let url = s3.url(PREFIX);
+    let port = master.port.to_string();
+    let mut env = s3.env();
+    env.push(("REPLICA_RELAY_HOLD", holds.env().1));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let flags = [
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+        "--archive",
+        &url,
+        "--log-segment-size",
+        "16kb",
+    ];
+    let mut relay = Relay::start_with(None, &env, &flags);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 10);
+    let offset = relay.stored(&master);
+    archive_past(&s3, &mut m, offset);
+    holds.arm_now("archive-manifest");
+    write_mixed(&mut m, "b", 10);
+    let pid = holds.reached("archive-manifest");
+    assert_eq!(pid, relay.pid());
+    let (_, named) = archived(&s3);
+    let sent_before = metric(&relay, "archive_uploaded_objects_total") as usize;
+    // The objects of the held commit are sent and not named.
+    assert!(sent_before > named, "{sent_before} sent, {named} named");
+    relay.kill9_and_restart();
+    let digest = m.digest();
+    let last = relay.stored(&master);
+    archive_past(&s3, &mut m, last);
+    assert!(
+        relay.log().contains("resuming line 1"),
+        "the restarted relay did not resume the archive"
+    );
+    // Every object the restarted relay sent is one the manifest did not name at the kill
+    // (read until the manifest and the count agree: an upload may be between them).
+    wait_for(
+        "objects sent after the restart = objects named since the kill",
+        || {
+            let (_, now) = archived(&s3);
+            let sent = metric(&relay, "archive_uploaded_objects_total") as usize;
+            (
+                sent == now - named && archived(&s3).1 == now,
+                (sent, now - named),
+            )
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let said = restored(&s3, &out, &["--offset", &last.to_string()]);
+    assert_eq!(loaded_digest(&out), digest, "{said}");
+}
+
+/// The object store away (killed) while the master writes: the replica behind the relay stays
+/// in sync, the uploads fail and back off, and once the store is back the archive catches up
+/// and restores to the master's digest.
+#[test]
+fn the_object_store_away_and_back() {
+    let Some(mut s3) = S3::start() else { return };
+    let master = Server::master(&[]);
+    let relay = archiving_relay(&s3, master.port, &[]);
+    let replica = Server::replica_of(relay.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 5);
+    let offset = relay.stored(&master);
+    archive_past(&s3, &mut m, offset);
+    s3.stop();
+    let mut n = 0;
+    wait_for("archive uploads to fail twice", || {
+        n += 1;
+        m.cmd(&["SET", &format!("away:{n}"), &"w".repeat(2048)]);
+        let failed = metric(&relay, "archive_failures_total");
+        (failed >= 2, failed)
+    });
+    write_mixed(&mut m, "b", 5);
+    wait_in_sync(&master, &[&replica]);
+    assert!(
+        relay.log().contains("next attempt in 2 s"),
+        "no backoff in the log"
+    );
+    assert!(
+        metric(&relay, "archive_behind_bytes") > 0,
+        "nothing behind while away"
+    );
+    s3.start_again();
+    let last = relay.stored(&master);
+    let digest = m.digest();
+    archive_past(&s3, &mut m, last);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let said = restored(&s3, &out, &["--offset", &last.to_string()]);
+    assert_eq!(loaded_digest(&out), digest, "{said}");
+}
