@@ -65,6 +65,7 @@ impl Rooms {
             compactor: compactor.clone(),
             sentinel: sentinel.clone(),
             cluster: cluster.clone(),
+            archive: ArchiveMetrics::new(),
             started: Instant::now(),
             run_id: random_hex(40),
             ops: Default::default(),
@@ -122,6 +123,9 @@ fn store_config(config: &Config, metrics: &StoreMetrics) -> StoreConfig {
 
 /// Runs the relay until SIGTERM or SIGINT, then shuts down cleanly.
 pub async fn run(config: Config) -> Result<()> {
+    if let Some(url) = &config.bootstrap_from {
+        bootstrap(url, &config).await?;
+    }
     let store_metrics = StoreMetrics::new();
     let store_cfg = store_config(&config, &store_metrics);
     let (writes, store, writer) = tokio::task::spawn_blocking(move || Store::open(store_cfg))
@@ -136,14 +140,13 @@ pub async fn run(config: Config) -> Result<()> {
     let archive = (config.archive.as_deref())
         .map(|url| Archive::open(url, config.archive_endpoint.as_deref()))
         .transpose()?;
-    let archive_metrics = ArchiveMetrics::new();
     let rooms = Rooms::wire(config, (writes, store), store_metrics, master, tls.as_ref());
     let metrics = Metrics::new(&[
         &rooms.store_metrics,
         &rooms.view.control,
         rooms.upstream.metrics.as_ref(),
         rooms.downstream_metrics.as_ref(),
-        &archive_metrics,
+        &rooms.view.archive,
     ]);
     let admin = Arc::new(Admin {
         view: rooms.view.clone(),
@@ -188,11 +191,15 @@ pub async fn run(config: Config) -> Result<()> {
         tasks.push(tokio::spawn(tls::watch(tls.clone(), shutdown.clone())));
     }
     if let Some(archive) = archive {
-        let (dir, rate) = (cfg.dir.clone(), cfg.archive_rate.map(|r| r.0));
-        let stop = shutdown.clone();
+        let settings = archive::Settings {
+            dir: cfg.dir.clone(),
+            rate: cfg.archive_rate.map(|r| r.0),
+            window: cfg.archive_window,
+        };
+        let (stop, metrics) = (shutdown.clone(), rooms.view.archive.clone());
         tasks.push(tokio::spawn(async move {
             tokio::select! {
-                _ = archive::run(archive, dir, rate, archive_metrics) => {}
+                _ = archive::run(archive, settings, metrics) => {}
                 _ = stop.cancelled() => {}
             }
         }));
@@ -208,6 +215,28 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     info!("replica-relay is now ready to exit, bye bye...");
+    Ok(())
+}
+
+/// `--bootstrap-from`: an empty `--dir` filled from the archive before the store opens.
+async fn bootstrap(url: &str, config: &Config) -> Result<()> {
+    let endpoint = config.archive_endpoint.as_deref();
+    match archive::bootstrap(url, endpoint, &config.dir)
+        .await
+        .with_context(|| format!("bootstrapping from {url}"))?
+    {
+        Some(filled) => info!(
+            "Bootstrapped from the archive {url}: line {}, the snapshot at offset {} and the log to offset {} ({} bytes); the master is asked to continue from there",
+            filled.line,
+            filled.snapshot_offset,
+            filled.end - 1,
+            filled.bytes
+        ),
+        None => info!(
+            "--bootstrap-from {url} is not used: {} holds a store already",
+            config.dir.display()
+        ),
+    }
     Ok(())
 }
 

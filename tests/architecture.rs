@@ -79,6 +79,7 @@ const ROOMS: &[(&str, u32, &[&str])] = &[
         "observe",
         4,
         &[
+            "archive",
             "compat",
             "compress",
             "config",

@@ -87,6 +87,22 @@ fn relay_num(relay: &Relay, field: &str) -> i64 {
     relay.client().info_num("relay", field)
 }
 
+/// Writes 300 KiB to the master, past the relay's --snapshot-refresh 256kb, and waits for the
+/// refresh in service; the offset of the snapshot it replaced.
+fn refresh(relay: &Relay, m: &mut Client, tag: &str) -> i64 {
+    let before = relay_num(relay, "relay_snapshot_offset");
+    let big = format!("{tag}-").repeat(512);
+    let writes: Vec<Vec<String>> = (0..300)
+        .map(|i| cmd(&["SET", &format!("big:{i}"), &format!("{i}{big}")]))
+        .collect();
+    m.pipeline(&writes);
+    wait_for("a refreshed snapshot in service", || {
+        let now = relay_num(relay, "relay_snapshot_offset");
+        (now > before, now)
+    });
+    before
+}
+
 fn metric(relay: &Relay, name: &str) -> u64 {
     let (_, text) = relay.http_get("/metrics");
     text.lines()
@@ -110,16 +126,7 @@ fn the_archive_alone_restores_offsets_moments_and_before_flushall() {
         let offset = relay.stored(&master);
         let (_, unix_ms) = relay.time_marks().1;
         points.push((offset, unix_ms, m.digest()));
-        let before = relay_num(&relay, "relay_snapshot_offset");
-        let big = format!("{tag}-").repeat(512);
-        let writes: Vec<Vec<String>> = (0..300)
-            .map(|i| cmd(&["SET", &format!("big:{i}"), &format!("{i}{big}")]))
-            .collect();
-        m.pipeline(&writes);
-        wait_for("a refreshed snapshot in service", || {
-            let now = relay_num(&relay, "relay_snapshot_offset");
-            (now > before, now)
-        });
+        refresh(&relay, &mut m, tag);
     }
     let before_flush = m.digest();
     m.cmd(&["FLUSHALL"]);
@@ -313,10 +320,113 @@ fn the_object_store_away_and_back() {
         metric(&relay, "archive_behind_bytes") > 0,
         "nothing behind while away"
     );
+    assert!(relay_num(&relay, "relay_archive_failures") >= 2);
+    let (_, status) = relay.http_get("/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["archive"]["url"],
+        s3.url(PREFIX).as_str(),
+        "{status}"
+    );
+    assert!(
+        status["archive"]["behind_bytes"].as_u64() > Some(0),
+        "{status}"
+    );
     s3.start_again();
     let last = relay.stored(&master);
     let digest = m.digest();
     archive_past(&s3, &mut m, last);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let said = restored(&s3, &out, &["--offset", &last.to_string()]);
+    assert_eq!(loaded_digest(&out), digest, "{said}");
+}
+
+/// A new relay with an empty --dir (a pod whose volume was lost) and --bootstrap-from: it takes
+/// the archive's newest snapshot and log, the master serves it a partial resync from the
+/// archive's end (no fork: total_forks unchanged), and a replica behind it gets the master's
+/// data from it.
+#[test]
+fn a_relay_bootstrapped_from_the_archive_is_served_a_partial_resync() {
+    let Some(s3) = S3::start() else { return };
+    let master = Server::master(&["--repl-backlog-size", "64mb"]);
+    let mut first = archiving_relay(&s3, master.port, &[]);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 10);
+    let offset = first.stored(&master);
+    archive_past(&s3, &mut m, offset);
+    assert!(first.terminate().success());
+    // The master goes on past the archive's end: the gap its backlog covers.
+    write_mixed(&mut m, "b", 5);
+    let forks = m.info_num("stats", "total_forks");
+    let partial = m.info_num("stats", "sync_partial_ok");
+    let fulls = m.info_num("stats", "sync_full");
+    let url = s3.url(PREFIX);
+    let port = master.port.to_string();
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let flags = ["--replicaof", "127.0.0.1", &port, "--bootstrap-from", &url];
+    let second = Relay::start_with(None, &env, &flags);
+    second.stored(&master);
+    let log = second.log();
+    assert!(log.contains("Bootstrapped from the archive"), "{log}");
+    assert_eq!(m.info_num("stats", "sync_partial_ok"), partial + 1, "{log}");
+    assert_eq!(m.info_num("stats", "sync_full"), fulls, "{log}");
+    let replica = Server::replica_of(second.port, &[]);
+    write_mixed(&mut m, "c", 3);
+    wait_in_sync(&master, &[&replica]);
+    assert_eq!(
+        m.info_num("stats", "total_forks"),
+        forks,
+        "the master forked"
+    );
+}
+
+/// `--archive-window`: what no moment of the window needs is deleted (the manifest first, then
+/// the objects), while the newest snapshot before the window and everything after it stay and
+/// restore to the master's digest.
+#[test]
+fn the_archive_window_deletes_only_what_no_moment_in_it_needs() {
+    let Some(s3) = S3::start() else { return };
+    let master = Server::master(&[]);
+    let flags = ["--snapshot-refresh", "256kb", "--archive-window", "1s"];
+    let relay = archiving_relay(&s3, master.port, &flags);
+    let mut m = master.client();
+    let mut first_snapshot = None;
+    for tag in ["a", "b", "c"] {
+        write_mixed(&mut m, tag, 3);
+        first_snapshot.get_or_insert(refresh(&relay, &mut m, tag));
+    }
+    let first_snapshot = first_snapshot.unwrap() as u64;
+    let last = relay.stored(&master);
+    let digest = m.digest();
+    archive_past(&s3, &mut m, last);
+    let snapshots = |manifest: &serde_json::Value| -> Vec<(u64, String)> {
+        let line = &manifest["lines"][0];
+        (line["snapshots"].as_array().unwrap().iter())
+            .map(|s| {
+                (
+                    s["offset"].as_u64().unwrap(),
+                    s["object"]["key"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    // The manifest is written before the objects go, the count after.
+    wait_for("the first snapshot out of the window and deleted", || {
+        let kept = snapshots(&s3.manifest(PREFIX).unwrap());
+        let gone = !kept.iter().any(|(o, _)| *o == first_snapshot);
+        let deleted = metric(&relay, "archive_deleted_objects_total");
+        (gone && !kept.is_empty() && deleted > 0, (kept, deleted))
+    });
+    assert!(relay.log().contains("out of --archive-window"));
+    let dir = s3.object_file(&format!("{PREFIX}/lines/000001/snapshots"));
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let first = format!("-{first_snapshot}.rdb");
+    assert!(!files.iter().any(|f| f.ends_with(&first)), "{files:?}");
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let said = restored(&s3, &out, &["--offset", &last.to_string()]);

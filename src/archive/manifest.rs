@@ -102,7 +102,59 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// `--archive-window`: takes out what no moment from `horizon_ms` on needs, and returns
+    /// its objects for deleting. A moment is restored from the newest snapshot before it, so the
+    /// newest snapshot uploaded before the horizon stays with everything after it; older
+    /// snapshots, the log before that one's, and whole lines a newer line covers from before the
+    /// horizon go. A snapshot's moment is not after its upload: the rule errs on keeping.
+    pub fn expire(&mut self, horizon_ms: u64) -> Vec<Object> {
+        let mut gone = Vec::new();
+        let covering = self.lines.iter().rposition(|l| {
+            l.snapshots
+                .iter()
+                .any(|s| s.uploaded_ms < horizon_ms && !l.restorable().is_empty())
+        });
+        if let Some(first) = covering {
+            for line in self.lines.drain(..first) {
+                gone.extend(line.objects());
+            }
+        }
+        let Some(line) = self.lines.first_mut() else {
+            return gone;
+        };
+        let keep = line
+            .restorable()
+            .into_iter()
+            .filter(|s| s.uploaded_ms < horizon_ms)
+            .map(|s| s.offset)
+            .max();
+        let Some(keep) = keep else { return gone };
+        line.snapshots.retain(|s| {
+            let old = s.offset < keep;
+            if old {
+                gone.push(s.object.clone());
+            }
+            !old
+        });
+        line.segments.retain(|seg| {
+            let old = seg.end() <= keep + 1;
+            if old {
+                gone.extend([seg.log.clone(), seg.index.clone(), seg.times.clone()]);
+            }
+            !old
+        });
+        gone
+    }
+}
+
 impl Line {
+    fn objects(self) -> Vec<Object> {
+        let snapshots = self.snapshots.into_iter().map(|s| s.object);
+        let segments = (self.segments.into_iter()).flat_map(|s| [s.log, s.index, s.times]);
+        snapshots.chain(segments).collect()
+    }
+
     /// Where the next segment must start; `None` before the first.
     pub fn end(&self) -> Option<u64> {
         self.segments.last().map(Segment::end)
@@ -173,6 +225,37 @@ mod tests {
         let text = serde_json::to_vec(&m).unwrap();
         assert_eq!(Manifest::parse(&text).unwrap(), m);
         assert_eq!(m.begin_line("b").prefix(), "lines/000002");
+    }
+
+    #[test]
+    fn the_window_keeps_the_newest_snapshot_before_it_and_everything_after() {
+        let at = |mut s: Snapshot, ms| {
+            s.uploaded_ms = ms;
+            s
+        };
+        let mut m = Manifest::new();
+        let old = m.begin_line("a");
+        old.snapshots = vec![at(snapshot(9), 10)];
+        old.segments = vec![segment(10, 90)];
+        let line = m.begin_line("b");
+        line.snapshots = vec![
+            at(snapshot(99), 100),
+            at(snapshot(500), 200),
+            at(snapshot(900), 300),
+        ];
+        line.segments = vec![segment(100, 400), segment(500, 400), segment(900, 100)];
+        // Before the second line's first snapshot: nothing goes.
+        assert!(m.clone().expire(100).is_empty());
+        let gone = m.expire(250);
+        // The first line (covered by the second from before the horizon), the snapshot at 99
+        // and the log before 501 go; the snapshot at 500 (the newest before the horizon) stays.
+        assert_eq!(gone.len(), 1 + 3 + 1 + 3);
+        assert_eq!(m.lines.len(), 1);
+        let line = &m.lines[0];
+        let kept: Vec<u64> = line.snapshots.iter().map(|s| s.offset).collect();
+        assert_eq!(kept, vec![500, 900]);
+        assert_eq!(line.segments[0].start, 500);
+        assert_eq!(line.restorable().len(), 2);
     }
 
     #[test]

@@ -20,9 +20,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
 
-pub use fetch::stage;
+pub use fetch::{bootstrap, stage};
 pub use manifest::Manifest;
-pub use upload::{ArchiveMetrics, run};
+pub use upload::{ArchiveMetrics, Settings, run};
 
 /// Bytes read from a file, or asked of the object store, at a time.
 const PART: usize = 8 * 1024 * 1024;

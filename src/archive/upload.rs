@@ -26,8 +26,11 @@ pub struct ArchiveMetrics {
     pub uploaded_bytes: prometheus::IntCounter,
     pub uploaded_objects: prometheus::IntCounter,
     pub failures: prometheus::IntCounter,
+    pub deleted_objects: prometheus::IntCounter,
     /// Bytes the store could archive (sealed segments, snapshots) that are not archived yet.
     pub behind_bytes: prometheus::IntGauge,
+    /// How long the archive has been behind without catching up.
+    pub behind_seconds: prometheus::IntGauge,
     pub last_upload: prometheus::IntGauge,
 }
 
@@ -50,9 +53,17 @@ impl ArchiveMetrics {
                 "archive_failures_total",
                 "Archive passes that failed (the object store unreachable or refusing, a file trimmed before it was archived).",
             ),
+            deleted_objects: instruments::counter(
+                "archive_deleted_objects_total",
+                "Archived objects deleted because --archive-window no longer needs them.",
+            ),
             behind_bytes: gauge(
                 "archive_behind_bytes",
                 "Sealed log segments and snapshots the store holds that are not archived yet, in bytes.",
+            ),
+            behind_seconds: gauge(
+                "archive_behind_seconds",
+                "How long the archive has been behind the store (archive_behind_bytes above 0) without catching up; 0 when caught up.",
             ),
             last_upload: gauge(
                 "archive_last_upload_timestamp_seconds",
@@ -68,19 +79,33 @@ impl Collectors for ArchiveMetrics {
             Box::new(self.uploaded_bytes.clone()),
             Box::new(self.uploaded_objects.clone()),
             Box::new(self.failures.clone()),
+            Box::new(self.deleted_objects.clone()),
             Box::new(self.behind_bytes.clone()),
+            Box::new(self.behind_seconds.clone()),
             Box::new(self.last_upload.clone()),
         ]
     }
 }
 
-/// Archives the store in `dir` for the relay's life.
-pub async fn run(archive: Archive, dir: PathBuf, rate: Option<u64>, metrics: ArchiveMetrics) {
+/// What the uploader is told.
+pub struct Settings {
+    /// The store's `--dir`.
+    pub dir: PathBuf,
+    /// `--archive-rate`, bytes a second.
+    pub rate: Option<u64>,
+    /// `--archive-window`.
+    pub window: Option<Duration>,
+}
+
+/// Archives the store in `settings.dir` for the relay's life.
+pub async fn run(archive: Archive, settings: Settings, metrics: ArchiveMetrics) {
     let mut up = Uploader {
         archive,
-        dir,
-        pace: Pace::new(rate),
+        dir: settings.dir,
+        pace: Pace::new(settings.rate),
+        window: settings.window,
         metrics,
+        behind_since: None,
         manifest: None,
     };
     let mut wait = Duration::from_secs(1);
@@ -107,7 +132,10 @@ struct Uploader {
     archive: Archive,
     dir: PathBuf,
     pace: Pace,
+    window: Option<Duration>,
     metrics: ArchiveMetrics,
+    /// Since when the archive has been behind the store, while it is.
+    behind_since: Option<Instant>,
     /// The archive's manifest as last written (read once, at the first pass that reaches it).
     manifest: Option<Manifest>,
 }
@@ -123,9 +151,51 @@ impl Uploader {
             Some(m) => m,
             None => self.resume().await?,
         };
-        let result = self.archive_new(&mut manifest, &held).await;
+        let mut result = self.archive_new(&mut manifest, &held).await;
+        if result.is_ok() {
+            result = self.expire(&mut manifest).await;
+        }
         self.manifest = Some(manifest);
         result
+    }
+
+    /// `--archive-window`: the manifest without what the window no longer needs is written
+    /// first, then those objects are deleted (a kill between leaves objects no manifest names,
+    /// never a manifest naming objects gone).
+    async fn expire(&self, manifest: &mut Manifest) -> Result<()> {
+        let Some(window) = self.window else {
+            return Ok(());
+        };
+        let gone = manifest.expire(now_ms().saturating_sub(window.as_millis() as u64));
+        if gone.is_empty() {
+            return Ok(());
+        }
+        self.archive.save_manifest(manifest).await?;
+        let bytes: u64 = gone.iter().map(|o| o.size).sum();
+        for object in &gone {
+            match self
+                .archive
+                .objects
+                .delete(&self.archive.key(&object.key))
+                .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => warn!("Archive {}: deleting {}: {e}", self.archive.url, object.key),
+            }
+        }
+        self.metrics.deleted_objects.inc_by(gone.len() as u64);
+        info!(
+            "Archive {}: {} objects ({bytes} bytes) are out of --archive-window {} s and deleted; restorable from the snapshot at offset {}",
+            self.archive.url,
+            gone.len(),
+            window.as_secs(),
+            manifest
+                .lines
+                .first()
+                .and_then(|l| l.restorable().first().map(|s| s.offset))
+                .map_or("none".into(), |o| o.to_string())
+        );
+        Ok(())
     }
 
     async fn resume(&self) -> Result<Manifest> {
@@ -155,7 +225,7 @@ impl Uploader {
         }
         let line = manifest.lines.last_mut().expect("a line");
         line.replid = held.ident.replid.clone();
-        self.metrics.behind_bytes.set(behind(line, held) as i64);
+        self.show_behind(line, held);
         for point in &held.snapshots {
             let line = manifest.lines.last_mut().expect("a line");
             if line.snapshots.iter().any(|s| s.name == point.name) {
@@ -186,13 +256,29 @@ impl Uploader {
     }
 
     /// Writes the manifest: what it names is archived from now on.
-    async fn commit(&self, manifest: &Manifest, held: &Holdings) -> Result<()> {
+    async fn commit(&mut self, manifest: &Manifest, held: &Holdings) -> Result<()> {
         crate::hold::reached("archive-manifest").await;
         self.archive.save_manifest(manifest).await?;
-        let line = manifest.line().expect("a line");
-        self.metrics.behind_bytes.set(behind(line, held) as i64);
+        self.show_behind(manifest.line().expect("a line"), held);
         self.metrics.last_upload.set((now_ms() / 1000) as i64);
         Ok(())
+    }
+
+    fn show_behind(&mut self, line: &Line, held: &Holdings) {
+        let bytes = behind(line, held);
+        self.metrics.behind_bytes.set(bytes as i64);
+        let seconds = match bytes {
+            0 => {
+                self.behind_since = None;
+                0
+            }
+            _ => self
+                .behind_since
+                .get_or_insert_with(Instant::now)
+                .elapsed()
+                .as_secs(),
+        };
+        self.metrics.behind_seconds.set(seconds as i64);
     }
 
     async fn snapshot(&mut self, line: &Line, point: &RestorePoint) -> Result<manifest::Snapshot> {

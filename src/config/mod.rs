@@ -218,7 +218,15 @@ options! {
     /// The endpoint of an S3-compatible store for --archive, like http://minio:9000.
     archive_endpoint: Option<String> = "", "archive-endpoint", "REPLICA_RELAY_ARCHIVE_ENDPOINT";
     /// The most bytes a second uploads to --archive take, like 50mb. Unset: no bound.
-    archive_rate: Option<Bytes> = "", "archive-rate", "REPLICA_RELAY_ARCHIVE_RATE";
+    archive_rate: Option<Rate> = "", "archive-rate", "REPLICA_RELAY_ARCHIVE_RATE";
+    /// Delete from --archive what restoring any moment of this last stretch does not need,
+    /// like 30d: the newest snapshot before it and everything after it stay. Unset: keep all.
+    archive_window: Option<Duration> = "", "archive-window", "REPLICA_RELAY_ARCHIVE_WINDOW";
+    /// When --dir holds no store yet (a new relay, a volume lost), start from this archive's
+    /// newest snapshot and log, and ask the master to continue from where the archive ends: a
+    /// partial resync where its backlog still covers the gap, so the master does not fork even
+    /// for a new relay. s3://bucket/prefix or file:///path, with --archive-endpoint.
+    bootstrap_from: Option<String> = "", "bootstrap-from", "REPLICA_RELAY_BOOTSTRAP_FROM";
     /// Keep the snapshot in service and the replicas where they are while a master with
     /// another history holds no keys (a master without persistence restarted empty), instead
     /// of giving them its empty dataset.
@@ -436,10 +444,15 @@ impl Config {
         if self.sentinel_user.is_some() && self.sentinel_password.is_none() {
             bail!("sentinel-user needs sentinel-password (the user's password)");
         }
-        if let Some(url) = &self.archive
-            && !(url.starts_with("s3://") || url.starts_with("file:///"))
-        {
-            bail!("archive {url}: not s3://bucket/prefix or file:///path");
+        for (name, url) in [
+            ("archive", &self.archive),
+            ("bootstrap-from", &self.bootstrap_from),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("s3://") || url.starts_with("file:///"))
+            {
+                bail!("{name} {url}: not s3://bucket/prefix or file:///path");
+            }
         }
         if let Err(e) = self.upstream_compression.settings(self) {
             bail!("upstream-compression-level and upstream-compression-max-delay: {e}");

@@ -34,6 +34,38 @@ pub struct Facts {
     /// relays behind this one.
     pub upstream_compression: Compression,
     pub downstream_compression: Compression,
+    /// The archive in object storage, with `--archive`.
+    pub archive: Option<Archived>,
+}
+
+/// How the archive stands: how far behind the store, what it took, what failed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Archived {
+    pub url: String,
+    pub behind_bytes: u64,
+    pub behind_seconds: u64,
+    pub uploaded_bytes: u64,
+    pub uploaded_objects: u64,
+    pub deleted_objects: u64,
+    pub failures: u64,
+    /// When it last took an object (RFC 3339), `None` before.
+    pub last_upload: Option<String>,
+}
+
+impl Archived {
+    fn of(url: &str, m: &crate::archive::ArchiveMetrics) -> Archived {
+        let last = m.last_upload.get() as u64;
+        Archived {
+            url: url.to_string(),
+            behind_bytes: m.behind_bytes.get() as u64,
+            behind_seconds: m.behind_seconds.get() as u64,
+            uploaded_bytes: m.uploaded_bytes.get(),
+            uploaded_objects: m.uploaded_objects.get(),
+            deleted_objects: m.deleted_objects.get(),
+            failures: m.failures.get(),
+            last_upload: (last > 0).then(|| crate::store::utc(last * 1000)),
+        }
+    }
 }
 
 /// One side's compressed links: how many now (the upstream link: 0 or 1), and what they
@@ -97,6 +129,7 @@ impl Facts {
             log_disk_bytes: relay.store.log_disk_bytes(),
             full_syncs_running: relay.admission.running(),
             full_syncs_waiting: relay.admission.waiting(),
+            archive: (relay.config.archive.as_deref()).map(|url| Archived::of(url, &relay.archive)),
         }
     }
 
@@ -219,6 +252,7 @@ mod tests {
             compactor: Default::default(),
             sentinel: Default::default(),
             cluster: Default::default(),
+            archive: crate::archive::ArchiveMetrics::new(),
             started: Instant::now(),
             run_id: "0".repeat(40),
             ops: Default::default(),
@@ -265,6 +299,14 @@ mod tests {
         c.seconds.inc_by(0.25);
         f.upstream_compression = Compression::of(1, c);
         f.downstream_compression = Compression::of(1, &relay.downstream.compression);
+        let a = &relay.archive;
+        a.behind_bytes.set(4096);
+        a.behind_seconds.set(42);
+        a.failures.inc_by(3);
+        a.uploaded_bytes.inc_by(1 << 20);
+        a.uploaded_objects.inc_by(9);
+        a.last_upload.set(1_796_000_000);
+        f.archive = Some(Archived::of("s3://bucket/relay", a));
         f
     }
 
@@ -286,7 +328,7 @@ mod tests {
     fn info_status_and_metrics_agree_on_every_shared_fact() {
         let dir = tempfile::tempdir().unwrap();
         let relay = relay(dir.path());
-        let metrics = Metrics::new(&[]);
+        let metrics = Metrics::new(&[&relay.archive]);
         for up in [true, false] {
             let f = facts(&relay, up);
             let i = info_map(&crate::observe::info::render(&relay, &f, &[]));
@@ -407,6 +449,26 @@ mod tests {
                     ],
                 );
             }
+            for (k, metric) in [
+                ("behind_bytes", "archive_behind_bytes"),
+                ("behind_seconds", "archive_behind_seconds"),
+                ("uploaded_bytes", "archive_uploaded_bytes_total"),
+                ("uploaded_objects", "archive_uploaded_objects_total"),
+                ("deleted_objects", "archive_deleted_objects_total"),
+                ("failures", "archive_failures_total"),
+            ] {
+                let fields = [int(&format!("relay_archive_{k}")), num(&s["archive"][k])];
+                same(&format!("archive {k}"), &[fields[0], fields[1], m[metric]]);
+            }
+            same(
+                "archive last upload",
+                &[
+                    f64::from(u8::from(
+                        i["relay_archive_last_upload"] == s["archive"]["last_upload"],
+                    )),
+                    1.0,
+                ],
+            );
             let compression = &s["compression"];
             for side in ["upstream", "downstream"] {
                 let line = &i[&format!("relay_{side}_compression")];

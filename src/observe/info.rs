@@ -275,6 +275,7 @@ fn relay_section(relay: &RelayView, facts: &Facts, out: &mut String) {
     sentinel(relay, facts, out);
     cluster(relay, facts, out);
     restore_window(relay, facts, out);
+    archive(facts, out);
     let _ = write!(
         out,
         "relay_full_syncs_running:{}\r\nrelay_full_syncs_waiting:{}\r\nrelay_max_full_syncs:{}\r\n",
@@ -311,6 +312,23 @@ fn restore_window(relay: &RelayView, facts: &Facts, out: &mut String) {
         w.kept,
         w.disk_bytes,
         u8::from(w.shrunk)
+    );
+}
+
+/// The archive in object storage, with `--archive`.
+fn archive(facts: &Facts, out: &mut String) {
+    let Some(a) = &facts.archive else { return };
+    let _ = write!(
+        out,
+        "relay_archive:{}\r\nrelay_archive_behind_bytes:{}\r\nrelay_archive_behind_seconds:{}\r\nrelay_archive_uploaded_bytes:{}\r\nrelay_archive_uploaded_objects:{}\r\nrelay_archive_deleted_objects:{}\r\nrelay_archive_failures:{}\r\nrelay_archive_last_upload:{}\r\n",
+        a.url,
+        a.behind_bytes,
+        a.behind_seconds,
+        a.uploaded_bytes,
+        a.uploaded_objects,
+        a.deleted_objects,
+        a.failures,
+        a.last_upload.as_deref().unwrap_or("")
     );
 }
 

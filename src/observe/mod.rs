@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::archive::ArchiveMetrics;
 use crate::config::{Config, MasterAddr};
 use crate::downstream::{Admission, Clients, DownstreamMetrics, Replicas, ServerInfo};
 use crate::link::{LinkControl, LinkWatch};
@@ -36,6 +37,8 @@ pub struct RelayView {
     pub compactor: Shown<CompactorView>,
     pub sentinel: Shown<SentinelView>,
     pub cluster: Shown<ClusterView>,
+    /// The archive's uploader counts here (`--archive`).
+    pub archive: ArchiveMetrics,
     pub started: Instant,
     pub run_id: String,
     /// The commands count at the last INFO a second or more ago, for `instantaneous_ops_per_sec`.

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::RelayView;
-use super::facts::{Compression, Facts};
+use super::facts::{Archived, Compression, Facts};
 use crate::decode::{SnapshotStats, StreamStats};
 use crate::instruments::Label;
 
@@ -24,6 +24,7 @@ pub struct Status {
     store: Store,
     stream: StreamStats,
     compression: Compressions,
+    archive: Option<Archived>,
     replicas: Vec<Replica>,
 }
 
@@ -220,6 +221,7 @@ impl Status {
                 upstream: facts.upstream_compression.clone(),
                 downstream: facts.downstream_compression.clone(),
             },
+            archive: facts.archive.clone(),
             replicas: replicas(facts),
         }
     }
