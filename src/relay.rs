@@ -192,6 +192,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     if let Some(archive) = archive {
         let settings = archive::Settings {
+            store: rooms.view.store.clone(),
             dir: cfg.dir.clone(),
             rate: cfg.archive_rate.map(|r| r.0),
             window: cfg.archive_window,

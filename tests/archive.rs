@@ -432,3 +432,74 @@ fn the_archive_window_deletes_only_what_no_moment_in_it_needs() {
     let said = restored(&s3, &out, &["--offset", &last.to_string()]);
     assert_eq!(loaded_digest(&out), digest, "{said}");
 }
+
+/// While the object store is away the store keeps the log the archive has not taken, past a
+/// snapshot refresh and a small backlog, so the archive goes on in the same line; past
+/// --restore-max-disk it drops it (a log line, a metric) and the archive begins a new line that
+/// restores the master's data.
+#[test]
+fn the_store_keeps_what_the_archive_has_not_taken_within_the_disk_bound() {
+    let Some(mut s3) = S3::start() else { return };
+    let master = Server::master(&[]);
+    let flags = [
+        "--snapshot-refresh",
+        "256kb",
+        "--backlog-size",
+        "16kb",
+        "--restore-max-disk",
+        "1mb",
+    ];
+    let relay = archiving_relay(&s3, master.port, &flags);
+    let mut m = master.client();
+    write_mixed(&mut m, "a", 3);
+    let early = relay.stored(&master);
+    let early_digest = m.digest();
+    archive_past(&s3, &mut m, early);
+    s3.stop();
+    let (end, _) = archived(&s3);
+    refresh(&relay, &mut m, "b");
+    write_mixed(&mut m, "c", 3);
+    relay.stored(&master);
+    let first = relay_num(&relay, "relay_log_first_offset") as u64;
+    assert!(
+        first <= end,
+        "the log from {first} on is kept; the archive ends at {end}"
+    );
+    s3.start_again();
+    let late = relay.stored(&master);
+    let late_digest = m.digest();
+    archive_past(&s3, &mut m, late);
+    assert!(
+        !relay.log().contains("line 2 begins"),
+        "the archive's line broke"
+    );
+    let work = tempfile::tempdir().unwrap();
+    for (name, offset, digest) in [
+        ("early", early, &early_digest),
+        ("late", late, &late_digest),
+    ] {
+        let out = work.path().join(name);
+        let said = restored(&s3, &out, &["--offset", &offset.to_string()]);
+        assert_eq!(&loaded_digest(&out), digest, "{name}: {said}");
+    }
+    s3.stop();
+    for tag in ["d", "e", "f", "g"] {
+        refresh(&relay, &mut m, tag);
+    }
+    wait_for("unarchived log dropped over --restore-max-disk", || {
+        let dropped = metric(&relay, "store_unarchived_dropped_bytes_total");
+        (dropped > 0, dropped)
+    });
+    assert!(relay.log().contains("is over --restore-max-disk"));
+    s3.start_again();
+    let last = relay.stored(&master);
+    let digest = m.digest();
+    archive_past(&s3, &mut m, last);
+    assert!(
+        relay.log().contains("line 2 begins"),
+        "no new line after the gap"
+    );
+    let out = work.path().join("last");
+    let said = restored(&s3, &out, &["--offset", &last.to_string()]);
+    assert_eq!(loaded_digest(&out), digest, "{said}");
+}

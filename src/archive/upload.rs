@@ -16,7 +16,7 @@ use super::manifest::{self, Line, Manifest};
 use super::{Archive, PART};
 use crate::instruments::{self, Collectors};
 use crate::store::holdings::{self, Holdings};
-use crate::store::{Identity, RestorePoint, now_ms};
+use crate::store::{Identity, RestorePoint, Store, now_ms};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -89,6 +89,8 @@ impl Collectors for ArchiveMetrics {
 
 /// What the uploader is told.
 pub struct Settings {
+    /// The store, which keeps the log until the archive has it.
+    pub store: Store,
     /// The store's `--dir`.
     pub dir: PathBuf,
     /// `--archive-rate`, bytes a second.
@@ -101,6 +103,7 @@ pub struct Settings {
 pub async fn run(archive: Archive, settings: Settings, metrics: ArchiveMetrics) {
     let mut up = Uploader {
         archive,
+        store: settings.store,
         dir: settings.dir,
         pace: Pace::new(settings.rate),
         window: settings.window,
@@ -108,6 +111,8 @@ pub async fn run(archive: Archive, settings: Settings, metrics: ArchiveMetrics) 
         behind_since: None,
         manifest: None,
     };
+    // Until the manifest says what the archive holds, the store keeps its log from here on.
+    up.store.archive_needs(up.store.view().first);
     let mut wait = Duration::from_secs(1);
     loop {
         match up.pass().await {
@@ -130,6 +135,7 @@ pub async fn run(archive: Archive, settings: Settings, metrics: ArchiveMetrics) 
 
 struct Uploader {
     archive: Archive,
+    store: Store,
     dir: PathBuf,
     pace: Pace,
     window: Option<Duration>,
@@ -264,7 +270,10 @@ impl Uploader {
         Ok(())
     }
 
+    /// Tells the store what the archive still needs, and the metrics how far behind it is.
     fn show_behind(&mut self, line: &Line, held: &Holdings) {
+        self.store
+            .archive_needs(line.end().unwrap_or(held.log_first));
         let bytes = behind(line, held);
         self.metrics.behind_bytes.set(bytes as i64);
         let seconds = match bytes {

@@ -77,6 +77,7 @@ pub struct StoreMetrics {
     pub fsync_seconds: prometheus::Histogram,
     pub write_errors: prometheus::IntCounter,
     pub snapshot_corrupt: prometheus::IntCounter,
+    pub unarchived_dropped: prometheus::IntCounter,
 }
 
 impl StoreMetrics {
@@ -98,6 +99,10 @@ impl StoreMetrics {
                 "store_snapshot_corrupt_total",
                 "Stored snapshots taken out of service because they failed verification, at start or while serving a full sync.",
             ),
+            unarchived_dropped: instruments::counter(
+                "store_unarchived_dropped_bytes_total",
+                "Log bytes the store dropped before the archive (--archive) took them, because they were over --restore-max-disk.",
+            ),
         }
     }
 }
@@ -108,6 +113,7 @@ impl Collectors for StoreMetrics {
             Box::new(self.fsync_seconds.clone()),
             Box::new(self.write_errors.clone()),
             Box::new(self.snapshot_corrupt.clone()),
+            Box::new(self.unarchived_dropped.clone()),
         ]
     }
 }
@@ -194,6 +200,9 @@ struct Shared {
     /// A reader behind the memory tail waits for bytes not yet written: the writer wakes the
     /// readers once it has written more (otherwise only what is forwarded wakes them).
     disk_wait: AtomicBool,
+    /// The first offset the archive has not taken yet, which the log keeps (within
+    /// --restore-max-disk); `u64::MAX` without an archive.
+    archive_needs: AtomicU64,
     /// `<dir>/LOCK`, held while any handle of the store lives: one relay per directory.
     _lock: std::fs::File,
 }
@@ -289,6 +298,7 @@ impl Store {
             feed: Mutex::new(StreamStats::default()),
             last_write: AtomicU64::new(0),
             disk_wait: AtomicBool::new(false),
+            archive_needs: AtomicU64::new(u64::MAX),
             _lock: lock,
         });
         let forward = Visible::forwards(cfg.fsync);
@@ -368,6 +378,12 @@ impl Store {
     }
 
     /// Bytes on disk under the log directory.
+    /// The archive has taken the log up to `offset` (exclusive): the log from there is kept
+    /// for it, within --restore-max-disk.
+    pub fn archive_needs(&self, offset: u64) {
+        self.shared.archive_needs.store(offset, Ordering::Release);
+    }
+
     pub fn log_disk_bytes(&self) -> u64 {
         let segs: Vec<u64> = self.shared.read().segments.iter().copied().collect();
         segs.iter()

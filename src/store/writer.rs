@@ -79,6 +79,8 @@ pub(super) struct Writer {
     incoming: Incomings,
     status: watch::Sender<WriterStatus>,
     retention: Retention,
+    /// The archive's log is being dropped unarchived (said once per stretch).
+    archive_dropping: bool,
 }
 
 impl Writer {
@@ -103,6 +105,7 @@ impl Writer {
             incoming: Incomings::default(),
             status,
             retention,
+            archive_dropping: false,
         };
         writer.plan_retention();
         Ok((writer, rx))
@@ -232,9 +235,20 @@ impl Writer {
             if let Some(pin) = history::file_pins(&self.cfg.dir) {
                 keep = keep.min(pin);
             }
+            let next = st.view.next;
+            keep = archive_hold(
+                (&self.shared, &self.cfg, &mut self.archive_dropping),
+                keep,
+                next,
+            );
             let n = droppable(keep);
             if n == 0 {
                 return;
+            }
+            if self.archive_dropping {
+                let needed = self.shared.archive_needs.load(Ordering::Acquire);
+                let unarchived = starts[n].saturating_sub(needed.max(starts[0]));
+                self.cfg.metrics.unarchived_dropped.inc_by(unarchived);
             }
             (starts[..n].to_vec(), starts[n])
         };
@@ -632,5 +646,35 @@ impl Writer {
         self.drop_refreshed();
         self.shared
             .update(|st| Visible::new_id(&mut st.view, ident));
+    }
+}
+
+/// Keeps the log the archive has not taken yet (`Store::archive_needs`), unless that is
+/// more than --restore-max-disk: then it goes, said once per stretch (`dropping`).
+fn archive_hold(
+    (shared, cfg, dropping): (&Shared, &StoreConfig, &mut bool),
+    keep: u64,
+    next: u64,
+) -> u64 {
+    let needed = shared.archive_needs.load(Ordering::Acquire);
+    if needed >= keep {
+        *dropping = false;
+        return keep;
+    }
+    let unarchived = next.saturating_sub(needed);
+    match cfg.restore.max_disk {
+        Some(max) if unarchived > max => {
+            if !*dropping {
+                *dropping = true;
+                warn!(
+                    "The log not archived yet ({unarchived} bytes from offset {needed}) is over --restore-max-disk {max} bytes: the store drops it, and the archive begins a new line after it"
+                );
+            }
+            keep
+        }
+        _ => {
+            *dropping = false;
+            needed
+        }
     }
 }
