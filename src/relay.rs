@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::archive::{self, Archive, ArchiveMetrics};
 use crate::config::{Config, MasterAddr};
@@ -124,7 +124,7 @@ fn store_config(config: &Config, metrics: &StoreMetrics) -> StoreConfig {
 /// Runs the relay until SIGTERM or SIGINT, then shuts down cleanly.
 pub async fn run(config: Config) -> Result<()> {
     if let Some(url) = &config.bootstrap_from {
-        bootstrap(url, &config).await?;
+        bootstrap(url, &config).await;
     }
     let store_metrics = StoreMetrics::new();
     let store_cfg = store_config(&config, &store_metrics);
@@ -220,25 +220,26 @@ pub async fn run(config: Config) -> Result<()> {
 }
 
 /// `--bootstrap-from`: an empty `--dir` filled from the archive before the store opens.
-async fn bootstrap(url: &str, config: &Config) -> Result<()> {
+/// A bootstrap that fails leaves the relay to attach as a new replica would (a full sync):
+/// the archive may be empty yet (the first start) or unreachable.
+async fn bootstrap(url: &str, config: &Config) {
     let endpoint = config.archive_endpoint.as_deref();
-    match archive::bootstrap(url, endpoint, &config.dir)
-        .await
-        .with_context(|| format!("bootstrapping from {url}"))?
-    {
-        Some(filled) => info!(
+    match archive::bootstrap(url, endpoint, &config.dir).await {
+        Err(e) => warn!(
+            "Bootstrapping from the archive {url} failed: {e:#}; attaching to the master as a new replica (a full sync)"
+        ),
+        Ok(Some(filled)) => info!(
             "Bootstrapped from the archive {url}: line {}, the snapshot at offset {} and the log to offset {} ({} bytes); the master is asked to continue from there",
             filled.line,
             filled.snapshot_offset,
             filled.end - 1,
             filled.bytes
         ),
-        None => info!(
+        Ok(None) => info!(
             "--bootstrap-from {url} is not used: {} holds a store already",
             config.dir.display()
         ),
     }
-    Ok(())
 }
 
 /// A listener for replicas on `port`; none for port 0.

@@ -503,3 +503,27 @@ fn the_store_keeps_what_the_archive_has_not_taken_within_the_disk_bound() {
     let said = restored(&s3, &out, &["--offset", &last.to_string()]);
     assert_eq!(loaded_digest(&out), digest, "{said}");
 }
+
+/// --bootstrap-from an archive that holds nothing yet (the first start of a deployment that
+/// sets it): the relay says so and attaches as a new replica, with the master's data.
+#[test]
+fn a_bootstrap_from_an_empty_archive_attaches_as_a_new_replica() {
+    let Some(s3) = S3::start() else { return };
+    let master = Server::master(&[]);
+    write_mixed(&mut master.client(), "a", 3);
+    let url = s3.url("nothing-here");
+    let port = master.port.to_string();
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let flags = ["--replicaof", "127.0.0.1", &port, "--bootstrap-from", &url];
+    let relay = Relay::start_with(None, &env, &flags);
+    let replica = Server::replica_of(relay.port, &[]);
+    wait_in_sync(&master, &[&replica]);
+    let log = relay.log();
+    assert!(
+        log.contains(
+            "holds no snapshot with its log yet; attaching to the master as a new replica"
+        ),
+        "{log}"
+    );
+}

@@ -42,7 +42,13 @@ pub async fn bootstrap(url: &str, endpoint: Option<&str>, dir: &Path) -> Result<
         std::fs::remove_dir_all(&staged)
             .with_context(|| format!("removing {}", staged.display()))?;
     }
-    let filled = fill(url, endpoint, &staged).await?;
+    let filled = match fill(url, endpoint, &staged).await {
+        Ok(filled) => filled,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(e);
+        }
+    };
     for sub in ["snapshots", "log"] {
         if dir.join(sub).exists() {
             std::fs::remove_dir_all(dir.join(sub))?;

@@ -13,6 +13,7 @@ mod upload;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use object_store::ObjectStore;
@@ -45,7 +46,16 @@ impl Archive {
                 if bucket.is_empty() {
                     bail!("--archive {url}: no bucket (s3://bucket/prefix)");
                 }
-                let mut s3 = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                // A few retries within 30 s: past that the uploader's own backoff takes over,
+                // and its log and metrics say the store is away.
+                let retry = object_store::RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: Duration::from_secs(30),
+                    ..Default::default()
+                };
+                let mut s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry);
                 if let Some(endpoint) = endpoint {
                     s3 = s3
                         .with_endpoint(endpoint)
