@@ -15,16 +15,40 @@ use support::*;
 const PREFIX: &str = "relay";
 
 fn archiving_relay(s3: &S3, master: u16, extra: &[&str]) -> Relay {
+    archiving_relay_env(s3, master, &[], extra)
+}
+
+/// `archiving_relay` with `env` besides the object store's.
+fn archiving_relay_env(
+    s3: &S3,
+    master: u16,
+    env: &[(&'static str, String)],
+    extra: &[&str],
+) -> Relay {
     let url = s3.url(PREFIX);
     let port = master.to_string();
     let mut flags = vec!["--replicaof", "127.0.0.1", &port, "--archive", &url];
     flags.extend(["--log-segment-size", "16kb"]);
     flags.extend_from_slice(extra);
-    let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let relay = Relay::start_with(None, &env, &flags);
+    let relay = relay_with(s3, env, &flags);
     attached(&relay);
     relay
+}
+
+/// A relay with `flags`, the object store's environment and `env`.
+fn relay_with(s3: &S3, env: &[(&'static str, String)], flags: &[&str]) -> Relay {
+    let mut all = s3.env();
+    all.extend_from_slice(env);
+    let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Relay::start_with(None, &all, flags)
+}
+
+/// Restores `offset` from the archive alone and checks the data loads with `digest`.
+fn restores_to(s3: &S3, offset: u64, digest: &str, what: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let said = restored(s3, &out, &["--offset", &offset.to_string()]);
+    assert_eq!(loaded_digest(&out), digest, "{what}: {said}");
 }
 
 /// Waits for the relay's first snapshot in service: until a replica attaches, a master keeps
@@ -246,22 +270,8 @@ fn an_upload_cut_by_kill_9_resumes_without_sending_again_what_was_done() {
     let Some(s3) = S3::start() else { return };
     let holds = Holds::arm(&[]);
     let master = Server::master(&[]);
-    let url = s3.url(PREFIX);
-    let port = master.port.to_string();
-    let mut env = s3.env();
-    env.push(("REPLICA_RELAY_HOLD", holds.env().1));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let flags = [
-        "--replicaof",
-        "127.0.0.1",
-        &port,
-        "--archive",
-        &url,
-        "--log-segment-size",
-        "16kb",
-    ];
-    let mut relay = Relay::start_with(None, &env, &flags);
-    attached(&relay);
+    let hold = [("REPLICA_RELAY_HOLD", holds.env().1)];
+    let mut relay = archiving_relay_env(&s3, master.port, &hold, &[]);
     let mut m = master.client();
     write_mixed(&mut m, "a", 10);
     let offset = relay.stored(&master);
@@ -295,10 +305,7 @@ fn an_upload_cut_by_kill_9_resumes_without_sending_again_what_was_done() {
             )
         },
     );
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("out");
-    let said = restored(&s3, &out, &["--offset", &last.to_string()]);
-    assert_eq!(loaded_digest(&out), digest, "{said}");
+    restores_to(&s3, last, &digest, "the last offset");
 }
 
 /// The object store away (killed) while the master writes: the replica behind the relay stays
@@ -348,10 +355,7 @@ fn the_object_store_away_and_back() {
     let last = relay.stored(&master);
     let digest = m.digest();
     archive_past(&s3, &mut m, last);
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("out");
-    let said = restored(&s3, &out, &["--offset", &last.to_string()]);
-    assert_eq!(loaded_digest(&out), digest, "{said}");
+    restores_to(&s3, last, &digest, "the last offset");
 }
 
 /// A new relay with an empty --dir (a pod whose volume was lost) and --bootstrap-from: it takes
@@ -375,10 +379,8 @@ fn a_relay_bootstrapped_from_the_archive_is_served_a_partial_resync() {
     let fulls = m.info_num("stats", "sync_full");
     let url = s3.url(PREFIX);
     let port = master.port.to_string();
-    let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let flags = ["--replicaof", "127.0.0.1", &port, "--bootstrap-from", &url];
-    let second = Relay::start_with(None, &env, &flags);
+    let second = relay_with(&s3, &[], &flags);
     second.stored(&master);
     let log = second.log();
     assert!(log.contains("Bootstrapped from the archive"), "{log}");
@@ -440,10 +442,7 @@ fn the_archive_window_deletes_only_what_no_moment_in_it_needs() {
         .collect();
     let first = format!("-{first_snapshot}.rdb");
     assert!(!files.iter().any(|f| f.ends_with(&first)), "{files:?}");
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("out");
-    let said = restored(&s3, &out, &["--offset", &last.to_string()]);
-    assert_eq!(loaded_digest(&out), digest, "{said}");
+    restores_to(&s3, last, &digest, "the last offset");
 }
 
 /// While the object store is away the store keeps the log the archive has not taken, past a
@@ -486,15 +485,8 @@ fn the_store_keeps_what_the_archive_has_not_taken_within_the_disk_bound() {
         !relay.log().contains("line 2 begins"),
         "the archive's line broke"
     );
-    let work = tempfile::tempdir().unwrap();
-    for (name, offset, digest) in [
-        ("early", early, &early_digest),
-        ("late", late, &late_digest),
-    ] {
-        let out = work.path().join(name);
-        let said = restored(&s3, &out, &["--offset", &offset.to_string()]);
-        assert_eq!(&loaded_digest(&out), digest, "{name}: {said}");
-    }
+    restores_to(&s3, early, &early_digest, "early");
+    restores_to(&s3, late, &late_digest, "late");
     s3.stop();
     for tag in ["d", "e", "f", "g"] {
         refresh(&relay, &mut m, tag);
@@ -512,9 +504,7 @@ fn the_store_keeps_what_the_archive_has_not_taken_within_the_disk_bound() {
         relay.log().contains("line 2 begins"),
         "no new line after the gap"
     );
-    let out = work.path().join("last");
-    let said = restored(&s3, &out, &["--offset", &last.to_string()]);
-    assert_eq!(loaded_digest(&out), digest, "{said}");
+    restores_to(&s3, last, &digest, "after the gap");
 }
 
 /// --bootstrap-from an archive that holds nothing yet (the first start of a deployment that
@@ -526,10 +516,8 @@ fn a_bootstrap_from_an_empty_archive_attaches_as_a_new_replica() {
     write_mixed(&mut master.client(), "a", 3);
     let url = s3.url("nothing-here");
     let port = master.port.to_string();
-    let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let flags = ["--replicaof", "127.0.0.1", &port, "--bootstrap-from", &url];
-    let relay = Relay::start_with(None, &env, &flags);
+    let relay = relay_with(&s3, &[], &flags);
     let replica = Server::replica_of(relay.port, &[]);
     wait_in_sync(&master, &[&replica]);
     let log = relay.log();

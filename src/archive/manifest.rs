@@ -90,8 +90,12 @@ impl Manifest {
         self.lines.last()
     }
 
-    /// Starts a line for the history `replid`; the key prefix of its objects.
+    /// Starts a line for the history `replid`. A last line that holds nothing yet (its first
+    /// upload failed) is begun again rather than left empty behind the new one.
     pub fn begin_line(&mut self, replid: &str) -> &mut Line {
+        if self.lines.last().is_some_and(Line::is_empty) {
+            self.lines.pop();
+        }
         let number = self.lines.last().map_or(1, |l| l.number + 1);
         self.lines.push(Line {
             number,
@@ -160,6 +164,16 @@ impl Line {
         self.segments.last().map(Segment::end)
     }
 
+    /// The first log offset the line still needs: its end, or before its first segment the log
+    /// after its oldest snapshot; `None` while it holds nothing.
+    pub fn next(&self) -> Option<u64> {
+        (self.end()).or_else(|| self.snapshots.iter().map(|s| s.offset + 1).min())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.snapshots.is_empty() && self.segments.is_empty()
+    }
+
     /// The key prefix of the line's objects.
     pub fn prefix(&self) -> String {
         format!("lines/{:06}", self.number)
@@ -225,6 +239,11 @@ mod tests {
         let text = serde_json::to_vec(&m).unwrap();
         assert_eq!(Manifest::parse(&text).unwrap(), m);
         assert_eq!(m.begin_line("b").prefix(), "lines/000002");
+        // Line 2 got nothing (its first upload failed): the next line begun is line 2 again.
+        assert_eq!(m.begin_line("c").number, 2);
+        assert_eq!((m.lines.len(), m.lines[1].replid.as_str()), (2, "c"));
+        assert_eq!(m.lines[1].next(), None);
+        assert_eq!(m.lines[0].next(), Some(1500));
     }
 
     #[test]

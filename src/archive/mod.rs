@@ -93,7 +93,7 @@ impl Archive {
     }
 
     async fn save_manifest(&self, manifest: &Manifest) -> Result<()> {
-        let json = serde_json::to_vec_pretty(manifest)?;
+        let json = serde_json::to_vec(manifest)?;
         self.objects
             .put(&self.key(manifest::NAME), json.into())
             .await

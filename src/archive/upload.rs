@@ -241,14 +241,7 @@ impl Uploader {
             line.snapshots.push(entry);
             self.commit(manifest, held).await?;
         }
-        let line = manifest.lines.last().expect("a line");
-        let from = line.end().unwrap_or_else(|| {
-            line.snapshots
-                .iter()
-                .map(|s| s.offset + 1)
-                .min()
-                .unwrap_or(0)
-        });
+        let from = manifest.line().and_then(Line::next).unwrap_or(0);
         for &(start, len) in held.sealed.iter().filter(|(s, l)| s + l > from) {
             let line = manifest.lines.last_mut().expect("a line");
             if line.end().is_some_and(|end| end != start) {
@@ -273,7 +266,7 @@ impl Uploader {
     /// Tells the store what the archive still needs, and the metrics how far behind it is.
     fn show_behind(&mut self, line: &Line, held: &Holdings) {
         self.store
-            .archive_needs(line.end().unwrap_or(held.log_first));
+            .archive_needs(line.next().unwrap_or(held.log_first));
         let bytes = behind(line, held);
         self.metrics.behind_bytes.set(bytes as i64);
         let seconds = match bytes {
@@ -388,21 +381,20 @@ impl Uploader {
 fn continues(line: &Line, held: &Holdings) -> bool {
     let ident: &Identity = &held.ident;
     let same = line.replid == ident.replid || line.replid == ident.replid2;
-    let from = line
-        .end()
-        .or_else(|| line.snapshots.iter().map(|s| s.offset + 1).min());
-    let Some(from) = from else { return false };
+    let Some(from) = line.next() else {
+        return false;
+    };
     let next_sealed = held.sealed.iter().find(|(s, l)| s + l > from);
     same && held.log_first <= from && next_sealed.is_none_or(|&(s, _)| s == from)
 }
 
 /// The bytes of the store's archivable files the line does not hold.
 fn behind(line: &Line, held: &Holdings) -> u64 {
-    let end = line.end().unwrap_or(0);
+    let from = line.next().unwrap_or(0);
     let log: u64 = held
         .sealed
         .iter()
-        .filter(|(s, _)| *s >= end)
+        .filter(|(s, l)| s + l > from)
         .map(|(_, l)| l)
         .sum();
     let snapshots: u64 = held
