@@ -76,6 +76,12 @@ impl Manifest {
                 manifest.format
             );
         }
+        // A snapshot's name becomes a file name where the archive is fetched: a name that
+        // could leave that directory (a manifest written by someone else) is refused.
+        let names = manifest.lines.iter().flat_map(|l| &l.snapshots);
+        if let Some(s) = names.map(|s| &s.name).find(|n| !plain_file_name(n)) {
+            anyhow::bail!("the archive's {NAME} names a snapshot {s:?}, not a plain file name");
+        }
         Ok(manifest)
     }
 
@@ -150,6 +156,11 @@ impl Manifest {
         });
         gone
     }
+}
+
+/// A name of one file in one directory: no separator, not hidden, not `.` or `..`.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
 }
 
 impl Line {
@@ -283,5 +294,10 @@ mod tests {
         assert!(e.to_string().contains("damaged"), "{e}");
         let e = Manifest::parse(b"{\"format\":9,\"lines\":[]}").unwrap_err();
         assert!(e.to_string().contains("format 9"), "{e}");
+        let mut m = Manifest::new();
+        m.begin_line("a").snapshots = vec![snapshot(5)];
+        m.lines[0].snapshots[0].name = "../../etc/cron.d/x".into();
+        let e = Manifest::parse(&serde_json::to_vec(&m).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("not a plain file name"), "{e}");
     }
 }
